@@ -1,0 +1,7 @@
+//! Aftercare: connected-car telemetry and fault codes in, booked workshop visits out.
+//!
+//! The modules follow the pipeline; data flows forward through them:
+//! `wire` (contract) → `ingest` (MQTT consumer) → `store` (PostgreSQL / TimescaleDB) → `api`.
+//! `config`, `metrics` and `simulator` serve them all.
+
+pub mod wire;
