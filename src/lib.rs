@@ -5,3 +5,11 @@
 //! `config`, `metrics` and `simulator` serve them all.
 
 pub mod wire;
+pub mod config;
+pub mod store;
+pub mod ingest;
+pub mod metrics;
+pub mod api;
+pub mod service;
+pub mod simulator;
+pub mod bench;

@@ -1,1 +1,125 @@
-fn main(){}
+//! The `aftercare` command: serve, migrate, keys, simulate, bench.
+
+use anyhow::Context;
+use aftercare::config::{Config, LogFormat};
+use aftercare::store::keys::Scope;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "aftercare", version, about = "Connected-car data in, booked workshop visits out")]
+struct Cli {
+    /// TOML configuration file (also AFTERCARE_CONFIG); environment variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ingest and the API until SIGINT/SIGTERM.
+    Serve,
+    /// Apply database migrations.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Publish a synthetic fleet through the broker.
+    Simulate(aftercare::simulator::SimulateArgs),
+    /// End-to-end benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it alone on stdout (it is stored hashed and cannot be shown again).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// fleet-read, advisor, planner or admin (admin implies all); repeatable.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<Scope>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Broker limit vs full pipeline vs database COPY limit, on the same messages.
+    Ingest(aftercare::bench::IngestBenchArgs),
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    init_logging(&config);
+    match cli.command {
+        Command::Serve => {
+            let service = aftercare::service::start(config).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down: committing and acknowledging what is in flight");
+            service.shutdown().await?;
+        }
+        Command::Migrate => {
+            let pool = aftercare::store::pool(&config.database.url, 1).await?;
+            let flavor = aftercare::store::migrate(&pool).await?;
+            eprintln!("migrated ({flavor:?})");
+        }
+        Command::Keys {
+            command: KeysCommand::Create { name, scopes },
+        } => {
+            let pool = aftercare::store::pool(&config.database.url, 1).await?;
+            aftercare::store::migrate(&pool).await?;
+            let secret = aftercare::store::keys::create(&pool, &name, &scopes).await?;
+            println!("{secret}");
+        }
+        Command::Simulate(args) => {
+            let summary = aftercare::simulator::run_live(&config, &args).await?;
+            eprintln!("{summary}");
+        }
+        Command::Bench {
+            command: BenchCommand::Ingest(args),
+        } => {
+            aftercare::bench::ingest(&config, &args).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

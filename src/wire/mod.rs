@@ -242,6 +242,9 @@ pub(crate) fn parse_ts(value: Option<&Value>, window: &TimeWindow) -> Result<Dat
             ))
         }
     };
+    // PostgreSQL keeps microseconds; truncating here keeps a sample's identity the same in
+    // memory and in the database.
+    let ts = DateTime::from_timestamp_micros(ts.timestamp_micros()).unwrap_or(ts);
     if ts < window.earliest || ts > window.latest {
         return Err(Reject::new(
             RejectReason::TimestampOutOfRange,
@@ -418,6 +421,13 @@ mod tests {
         assert_eq!(e.reason, RejectReason::InvalidTimestamp);
         let e = parse("telemetry", r#"{"ts":1.5,"seq":1,"signals":{}}"#).unwrap_err();
         assert_eq!(e.reason, RejectReason::InvalidTimestamp);
+    }
+
+    #[test]
+    fn timestamps_are_kept_to_the_microsecond() {
+        let m = parse("telemetry", r#"{"ts":"2026-11-23T08:15:30.123456789Z","seq":1,"signals":{}}"#).unwrap();
+        let Message::Telemetry { samples, .. } = m else { panic!("kind") };
+        assert_eq!(samples[0].ts.timestamp_subsec_nanos(), 123_456_000);
     }
 
     #[test]

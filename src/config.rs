@@ -1,0 +1,311 @@
+//! Typed configuration: defaults, then an optional TOML file, then `AFTERCARE_*` environment
+//! variables (`AFTERCARE_<SECTION>_<KEY>`, e.g. `AFTERCARE_INGEST_BATCH_MAX_MESSAGES`).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml { path: String, source: toml::de::Error },
+    #[error("environment variable {var} does not name a setting (expected AFTERCARE_<SECTION>_<KEY>)")]
+    UnknownEnv { var: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub mqtt: MqttConfig,
+    pub http: HttpConfig,
+    pub ingest: IngestConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    /// Connections for the API and background work; each ingest writer has its own on top.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub url: String,
+    /// Stable across restarts: the broker keeps the persistent session under this id.
+    pub client_id: String,
+    /// Shared-subscription group; instances in one group split the stream. Empty: no sharing.
+    pub share_group: String,
+    /// How long the broker keeps the session (and queues for it) while the service is away.
+    pub session_expiry_secs: u32,
+    /// Unacknowledged messages the broker may have in flight to us: the back-pressure bound.
+    pub receive_maximum: u16,
+    pub keep_alive_secs: u64,
+    /// Largest packet the broker may send us; larger payloads than `ingest.max_payload_bytes`
+    /// still arrive so they can be dead-lettered rather than dropped by the broker.
+    pub max_packet_bytes: u32,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMethod {
+    /// Binary COPY into a staging table, then one INSERT .. ON CONFLICT DO NOTHING.
+    Copy,
+    /// INSERT .. SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING.
+    Unnest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    pub enabled: bool,
+    pub batch_max_messages: usize,
+    pub batch_max_values: usize,
+    pub batch_max_delay_ms: u64,
+    pub max_payload_bytes: usize,
+    pub max_batch_samples: usize,
+    pub max_age_days: i64,
+    pub max_future_hours: i64,
+    pub write_method: WriteMethod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,aftercare=debug`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database: DatabaseConfig::default(),
+            mqtt: MqttConfig::default(),
+            http: HttpConfig::default(),
+            ingest: IngestConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "postgres://postgres@127.0.0.1:5432/aftercare".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".into());
+        MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: format!("aftercare-{host}"),
+            share_group: "aftercare".into(),
+            session_expiry_secs: 7 * 24 * 3600,
+            receive_maximum: 4096,
+            keep_alive_secs: 30,
+            max_packet_bytes: 16 * 1024 * 1024,
+            username: None,
+            password: None,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            enabled: true,
+            batch_max_messages: 1024,
+            batch_max_values: 50_000,
+            batch_max_delay_ms: 50,
+            max_payload_bytes: 1024 * 1024,
+            max_batch_samples: 1000,
+            max_age_days: 3 * 365,
+            max_future_hours: 24,
+            write_method: WriteMethod::Unnest,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            filter: "info".into(),
+        }
+    }
+}
+
+const SECTIONS: [&str; 5] = ["database", "mqtt", "http", "ingest", "log"];
+
+impl Config {
+    /// Loads defaults, then `file` (or `AFTERCARE_CONFIG`) if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_file = std::env::var("AFTERCARE_CONFIG").ok();
+        let file = file.map(Path::to_path_buf).or(env_file.map(Into::into));
+        let mut table = match &file {
+            Some(path) => {
+                let display = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: display.clone(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|source| ConfigError::Toml {
+                    path: display,
+                    source,
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        overlay_env(&mut table, std::env::vars())?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let i = &self.ingest;
+        if i.batch_max_messages == 0 || i.batch_max_values == 0 {
+            return Err(ConfigError::Invalid("ingest batch limits must be positive".into()));
+        }
+        if self.mqtt.receive_maximum == 0 {
+            return Err(ConfigError::Invalid("mqtt.receive_maximum must be positive".into()));
+        }
+        if self.mqtt.client_id.is_empty() {
+            return Err(ConfigError::Invalid("mqtt.client_id must not be empty".into()));
+        }
+        if self.mqtt.share_group.contains(['/', '+', '#']) {
+            return Err(ConfigError::Invalid(
+                "mqtt.share_group must not contain '/', '+' or '#'".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn batch_max_delay(&self) -> Duration {
+        Duration::from_millis(self.ingest.batch_max_delay_ms)
+    }
+
+    pub fn limits(&self) -> crate::wire::Limits {
+        crate::wire::Limits {
+            max_payload_bytes: self.ingest.max_payload_bytes,
+            max_batch_samples: self.ingest.max_batch_samples,
+            max_age: chrono::Duration::days(self.ingest.max_age_days),
+            max_future: chrono::Duration::hours(self.ingest.max_future_hours),
+        }
+    }
+}
+
+/// Applies `AFTERCARE_<SECTION>_<KEY>=value`; values are read as TOML scalars when they parse
+/// as one (numbers, booleans), as strings otherwise.
+fn overlay_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (var, raw) in vars {
+        let Some(rest) = var.strip_prefix("AFTERCARE_") else { continue };
+        if rest == "CONFIG" {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = SECTIONS
+            .iter()
+            .find_map(|s| lower.strip_prefix(s).and_then(|k| k.strip_prefix('_')).map(|k| (*s, k)))
+        else {
+            return Err(ConfigError::UnknownEnv { var });
+        };
+        let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+            Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.clone())),
+            Err(_) => toml::Value::String(raw.clone()),
+        };
+        let entry = table
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key.to_owned(), value);
+            }
+            _ => return Err(ConfigError::Invalid(format!("[{section}] must be a table"))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let mut table: toml::Table =
+            toml::from_str("[mqtt]\nurl = \"mqtt://file:1883\"\nshare_group = \"g\"\n").unwrap();
+        let vars = [
+            ("AFTERCARE_MQTT_URL", "mqtt://env:1884"),
+            ("AFTERCARE_INGEST_BATCH_MAX_MESSAGES", "17"),
+            ("AFTERCARE_HTTP_ADDR", "0.0.0.0:9000"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        overlay_env(&mut table, vars.into_iter()).unwrap();
+        let c: Config = toml::Value::Table(table).try_into().unwrap();
+        assert_eq!(c.mqtt.url, "mqtt://env:1884");
+        assert_eq!(c.mqtt.share_group, "g");
+        assert_eq!(c.ingest.batch_max_messages, 17);
+        assert_eq!(c.http.addr.port(), 9000);
+        assert_eq!(c.database.url, "postgres://postgres@127.0.0.1:5432/aftercare");
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let mut table = toml::Table::new();
+        let err = overlay_env(
+            &mut table,
+            [("AFTERCARE_NOPE_X".to_owned(), "1".to_owned())].into_iter(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownEnv { .. }));
+        let bad: Result<Config, _> = toml::from_str("[mqtt]\nurll = \"x\"\n");
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,383 @@
+//! Ingest: the MQTT consumer. It receives messages on a persistent shared subscription, parses
+//! them against the wire contract, batches them, has the store commit each batch, and only then
+//! acknowledges them, in arrival order. Three tasks joined by bounded channels:
+//!
+//! ```text
+//! broker ─▶ mqtt (poll, parse) ─▶ batcher (size/time) ─▶ writer (commit, then ack)
+//! ```
+//!
+//! Back-pressure is MQTT 5's receive maximum: the broker has at most that many unacknowledged
+//! messages out to us, so a slow database stops the flow instead of growing memory.
+
+mod batcher;
+
+pub use batcher::{BatchLimits, Batcher};
+
+use crate::config::{Config, WriteMethod};
+use crate::metrics::{Metrics, OutcomeLabel, ReasonLabel};
+use crate::store::{BatchItem, BatchResult, DeadLetter, Store};
+use crate::wire::{self, Limits};
+use chrono::Utc;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("invalid MQTT url {url:?}: {reason}")]
+    Url { url: String, reason: String },
+}
+
+/// One received message on its way to being stored and acknowledged.
+struct Delivery {
+    publish: Publish,
+    /// Which broker connection it came on; acks for a connection that is gone are not sent.
+    epoch: u64,
+    received: Instant,
+    item: BatchItem,
+    values: usize,
+}
+
+/// Builds the client options: persistent session, manual acks, bounded in-flight window.
+pub fn mqtt_options(config: &Config) -> Result<MqttOptions, IngestError> {
+    let m = &config.mqtt;
+    let url = if m.url.contains("client_id=") {
+        m.url.clone()
+    } else {
+        let sep = if m.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}client_id={}", m.url, m.client_id)
+    };
+    let mut opts = MqttOptions::parse_url(url).map_err(|e| IngestError::Url {
+        url: m.url.clone(),
+        reason: e.to_string(),
+    })?;
+    opts.set_clean_start(false)
+        .set_session_expiry_interval(Some(m.session_expiry_secs))
+        .set_manual_acks(true)
+        .set_receive_maximum(Some(m.receive_maximum))
+        .set_max_packet_size(Some(m.max_packet_bytes))
+        .set_keep_alive(Duration::from_secs(m.keep_alive_secs))
+        .set_request_channel_capacity(usize::from(m.receive_maximum) + 16);
+    if let (Some(user), Some(pass)) = (&m.username, &m.password) {
+        opts.set_credentials(user.clone(), pass.clone());
+    }
+    Ok(opts)
+}
+
+/// Runs ingest until `shutdown` turns true, then commits and acknowledges what it holds and
+/// disconnects (keeping the session).
+pub async fn run(
+    config: &Config,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), IngestError> {
+    let opts = mqtt_options(config)?;
+    let (client, mut eventloop) = AsyncClient::new(opts, usize::from(config.mqtt.receive_maximum) + 16);
+    let epoch = Arc::new(AtomicU64::new(0));
+    let window = usize::from(config.mqtt.receive_maximum);
+    let (deliveries_tx, deliveries_rx) = mpsc::channel::<Delivery>(window + 1);
+    let (batches_tx, batches_rx) = mpsc::channel::<Vec<Delivery>>(1);
+    let batch_limits = BatchLimits {
+        max_messages: config.ingest.batch_max_messages.min(window.max(1)),
+        max_values: config.ingest.batch_max_values,
+        max_delay: config.batch_max_delay(),
+    };
+    let batcher = tokio::spawn(run_batcher(deliveries_rx, batches_tx, batch_limits));
+    let writer = tokio::spawn(run_writer(
+        batches_rx,
+        store,
+        client.clone(),
+        epoch.clone(),
+        metrics.clone(),
+        config.ingest.write_method,
+        shutdown.clone(),
+    ));
+    let filters = wire::subscription_filters(
+        Some(config.mqtt.share_group.as_str()).filter(|g| !g.is_empty()),
+    );
+    let limits = config.limits();
+    let mut deliveries_tx = Some(deliveries_tx);
+    let mut backoff = Duration::from_millis(100);
+    let mut writer = writer;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed(), if deliveries_tx.is_some() => {
+                // Stop taking messages; what arrives from now on is not acknowledged and comes
+                // back on the next connection.
+                deliveries_tx = None;
+            }
+            _ = &mut writer => break,
+            event = eventloop.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    let e = epoch.fetch_add(1, Ordering::SeqCst) + 1;
+                    metrics.mqtt_connected.set(1);
+                    metrics.mqtt_connects.inc();
+                    backoff = Duration::from_millis(100);
+                    if !ack.session_present {
+                        metrics.mqtt_session_lost.inc();
+                    }
+                    tracing::info!(epoch = e, session_present = ack.session_present, "connected to broker");
+                    // Subscribing again is harmless with a session and required without one.
+                    // Sent from a task: this loop must keep polling for the request to go out.
+                    let client = client.clone();
+                    let filters: Vec<Filter> = filters
+                        .iter()
+                        .map(|f| Filter {
+                            retain_forward_rule: RetainForwardRule::Never,
+                            ..Filter::new(f.clone(), QoS::AtLeastOnce)
+                        })
+                        .collect();
+                    tokio::spawn(async move {
+                        if let Err(e) = client.subscribe_many(filters).await {
+                            tracing::error!(error = %e, "cannot send subscription");
+                        }
+                    });
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    for code in &ack.return_codes {
+                        if !matches!(code, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)) {
+                            tracing::error!(?code, "broker refused a subscription");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    metrics.received.inc();
+                    let Some(tx) = &deliveries_tx else { continue };
+                    metrics.inflight.inc();
+                    let delivery = receive(publish, epoch.load(Ordering::SeqCst), &limits);
+                    if tx.send(delivery).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                    tracing::warn!(reason = ?d.reason_code, "broker disconnected us");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    metrics.mqtt_connected.set(0);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "broker connection failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed(), if deliveries_tx.is_some() => { deliveries_tx = None; }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    // Writer done: its last acks are queued; send them and disconnect, keeping the session.
+    let _ = batcher.await;
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = event {
+                break;
+            }
+        }
+    })
+    .await;
+    metrics.mqtt_connected.set(0);
+    Ok(())
+}
+
+/// Parses one publish into what the store should do with it.
+fn receive(publish: Publish, epoch: u64, limits: &Limits) -> Delivery {
+    let received = Instant::now();
+    let received_at = Utc::now();
+    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+    let (item, values) = if publish.retain {
+        (BatchItem::Ignored, 0)
+    } else {
+        match wire::parse_message(&topic, &publish.payload, received_at, limits) {
+            Ok(message) => {
+                let values = message.value_count();
+                (BatchItem::Message { message, received_at }, values)
+            }
+            Err(reject) => (
+                BatchItem::DeadLetter {
+                    letter: DeadLetter {
+                        topic,
+                        payload: publish.payload.clone(),
+                        reason: reject.reason.as_str().to_owned(),
+                        detail: reject.detail,
+                    },
+                    received_at,
+                },
+                1,
+            ),
+        }
+    };
+    Delivery {
+        publish,
+        epoch,
+        received,
+        item,
+        values,
+    }
+}
+
+async fn run_batcher(
+    mut rx: mpsc::Receiver<Delivery>,
+    tx: mpsc::Sender<Vec<Delivery>>,
+    limits: BatchLimits,
+) {
+    let mut batch = Batcher::new(limits);
+    loop {
+        let deadline = batch.deadline();
+        let flush = tokio::select! {
+            d = rx.recv() => match d {
+                Some(d) => {
+                    let values = d.values;
+                    batch.push(d, values, Instant::now())
+                }
+                None => break,
+            },
+            _ = sleep_until(deadline), if deadline.is_some() => true,
+        };
+        if flush && tx.send(batch.take()).await.is_err() {
+            return;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch.take()).await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d.into()).await;
+    }
+}
+
+async fn run_writer(
+    mut rx: mpsc::Receiver<Vec<Delivery>>,
+    store: Arc<Store>,
+    client: AsyncClient,
+    epoch: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    method: WriteMethod,
+    shutdown: watch::Receiver<bool>,
+) {
+    while let Some(batch) = rx.recv().await {
+        let started = Instant::now();
+        let Some(result) = write_with_retry(&store, &batch, method, &metrics, &shutdown).await else {
+            // Shutting down with the database away: nothing committed, nothing acknowledged.
+            return;
+        };
+        metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.batch_messages.observe(batch.len() as f64);
+        metrics.values.inc_by(result.values_stored);
+        let current = epoch.load(Ordering::SeqCst);
+        for i in 0..batch.len() {
+            let (delivery, outcome) = (&batch[i], result.outcomes[i]);
+            metrics.messages.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).inc();
+            if let BatchItem::DeadLetter { letter, .. } = &delivery.item {
+                metrics
+                    .dead_letters
+                    .get_or_create(&ReasonLabel { reason: letter.reason.clone() })
+                    .inc();
+            }
+            if delivery.epoch == current {
+                if client.ack(&delivery.publish).await.is_err() {
+                    tracing::warn!("MQTT client gone; acknowledgement not sent");
+                }
+            } else {
+                metrics.stale_acks_skipped.inc();
+            }
+            metrics.ack_lag_seconds.observe(delivery.received.elapsed().as_secs_f64());
+            metrics.inflight.dec();
+        }
+    }
+}
+
+/// Commits the batch, retrying transient failures with backoff. When the database refuses
+/// the data itself, items are written one at a time and the one it refuses becomes a dead
+/// letter, so one bad message cannot stall the stream. `None` if shutdown came first.
+async fn write_with_retry(
+    store: &Store,
+    batch: &[Delivery],
+    method: WriteMethod,
+    metrics: &Metrics,
+    shutdown: &watch::Receiver<bool>,
+) -> Option<BatchResult> {
+    let items: Vec<BatchItem> = batch.iter().map(|d| d.item.clone()).collect();
+    match write_transient_retry(store, &items, method, metrics, shutdown).await? {
+        Ok(result) => Some(result),
+        Err(e) => {
+            tracing::warn!(error = %e, messages = items.len(), "batch refused; writing one by one");
+            let mut total = BatchResult::default();
+            for (delivery, item) in batch.iter().zip(items) {
+                let single = match write_transient_retry(store, std::slice::from_ref(&item), method, metrics, shutdown).await? {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "message refused by the database; dead-lettered");
+                        let letter = BatchItem::DeadLetter {
+                            letter: DeadLetter {
+                                topic: String::from_utf8_lossy(&delivery.publish.topic).into_owned(),
+                                payload: delivery.publish.payload.clone(),
+                                reason: "storage_rejected".into(),
+                                detail: e.to_string(),
+                            },
+                            received_at: Utc::now(),
+                        };
+                        loop {
+                            match write_transient_retry(store, std::slice::from_ref(&letter), method, metrics, shutdown).await? {
+                                Ok(r) => break r,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot store dead letter; retrying");
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                            }
+                        }
+                    }
+                };
+                total.outcomes.extend(single.outcomes);
+                total.values_stored += single.values_stored;
+                total.samples_stored += single.samples_stored;
+                total.dtc_reports_stored += single.dtc_reports_stored;
+                total.dead_letters += single.dead_letters;
+            }
+            Some(total)
+        }
+    }
+}
+
+/// `None`: shutdown while waiting; `Some(Err)`: a non-transient error.
+async fn write_transient_retry(
+    store: &Store,
+    items: &[BatchItem],
+    method: WriteMethod,
+    metrics: &Metrics,
+    shutdown: &watch::Receiver<bool>,
+) -> Option<Result<BatchResult, crate::store::StoreError>> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match store.write_batch(items, method).await {
+            Ok(r) => return Some(Ok(r)),
+            Err(e) if e.is_transient() => {
+                metrics.db_write_errors.inc();
+                tracing::warn!(error = %e, retry_in = ?backoff, "batch write failed; retrying");
+                let stopping = *shutdown.borrow();
+                if stopping {
+                    return None;
+                }
+                let mut shutdown = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return None,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                metrics.db_write_errors.inc();
+                return Some(Err(e));
+            }
+        }
+    }
+}
+

@@ -1,0 +1,121 @@
+//! Prometheus metrics, one registry per service instance (no globals, so tests can run several
+//! instances in one process). Names under `aftercare_`; the design's stable names are kept.
+
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub received: Counter,
+    pub messages: Family<OutcomeLabel, Counter>,
+    pub values: Counter,
+    pub dead_letters: Family<ReasonLabel, Counter>,
+    pub batch_messages: Histogram,
+    pub flush_seconds: Histogram,
+    pub ack_lag_seconds: Histogram,
+    pub inflight: Gauge,
+    pub mqtt_connected: Gauge,
+    pub mqtt_connects: Counter,
+    pub mqtt_session_lost: Counter,
+    pub stale_acks_skipped: Counter,
+    pub db_write_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("aftercare");
+        let m = Metrics {
+            received: Counter::default(),
+            messages: Family::default(),
+            values: Counter::default(),
+            dead_letters: Family::default(),
+            batch_messages: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            ack_lag_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            inflight: Gauge::default(),
+            mqtt_connected: Gauge::default(),
+            mqtt_connects: Counter::default(),
+            mqtt_session_lost: Counter::default(),
+            stale_acks_skipped: Counter::default(),
+            db_write_errors: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "ingest_received",
+            "MQTT messages received (before parsing)",
+            m.received.clone(),
+        );
+        registry.register(
+            "ingest_messages",
+            "MQTT messages by what became of them",
+            m.messages.clone(),
+        );
+        registry.register("ingest_values", "Signal values stored", m.values.clone());
+        registry.register("dead_letters", "Messages dead-lettered, by reason", m.dead_letters.clone());
+        registry.register(
+            "ingest_batch_messages",
+            "Messages per committed batch",
+            m.batch_messages.clone(),
+        );
+        registry.register(
+            "ingest_flush_seconds",
+            "Time to write and commit one batch",
+            m.flush_seconds.clone(),
+        );
+        registry.register(
+            "ingest_ack_lag_seconds",
+            "Time from receiving a message to acknowledging it",
+            m.ack_lag_seconds.clone(),
+        );
+        registry.register(
+            "ingest_inflight_messages",
+            "Messages received and not yet acknowledged",
+            m.inflight.clone(),
+        );
+        registry.register("mqtt_connected", "1 while connected to the broker", m.mqtt_connected.clone());
+        registry.register("mqtt_connects", "Successful broker connections", m.mqtt_connects.clone());
+        registry.register(
+            "mqtt_sessions_lost",
+            "Connections on which the broker had no session for us",
+            m.mqtt_session_lost.clone(),
+        );
+        registry.register(
+            "ingest_stale_acks_skipped",
+            "Acknowledgements not sent because the connection they belonged to was gone",
+            m.stale_acks_skipped.clone(),
+        );
+        registry.register(
+            "ingest_write_errors",
+            "Failed batch writes (retried)",
+            m.db_write_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

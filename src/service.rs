@@ -1,0 +1,100 @@
+//! Wires the pipeline into one running service: database pools, migrations, ingest and the
+//! HTTP API, with a graceful shutdown that commits and acknowledges what is in flight.
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::ingest::{self, IngestError};
+use crate::metrics::Metrics;
+use crate::store::{self, Store, StoreError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+pub struct RunningService {
+    pub http_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<Store>,
+    shutdown: watch::Sender<bool>,
+    ingest: Option<JoinHandle<Result<(), IngestError>>>,
+    http: JoinHandle<()>,
+}
+
+/// Migrates, then starts ingest (if enabled) and the API. Returns once both are running.
+pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
+    let api_pool = store::pool(&config.database.url, config.database.max_connections).await?;
+    store::migrate(&api_pool).await?;
+    let store = Arc::new(Store::open(api_pool).await?);
+    tracing::info!(flavor = ?store.flavor(), "database ready");
+    let metrics = Arc::new(Metrics::new());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let ingest = if config.ingest.enabled {
+        // Its own pool, so API load never starves the write path.
+        let ingest_store = Arc::new(Store::open(store::pool(&config.database.url, 2).await?).await?);
+        ingest::mqtt_options(&config)?;
+        let (config, metrics, rx) = (config.clone(), metrics.clone(), shutdown_rx.clone());
+        Some(tokio::spawn(async move {
+            ingest::run(&config, ingest_store, metrics, rx).await
+        }))
+    } else {
+        None
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.http.addr)
+        .await
+        .map_err(|source| ServiceError::Bind {
+            addr: config.http.addr,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| ServiceError::Bind {
+        addr: config.http.addr,
+        source,
+    })?;
+    let app = api::router(AppState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        ingest_enabled: config.ingest.enabled,
+    });
+    let mut rx = shutdown_rx;
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%http_addr, "listening");
+    Ok(RunningService {
+        http_addr,
+        metrics,
+        store,
+        shutdown,
+        ingest,
+        http,
+    })
+}
+
+impl RunningService {
+    /// Stops taking messages, commits and acknowledges what is held, and stops the API.
+    pub async fn shutdown(self) -> Result<(), ServiceError> {
+        let _ = self.shutdown.send(true);
+        let ingest = match self.ingest {
+            Some(handle) => handle.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        };
+        let _ = self.http.await;
+        Ok(ingest?)
+    }
+}

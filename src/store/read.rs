@@ -1,0 +1,307 @@
+//! Read queries behind the API: telemetry (raw or bucketed) and DTC history with lifecycle.
+//! The same SQL runs on plain PostgreSQL and TimescaleDB.
+
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+pub async fn vehicle_id(pool: &PgPool, vin: &str) -> Result<Option<i32>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT id FROM vehicles WHERE vin = $1")
+        .bind(vin)
+        .fetch_optional(pool)
+        .await?)
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Point {
+    pub ts: DateTime<Utc>,
+    pub signal: String,
+    pub value: f64,
+}
+
+/// Position after the last returned point, for cursor pagination: (ts, signal id).
+pub type TelemetryCursor = (DateTime<Utc>, i32);
+
+pub struct TelemetryQuery<'a> {
+    pub vehicle_id: i32,
+    pub signal: Option<&'a str>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub after: Option<TelemetryCursor>,
+    pub limit: i64,
+}
+
+/// Raw values ordered by (ts, signal), at most `limit`, and the cursor for the next page.
+pub async fn telemetry(
+    pool: &PgPool,
+    q: &TelemetryQuery<'_>,
+) -> Result<(Vec<Point>, Option<TelemetryCursor>), StoreError> {
+    let (after_ts, after_sig) = q.after.unwrap_or((q.from, i32::MIN));
+    let rows: Vec<(DateTime<Utc>, i32, String, f64)> = sqlx::query_as(
+        "SELECT t.ts, t.signal_id, s.name, t.value
+         FROM telemetry t JOIN signals s ON s.id = t.signal_id
+         WHERE t.vehicle_id = $1
+           AND ($2::text IS NULL OR s.name = $2)
+           AND t.ts >= $3 AND t.ts < $4
+           AND (t.ts, t.signal_id) > ($5, $6)
+         ORDER BY t.ts, t.signal_id
+         LIMIT $7",
+    )
+    .bind(q.vehicle_id)
+    .bind(q.signal)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(after_ts)
+    .bind(after_sig)
+    .bind(q.limit + 1)
+    .fetch_all(pool)
+    .await?;
+    let more = rows.len() as i64 > q.limit;
+    let rows = &rows[..rows.len().min(q.limit as usize)];
+    let next = if more {
+        rows.last().map(|(ts, sig, ..)| (*ts, *sig))
+    } else {
+        None
+    };
+    Ok((
+        rows.iter()
+            .map(|(ts, _, signal, value)| Point {
+                ts: *ts,
+                signal: signal.clone(),
+                value: *value,
+            })
+            .collect(),
+        next,
+    ))
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Bucket {
+    pub ts: DateTime<Utc>,
+    pub signal: String,
+    pub n: i64,
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
+}
+
+/// Aggregates per bucket. Whole-day buckets read the daily rollup (continuous aggregate on
+/// TimescaleDB, ingest-maintained table otherwise); others aggregate raw values.
+pub async fn telemetry_buckets(
+    pool: &PgPool,
+    vehicle_id: i32,
+    signal: Option<&str>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket_secs: i64,
+    limit: i64,
+) -> Result<Vec<Bucket>, StoreError> {
+    let rows: Vec<(DateTime<Utc>, String, i64, f64, f64, f64)> = if bucket_secs == 86_400 {
+        sqlx::query_as(
+            "SELECT d.day, s.name, d.n, d.min, d.max, d.sum / d.n
+             FROM signal_daily d JOIN signals s ON s.id = d.signal_id
+             WHERE d.vehicle_id = $1 AND ($2::text IS NULL OR s.name = $2)
+               AND d.day >= date_bin(INTERVAL '1 day', $3::timestamptz, TIMESTAMPTZ '2000-01-01')
+               AND d.day < $4
+             ORDER BY d.day, s.name
+             LIMIT $5",
+        )
+        .bind(vehicle_id)
+        .bind(signal)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+    } else {
+        sqlx::query_as(
+            "SELECT date_bin(make_interval(secs => $5), t.ts, TIMESTAMPTZ '2000-01-01') AS bucket,
+                    s.name, count(*), min(t.value), max(t.value), avg(t.value)
+             FROM telemetry t JOIN signals s ON s.id = t.signal_id
+             WHERE t.vehicle_id = $1 AND ($2::text IS NULL OR s.name = $2)
+               AND t.ts >= $3 AND t.ts < $4
+             GROUP BY bucket, s.name
+             ORDER BY bucket, s.name
+             LIMIT $6",
+        )
+        .bind(vehicle_id)
+        .bind(signal)
+        .bind(from)
+        .bind(to)
+        .bind(bucket_secs as f64)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(ts, signal, n, min, max, avg)| Bucket { ts, signal, n, min, max, avg })
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DtcEvent {
+    pub ts: DateTime<Utc>,
+    pub status: String,
+    pub source: Option<String>,
+    pub occurrence_count: Option<i16>,
+    pub source_address: Option<i16>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DtcHistory {
+    pub code: String,
+    pub spn: Option<i32>,
+    pub fmi: Option<i16>,
+    pub active: bool,
+    pub status: String,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub cleared_at: Option<DateTime<Utc>>,
+    pub reports: i32,
+    pub events: Vec<DtcEvent>,
+}
+
+type DtcRow = (
+    String,
+    Option<i32>,
+    Option<i16>,
+    bool,
+    String,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    i32,
+);
+
+/// Every code the vehicle reported, active first, each with its recent events (newest first,
+/// at most `events_per_code`).
+pub async fn dtc_history(
+    pool: &PgPool,
+    vehicle_id: i32,
+    events_per_code: i64,
+) -> Result<Vec<DtcHistory>, StoreError> {
+    let codes: Vec<DtcRow> = sqlx::query_as(
+        "SELECT code, spn, fmi,
+                (cleared_at IS NULL OR last_seen > cleared_at) AS active,
+                last_status, first_seen, last_seen, cleared_at, reports
+         FROM dtcs WHERE vehicle_id = $1
+         ORDER BY active DESC, last_status_ts DESC, code",
+    )
+    .bind(vehicle_id)
+    .fetch_all(pool)
+    .await?;
+    let events: Vec<(String, DateTime<Utc>, String, Option<String>, Option<i16>, Option<i16>)> =
+        sqlx::query_as(
+            "SELECT code, ts, status, source, oc, sa FROM (
+                 SELECT code, ts, status, source, oc, sa,
+                        row_number() OVER (PARTITION BY code ORDER BY ts DESC, seq DESC) AS rn
+                 FROM dtc_events WHERE vehicle_id = $1) e
+             WHERE rn <= $2 ORDER BY code, ts DESC",
+        )
+        .bind(vehicle_id)
+        .bind(events_per_code)
+        .fetch_all(pool)
+        .await?;
+    let mut by_code: std::collections::HashMap<String, Vec<DtcEvent>> = Default::default();
+    for (code, ts, status, source, oc, sa) in events {
+        by_code.entry(code).or_default().push(DtcEvent {
+            ts,
+            status,
+            source,
+            occurrence_count: oc,
+            source_address: sa,
+        });
+    }
+    Ok(codes
+        .into_iter()
+        .map(|(code, spn, fmi, active, status, first_seen, last_seen, cleared_at, reports)| {
+            let events = by_code.remove(&code).unwrap_or_default();
+            DtcHistory {
+                code,
+                spn,
+                fmi,
+                active,
+                status,
+                first_seen,
+                last_seen,
+                cleared_at,
+                reports,
+                events,
+            }
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatestValue {
+    pub signal: String,
+    pub ts: DateTime<Utc>,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveDtc {
+    pub code: String,
+    pub status: String,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+pub struct VehicleProfile {
+    pub first_seen: DateTime<Utc>,
+    pub last_sample_at: Option<DateTime<Utc>>,
+    pub latest: Vec<LatestValue>,
+    pub active_dtcs: Vec<ActiveDtc>,
+}
+
+/// Latest value of each signal the vehicle reported (one index probe per signal it has in
+/// its daily rollup), and its active DTCs.
+pub async fn vehicle_profile(pool: &PgPool, vehicle_id: i32) -> Result<VehicleProfile, StoreError> {
+    let (first_seen, last_sample_at): (DateTime<Utc>, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT v.first_seen, (SELECT max(ts) FROM samples WHERE vehicle_id = v.id)
+         FROM vehicles v WHERE v.id = $1",
+    )
+    .bind(vehicle_id)
+    .fetch_one(pool)
+    .await?;
+    let latest: Vec<(String, DateTime<Utc>, f64)> = sqlx::query_as(
+        "SELECT s.name, t.ts, t.value
+         FROM (SELECT DISTINCT signal_id FROM signal_daily WHERE vehicle_id = $1) d
+         JOIN signals s ON s.id = d.signal_id
+         CROSS JOIN LATERAL (
+             SELECT ts, value FROM telemetry
+             WHERE vehicle_id = $1 AND signal_id = d.signal_id
+             ORDER BY ts DESC LIMIT 1) t
+         ORDER BY s.name",
+    )
+    .bind(vehicle_id)
+    .fetch_all(pool)
+    .await?;
+    let active: Vec<(String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT code, last_status, first_seen, last_seen FROM dtcs
+         WHERE vehicle_id = $1 AND (cleared_at IS NULL OR last_seen > cleared_at)
+         ORDER BY last_seen DESC NULLS LAST, code",
+    )
+    .bind(vehicle_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(VehicleProfile {
+        first_seen,
+        last_sample_at,
+        latest: latest
+            .into_iter()
+            .map(|(signal, ts, value)| LatestValue { signal, ts, value })
+            .collect(),
+        active_dtcs: active
+            .into_iter()
+            .map(|(code, status, first_seen, last_seen)| ActiveDtc {
+                code,
+                status,
+                first_seen,
+                last_seen,
+            })
+            .collect(),
+    })
+}

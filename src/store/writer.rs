@@ -1,0 +1,733 @@
+//! The ingest write path: one transaction per batch, idempotent at every step. The sample and
+//! report ledgers decide which messages are new (`ON CONFLICT DO NOTHING RETURNING`); only
+//! their values, events, lifecycle merges and rollups are written, so a redelivered message
+//! changes nothing. Upserts are fed in key order so concurrent writers lock rows in one order.
+
+use super::copy::TelemetryCopyEncoder;
+use super::{Store, StoreError};
+use crate::config::WriteMethod;
+use crate::wire::{DtcCode, DtcReport, Message, Sample};
+use bytes::Bytes;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::{Acquire, PgConnection};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Dead-letter payloads above this are stored truncated (the size is kept).
+const DEAD_LETTER_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub payload: Bytes,
+    pub reason: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum BatchItem {
+    Message {
+        message: Message,
+        received_at: DateTime<Utc>,
+    },
+    DeadLetter {
+        letter: DeadLetter,
+        received_at: DateTime<Utc>,
+    },
+    /// Acknowledged without storing (e.g. retained messages); keeps its place in ack order.
+    Ignored,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    Duplicate,
+    DeadLetter,
+    Ignored,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLetter => "dead_letter",
+            Outcome::Ignored => "ignored",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    /// One per input item, in input order.
+    pub outcomes: Vec<Outcome>,
+    pub values_stored: u64,
+    pub samples_stored: u64,
+    pub dtc_reports_stored: u64,
+    pub dead_letters: u64,
+}
+
+type SampleKey = (i32, i64, DateTime<Utc>);
+
+impl Store {
+    /// Writes a batch in one transaction and reports what became of each item. Nothing is
+    /// visible (or acknowledgeable) before this returns `Ok`.
+    pub async fn write_batch(
+        &self,
+        items: &[BatchItem],
+        method: WriteMethod,
+    ) -> Result<BatchResult, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let vins: Vec<&str> = items
+            .iter()
+            .filter_map(|i| match i {
+                BatchItem::Message { message, .. } => Some(message.vin().as_str()),
+                _ => None,
+            })
+            .collect();
+        let vehicle_ids = self.resolve_vehicles(&mut conn, &vins).await?;
+        let names: Vec<&str> = items
+            .iter()
+            .filter_map(|i| match i {
+                BatchItem::Message {
+                    message: Message::Telemetry { samples, .. },
+                    ..
+                } => Some(samples),
+                _ => None,
+            })
+            .flatten()
+            .flat_map(|s| s.values.iter().map(|(n, _)| n.as_str()))
+            .collect();
+        let signal_ids = self.resolve_signals(&mut conn, &names).await?;
+
+        let mut tx = conn.begin().await?;
+        let mut result = BatchResult {
+            outcomes: vec![Outcome::Ignored; items.len()],
+            ..BatchResult::default()
+        };
+
+        // Telemetry: ledger first, then values of the samples the ledger accepted.
+        let mut new_samples = insert_sample_ledger(&mut tx, items, &vehicle_ids).await?;
+        let mut values = ValueColumns::default();
+        for (i, item) in items.iter().enumerate() {
+            let BatchItem::Message {
+                message: Message::Telemetry { vin, samples },
+                ..
+            } = item
+            else {
+                continue;
+            };
+            let vehicle_id = vehicle_ids[vin.as_str()];
+            let mut any_new = false;
+            for sample in samples {
+                // Claim the key: a second copy later in this batch is a duplicate.
+                if new_samples.remove(&(vehicle_id, sample.seq, sample.ts)) {
+                    any_new = true;
+                    result.samples_stored += 1;
+                    values.push_sample(vehicle_id, sample, &signal_ids);
+                }
+            }
+            result.outcomes[i] = if any_new { Outcome::Stored } else { Outcome::Duplicate };
+        }
+        if !values.is_empty() {
+            result.values_stored = match method {
+                WriteMethod::Unnest => values.insert_unnest(&mut tx).await?,
+                WriteMethod::Copy => values.insert_copy(&mut tx).await?,
+            };
+            if self.flavor.writes_rollup() {
+                values.upsert_rollup(&mut tx).await?;
+            }
+        }
+
+        // Diagnostics: report ledger, then events and lifecycle of the new reports.
+        let mut new_reports = insert_report_ledger(&mut tx, items, &vehicle_ids).await?;
+        let mut accepted: Vec<(i32, &DtcReport)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let BatchItem::Message {
+                message: Message::Dtc { vin, report },
+                ..
+            } = item
+            else {
+                continue;
+            };
+            let vehicle_id = vehicle_ids[vin.as_str()];
+            if new_reports.remove(&(vehicle_id, report.seq, report.ts)) {
+                accepted.push((vehicle_id, report));
+                result.outcomes[i] = Outcome::Stored;
+            } else {
+                result.outcomes[i] = Outcome::Duplicate;
+            }
+        }
+        result.dtc_reports_stored = accepted.len() as u64;
+        if !accepted.is_empty() {
+            insert_dtc_events(&mut tx, &accepted).await?;
+            merge_dtc_lifecycles(&mut tx, &accepted).await?;
+        }
+
+        // Dead letters.
+        let letters: Vec<(&DeadLetter, DateTime<Utc>)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match item {
+                BatchItem::DeadLetter { letter, received_at } => {
+                    result.outcomes[i] = Outcome::DeadLetter;
+                    Some((letter, *received_at))
+                }
+                _ => None,
+            })
+            .collect();
+        result.dead_letters = letters.len() as u64;
+        if !letters.is_empty() {
+            insert_dead_letters(&mut tx, &letters).await?;
+        }
+
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// VIN to vehicle id, creating vehicles on first sight. Runs outside the batch
+    /// transaction: a vehicle row without data is harmless, and keeps the batch short.
+    async fn resolve_vehicles(
+        &self,
+        conn: &mut PgConnection,
+        vins: &[&str],
+    ) -> Result<HashMap<String, i32>, StoreError> {
+        resolve_ids(conn, &self.vehicle_ids, vins, "vehicles", "vin").await
+    }
+
+    async fn resolve_signals(
+        &self,
+        conn: &mut PgConnection,
+        names: &[&str],
+    ) -> Result<HashMap<String, i32>, StoreError> {
+        resolve_ids(conn, &self.signal_ids, names, "signals", "name").await
+    }
+}
+
+/// Looks names up in `cache`, inserting the missing ones into `table` (`id`, `column`).
+async fn resolve_ids(
+    conn: &mut PgConnection,
+    cache: &std::sync::Mutex<HashMap<String, i32>>,
+    names: &[&str],
+    table: &str,
+    column: &str,
+) -> Result<HashMap<String, i32>, StoreError> {
+    let mut found = HashMap::new();
+    let mut missing: Vec<String> = Vec::new();
+    {
+        let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        for name in names {
+            if found.contains_key(*name) {
+                continue;
+            }
+            match cache.get(*name) {
+                Some(id) => {
+                    found.insert((*name).to_owned(), *id);
+                }
+                None => {
+                    found.insert((*name).to_owned(), 0);
+                    missing.push((*name).to_owned());
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    missing.sort();
+    sqlx::query(&format!(
+        "INSERT INTO {table} ({column}) SELECT * FROM UNNEST($1::text[]) ON CONFLICT ({column}) DO NOTHING"
+    ))
+    .bind(&missing)
+    .execute(&mut *conn)
+    .await?;
+    let rows: Vec<(i32, String)> = sqlx::query_as(&format!(
+        "SELECT id, {column} FROM {table} WHERE {column} = ANY($1)"
+    ))
+    .bind(&missing)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    for (id, name) in rows {
+        cache.insert(name.clone(), id);
+        found.insert(name, id);
+    }
+    Ok(found)
+}
+
+async fn insert_sample_ledger(
+    tx: &mut PgConnection,
+    items: &[BatchItem],
+    vehicle_ids: &HashMap<String, i32>,
+) -> Result<HashSet<SampleKey>, StoreError> {
+    let (mut vid, mut seq, mut ts, mut recv, mut nv) = (vec![], vec![], vec![], vec![], vec![]);
+    for item in items {
+        if let BatchItem::Message {
+            message: Message::Telemetry { vin, samples },
+            received_at,
+        } = item
+        {
+            let id = vehicle_ids[vin.as_str()];
+            for s in samples {
+                vid.push(id);
+                seq.push(s.seq);
+                ts.push(s.ts);
+                recv.push(*received_at);
+                nv.push(s.values.len() as i32);
+            }
+        }
+    }
+    if vid.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<SampleKey> = sqlx::query_as(
+        "INSERT INTO samples (vehicle_id, seq, ts, received_at, n_values)
+         SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::timestamptz[], $4::timestamptz[], $5::int4[])
+         ON CONFLICT DO NOTHING
+         RETURNING vehicle_id, seq, ts",
+    )
+    .bind(vid)
+    .bind(seq)
+    .bind(ts)
+    .bind(recv)
+    .bind(nv)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+async fn insert_report_ledger(
+    tx: &mut PgConnection,
+    items: &[BatchItem],
+    vehicle_ids: &HashMap<String, i32>,
+) -> Result<HashSet<SampleKey>, StoreError> {
+    let (mut vid, mut seq, mut ts, mut recv, mut source, mut mil, mut n) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for item in items {
+        if let BatchItem::Message {
+            message: Message::Dtc { vin, report },
+            received_at,
+        } = item
+        {
+            vid.push(vehicle_ids[vin.as_str()]);
+            seq.push(report.seq);
+            ts.push(report.ts);
+            recv.push(*received_at);
+            source.push(report.source.clone());
+            mil.push(report.mil);
+            n.push(report.dtcs.len() as i32);
+        }
+    }
+    if vid.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<SampleKey> = sqlx::query_as(
+        "INSERT INTO dtc_reports (vehicle_id, seq, ts, received_at, source, mil, n_dtcs)
+         SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::timestamptz[], $4::timestamptz[],
+                              $5::text[], $6::bool[], $7::int4[])
+         ON CONFLICT DO NOTHING
+         RETURNING vehicle_id, seq, ts",
+    )
+    .bind(vid)
+    .bind(seq)
+    .bind(ts)
+    .bind(recv)
+    .bind(source)
+    .bind(mil)
+    .bind(n)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Column buffers for the values of newly accepted samples.
+#[derive(Default)]
+struct ValueColumns {
+    vehicle_id: Vec<i32>,
+    signal_id: Vec<i32>,
+    ts: Vec<DateTime<Utc>>,
+    value: Vec<f64>,
+}
+
+impl ValueColumns {
+    fn push_sample(&mut self, vehicle_id: i32, sample: &Sample, signal_ids: &HashMap<String, i32>) {
+        for (name, value) in &sample.values {
+            self.vehicle_id.push(vehicle_id);
+            self.signal_id.push(signal_ids[name.as_str()]);
+            self.ts.push(sample.ts);
+            self.value.push(*value);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.vehicle_id.is_empty()
+    }
+
+    async fn insert_unnest(&self, tx: &mut PgConnection) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO telemetry (vehicle_id, signal_id, ts, value)
+             SELECT * FROM UNNEST($1::int4[], $2::int4[], $3::timestamptz[], $4::float8[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.vehicle_id)
+        .bind(&self.signal_id)
+        .bind(&self.ts)
+        .bind(&self.value)
+        .execute(&mut *tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn insert_copy(&self, tx: &mut PgConnection) -> Result<u64, StoreError> {
+        // A plain query, not raw_sql: raw_sql's executor bound makes the future non-Send.
+        sqlx::query(
+            "CREATE TEMP TABLE IF NOT EXISTS stage_telemetry
+                 (vehicle_id int4, signal_id int4, ts timestamptz, value float8)
+                 ON COMMIT DELETE ROWS",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut enc = TelemetryCopyEncoder::with_capacity(self.vehicle_id.len());
+        for i in 0..self.vehicle_id.len() {
+            enc.push(self.vehicle_id[i], self.signal_id[i], self.ts[i], self.value[i]);
+        }
+        let mut copy = tx
+            .copy_in_raw("COPY stage_telemetry FROM STDIN (FORMAT binary)")
+            .await?;
+        copy.send(enc.finish()).await?;
+        copy.finish().await?;
+        let done = sqlx::query(
+            "INSERT INTO telemetry (vehicle_id, signal_id, ts, value)
+             SELECT vehicle_id, signal_id, ts, value FROM stage_telemetry
+             ON CONFLICT DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Merges this batch's values into the daily rollup (plain PostgreSQL flavor).
+    async fn upsert_rollup(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
+        #[derive(Clone, Copy)]
+        struct Agg {
+            n: i64,
+            min: f64,
+            max: f64,
+            sum: f64,
+            sumsq: f64,
+        }
+        let mut days: BTreeMap<(i32, i32, DateTime<Utc>), Agg> = BTreeMap::new();
+        for i in 0..self.vehicle_id.len() {
+            let day = self.ts[i]
+                .duration_trunc(TimeDelta::days(1))
+                .unwrap_or(self.ts[i]);
+            let v = self.value[i];
+            days.entry((self.vehicle_id[i], self.signal_id[i], day))
+                .and_modify(|a| {
+                    a.n += 1;
+                    a.min = a.min.min(v);
+                    a.max = a.max.max(v);
+                    a.sum += v;
+                    a.sumsq += v * v;
+                })
+                .or_insert(Agg { n: 1, min: v, max: v, sum: v, sumsq: v * v });
+        }
+        let mut cols = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for ((vid, sid, day), a) in days {
+            cols.0.push(vid);
+            cols.1.push(sid);
+            cols.2.push(day);
+            cols.3.push(a.n);
+            cols.4.push(a.min);
+            cols.5.push(a.max);
+            cols.6.push(a.sum);
+            cols.7.push(a.sumsq);
+        }
+        sqlx::query(
+            "INSERT INTO signal_daily AS d (vehicle_id, signal_id, day, n, min, max, sum, sumsq)
+             SELECT * FROM UNNEST($1::int4[], $2::int4[], $3::timestamptz[], $4::int8[],
+                                  $5::float8[], $6::float8[], $7::float8[], $8::float8[])
+             ON CONFLICT (vehicle_id, signal_id, day) DO UPDATE SET
+                 n = d.n + EXCLUDED.n,
+                 min = LEAST(d.min, EXCLUDED.min),
+                 max = GREATEST(d.max, EXCLUDED.max),
+                 sum = d.sum + EXCLUDED.sum,
+                 sumsq = d.sumsq + EXCLUDED.sumsq",
+        )
+        .bind(cols.0)
+        .bind(cols.1)
+        .bind(cols.2)
+        .bind(cols.3)
+        .bind(cols.4)
+        .bind(cols.5)
+        .bind(cols.6)
+        .bind(cols.7)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+fn j1939_parts(code: &DtcCode) -> (Option<i32>, Option<i16>, Option<i16>, Option<i16>) {
+    match code {
+        DtcCode::J2012(_) => (None, None, None, None),
+        DtcCode::J1939 { spn, fmi, oc, sa } => (
+            Some(*spn as i32),
+            Some(i16::from(*fmi)),
+            oc.map(i16::from),
+            sa.map(i16::from),
+        ),
+    }
+}
+
+async fn insert_dtc_events(
+    tx: &mut PgConnection,
+    reports: &[(i32, &DtcReport)],
+) -> Result<(), StoreError> {
+    let mut c = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (vehicle_id, r) in reports {
+        for d in &r.dtcs {
+            let (spn, fmi, oc, sa) = j1939_parts(&d.code);
+            c.0.push(*vehicle_id);
+            c.1.push(r.ts);
+            c.2.push(r.seq);
+            c.3.push(d.code.key());
+            c.4.push(d.status.as_str());
+            c.5.push(spn);
+            c.6.push(fmi);
+            c.7.push(oc);
+            c.8.push(sa);
+            c.9.push(r.source.clone());
+        }
+    }
+    if c.0.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO dtc_events (vehicle_id, ts, seq, code, status, spn, fmi, oc, sa, source)
+         SELECT * FROM UNNEST($1::int4[], $2::timestamptz[], $3::int8[], $4::text[], $5::text[],
+                              $6::int4[], $7::int2[], $8::int2[], $9::int2[], $10::text[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(c.0)
+    .bind(c.1)
+    .bind(c.2)
+    .bind(c.3)
+    .bind(c.4)
+    .bind(c.5)
+    .bind(c.6)
+    .bind(c.7)
+    .bind(c.8)
+    .bind(c.9)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Lifecycle summary of one code over a set of reports; merging two is commutative, so
+/// reports may arrive in any order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Lifecycle {
+    pub spn: Option<i32>,
+    pub fmi: Option<i16>,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub cleared_at: Option<DateTime<Utc>>,
+    pub last_status: &'static str,
+    pub last_status_ts: DateTime<Utc>,
+    pub reports: i32,
+}
+
+impl Lifecycle {
+    pub(crate) fn observe(status: crate::wire::DtcStatus, ts: DateTime<Utc>, code: &DtcCode) -> Self {
+        let cleared = status == crate::wire::DtcStatus::Cleared;
+        let (spn, fmi, ..) = j1939_parts(code);
+        Lifecycle {
+            spn,
+            fmi,
+            first_seen: (!cleared).then_some(ts),
+            last_seen: (!cleared).then_some(ts),
+            cleared_at: cleared.then_some(ts),
+            last_status: status.as_str(),
+            last_status_ts: ts,
+            reports: 1,
+        }
+    }
+
+    /// Same rules as the SQL merge in `merge_dtc_lifecycles`.
+    pub(crate) fn merge(&mut self, o: &Lifecycle) {
+        fn least(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        self.first_seen = least(self.first_seen, o.first_seen);
+        self.last_seen = self.last_seen.max(o.last_seen);
+        self.cleared_at = self.cleared_at.max(o.cleared_at);
+        if (o.last_status_ts, o.last_status) > (self.last_status_ts, self.last_status) {
+            self.last_status = o.last_status;
+            self.last_status_ts = o.last_status_ts;
+        }
+        self.reports += o.reports;
+    }
+}
+
+async fn merge_dtc_lifecycles(
+    tx: &mut PgConnection,
+    reports: &[(i32, &DtcReport)],
+) -> Result<(), StoreError> {
+    let mut merged: BTreeMap<(i32, String), Lifecycle> = BTreeMap::new();
+    for (vehicle_id, r) in reports {
+        for d in &r.dtcs {
+            let obs = Lifecycle::observe(d.status, r.ts, &d.code);
+            merged
+                .entry((*vehicle_id, d.code.key()))
+                .and_modify(|l| l.merge(&obs))
+                .or_insert(obs);
+        }
+    }
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let mut c = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for ((vehicle_id, code), l) in merged {
+        c.0.push(vehicle_id);
+        c.1.push(code);
+        c.2.push(l.spn);
+        c.3.push(l.fmi);
+        c.4.push(l.first_seen);
+        c.5.push(l.last_seen);
+        c.6.push(l.cleared_at);
+        c.7.push(l.last_status);
+        c.8.push(l.last_status_ts);
+        c.9.push(l.reports);
+    }
+    sqlx::query(
+        "INSERT INTO dtcs AS d (vehicle_id, code, spn, fmi, first_seen, last_seen, cleared_at,
+                                last_status, last_status_ts, reports)
+         SELECT * FROM UNNEST($1::int4[], $2::text[], $3::int4[], $4::int2[], $5::timestamptz[],
+                              $6::timestamptz[], $7::timestamptz[], $8::text[], $9::timestamptz[],
+                              $10::int4[])
+         ON CONFLICT (vehicle_id, code) DO UPDATE SET
+             first_seen = LEAST(d.first_seen, EXCLUDED.first_seen),
+             last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen),
+             cleared_at = GREATEST(d.cleared_at, EXCLUDED.cleared_at),
+             last_status = CASE WHEN (EXCLUDED.last_status_ts, EXCLUDED.last_status COLLATE \"C\")
+                                     > (d.last_status_ts, d.last_status COLLATE \"C\")
+                                THEN EXCLUDED.last_status ELSE d.last_status END,
+             last_status_ts = GREATEST(d.last_status_ts, EXCLUDED.last_status_ts),
+             reports = d.reports + EXCLUDED.reports",
+    )
+    .bind(c.0)
+    .bind(c.1)
+    .bind(c.2)
+    .bind(c.3)
+    .bind(c.4)
+    .bind(c.5)
+    .bind(c.6)
+    .bind(c.7)
+    .bind(c.8)
+    .bind(c.9)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_dead_letters(
+    tx: &mut PgConnection,
+    letters: &[(&DeadLetter, DateTime<Utc>)],
+) -> Result<(), StoreError> {
+    // One row per distinct (topic, payload); merged here first because one INSERT .. ON
+    // CONFLICT DO UPDATE may not touch a row twice.
+    let mut merged: BTreeMap<Vec<u8>, (&DeadLetter, DateTime<Utc>, DateTime<Utc>, i32)> =
+        BTreeMap::new();
+    for (letter, at) in letters {
+        let mut h = Sha256::new();
+        h.update(letter.topic.as_bytes());
+        h.update([0u8]);
+        h.update(&letter.payload);
+        merged
+            .entry(h.finalize().to_vec())
+            .and_modify(|e| {
+                e.1 = e.1.min(*at);
+                e.2 = e.2.max(*at);
+                e.3 += 1;
+            })
+            .or_insert((letter, *at, *at, 1));
+    }
+    let mut c = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (digest, (l, first, last, n)) in merged {
+        let keep = l.payload.len().min(DEAD_LETTER_MAX_BYTES);
+        c.0.push(digest);
+        c.1.push(l.topic.clone());
+        c.2.push(l.payload[..keep].to_vec());
+        c.3.push(i32::try_from(l.payload.len()).unwrap_or(i32::MAX));
+        c.4.push(keep < l.payload.len());
+        c.5.push(l.reason.clone());
+        c.6.push(l.detail.clone());
+        c.7.push(first);
+        c.8.push(last);
+        c.9.push(n);
+    }
+    sqlx::query(
+        "INSERT INTO dead_letters AS d (digest, topic, payload, payload_size, truncated, reason,
+                                        detail, first_received, last_received, deliveries)
+         SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[], $4::int4[], $5::bool[],
+                              $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[],
+                              $10::int4[])
+         ON CONFLICT (digest) DO UPDATE SET
+             last_received = GREATEST(d.last_received, EXCLUDED.last_received),
+             deliveries = d.deliveries + EXCLUDED.deliveries",
+    )
+    .bind(c.0)
+    .bind(c.1)
+    .bind(c.2)
+    .bind(c.3)
+    .bind(c.4)
+    .bind(c.5)
+    .bind(c.6)
+    .bind(c.7)
+    .bind(c.8)
+    .bind(c.9)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::DtcStatus;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn lifecycle_merge_is_order_independent() {
+        let code = DtcCode::J2012("P0301".into());
+        let obs = [
+            Lifecycle::observe(DtcStatus::Pending, at("2026-01-01T00:00:00Z"), &code),
+            Lifecycle::observe(DtcStatus::Confirmed, at("2026-01-02T00:00:00Z"), &code),
+            Lifecycle::observe(DtcStatus::Cleared, at("2026-01-03T00:00:00Z"), &code),
+            Lifecycle::observe(DtcStatus::Active, at("2026-01-03T00:00:00Z"), &code),
+        ];
+        let fold = |order: &[usize]| {
+            let mut l = obs[order[0]].clone();
+            for &i in &order[1..] {
+                l.merge(&obs[i]);
+            }
+            l
+        };
+        let a = fold(&[0, 1, 2, 3]);
+        for order in [[3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]] {
+            assert_eq!(fold(&order), a);
+        }
+        assert_eq!(a.first_seen, Some(at("2026-01-01T00:00:00Z")));
+        assert_eq!(a.last_seen, Some(at("2026-01-03T00:00:00Z")));
+        assert_eq!(a.cleared_at, Some(at("2026-01-03T00:00:00Z")));
+        assert_eq!(a.last_status, "cleared");
+        assert_eq!(a.reports, 4);
+    }
+}

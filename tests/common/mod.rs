@@ -1,0 +1,350 @@
+//! Test harness: real PostgreSQL (a fresh database per test, cloned from a migrated template),
+//! a private Mosquitto per test with the project's broker settings, a TCP path to PostgreSQL
+//! that can be cut, and the service in-process or as a child process.
+#![allow(dead_code)]
+
+use aftercare::config::Config;
+use aftercare::simulator::{publish_all, PublishStats};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection, PgPool};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn admin_url() -> String {
+    std::env::var("AFTERCARE_TEST_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn url_for(db: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{db}")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A database of its own for one test, dropped afterwards.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to PostgreSQL");
+        let digest = Sha256::digest(
+            aftercare::store::MIGRATIONS
+                .iter()
+                .map(|m| m.sql)
+                .collect::<String>()
+                .as_bytes(),
+        );
+        let template = format!("aftercare_tmpl_{}", &hex::encode(digest)[..12]);
+        sqlx::query("SELECT pg_advisory_lock(hashtext('aftercare.test.template'))")
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&template)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        if !exists {
+            sqlx::query(&format!("CREATE DATABASE {template}")).execute(&mut admin).await.unwrap();
+            let pool = PgPool::connect(&url_for(&template)).await.unwrap();
+            aftercare::store::migrate(&pool).await.expect("migrate template");
+            pool.close().await;
+        }
+        let name = format!("aftercare_test_{}_{}", std::process::id(), rand_suffix());
+        sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_advisory_unlock(hashtext('aftercare.test.template'))")
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        TestDb { url: url_for(&name), name }
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url).await.unwrap()
+    }
+}
+
+fn rand_suffix() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().gen();
+    format!("{n:016x}")
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut admin = PgConnection::connect(&admin_url()).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A private Mosquitto with the project's settings (deploy/mosquitto.conf) on its own port.
+pub struct TestBroker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let mut broker = TestBroker { port: free_port(), dir, child: None };
+        broker.launch().await;
+        broker
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/mosquitto.conf")).unwrap();
+        std::fs::write(
+            &conf,
+            format!(
+                "{base}\nlistener {} 127.0.0.1\npersistence_location {}/\nlog_dest file {}/broker.log\n",
+                self.port,
+                self.dir.path().display(),
+                self.dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto (scripts/setup.sh installs it)");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10)).await;
+    }
+
+    /// Graceful stop (the broker saves its sessions and queues).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, nix::sys::signal::Signal::SIGTERM);
+            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn mosquitto_bin() -> PathBuf {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    "mosquitto".into()
+}
+
+pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+}
+
+pub async fn wait_for_port(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `check` until it returns true; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn config(db_url: &str, broker_url: &str, client_id: &str) -> Config {
+    let mut c = Config::default();
+    c.database.url = db_url.to_owned();
+    c.mqtt.url = broker_url.to_owned();
+    c.mqtt.client_id = client_id.to_owned();
+    c.mqtt.share_group = "aftercare".into();
+    c.http.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    c
+}
+
+pub async fn publish(broker: &TestBroker, client_id: &str, messages: Vec<(String, Bytes)>) -> PublishStats {
+    let n = messages.len() as u64;
+    let stats = publish_all(&broker.url(), client_id, messages, None).await.expect("publish");
+    assert_eq!(stats.acked, n, "broker acknowledged every published message");
+    stats
+}
+
+pub fn owned(pairs: &[(&str, &[u8])]) -> Vec<(String, Bytes)> {
+    pairs
+        .iter()
+        .map(|(t, p)| (t.to_string(), Bytes::copy_from_slice(p)))
+        .collect()
+}
+
+/// Sums of a Prometheus counter family in text exposition, filtered by a label fragment.
+pub fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{')))
+        .filter(|l| label.is_empty() || l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap()
+}
+
+/// The service binary as a child process, configured through the environment.
+pub struct ServiceProcess {
+    pub child: Child,
+    pub http_port: u16,
+}
+
+impl ServiceProcess {
+    pub async fn start(db_url: &str, broker_url: &str, client_id: &str, extra_env: &[(&str, &str)]) -> ServiceProcess {
+        let http_port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aftercare"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AFTERCARE_DATABASE_URL", db_url)
+            .env("AFTERCARE_MQTT_URL", broker_url)
+            .env("AFTERCARE_MQTT_CLIENT_ID", client_id)
+            .env("AFTERCARE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("AFTERCARE_LOG_FILTER", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start aftercare serve");
+        wait_for_port(http_port, Duration::from_secs(30)).await;
+        ServiceProcess { child, http_port }
+    }
+
+    pub async fn metrics(&self) -> String {
+        match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP path to PostgreSQL that a test can cut (connections reset, new ones refused) and
+/// restore, to make the database unreachable without stopping the shared server.
+pub struct CuttablePath {
+    pub port: u16,
+    target: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl CuttablePath {
+    pub async fn new(target: SocketAddr) -> CuttablePath {
+        let mut p = CuttablePath { port: free_port(), target, task: None };
+        p.restore().await;
+        p
+    }
+
+    pub fn url_for(&self, db_name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db_name}", self.port)
+    }
+
+    pub async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let target = self.target;
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Drops the listener and every proxied connection (the JoinSet aborts them).
+    pub async fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+pub type Shared<T> = Arc<tokio::sync::Mutex<T>>;
