@@ -9,10 +9,18 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {source}")]
-    Toml { path: String, source: toml::de::Error },
-    #[error("environment variable {var} does not name a setting (expected AFTERCARE_<SECTION>_<KEY>)")]
+    Toml {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error(
+        "environment variable {var} does not name a setting (expected AFTERCARE_<SECTION>_<KEY>)"
+    )]
     UnknownEnv { var: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -207,13 +215,19 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let i = &self.ingest;
         if i.batch_max_messages == 0 || i.batch_max_values == 0 {
-            return Err(ConfigError::Invalid("ingest batch limits must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "ingest batch limits must be positive".into(),
+            ));
         }
         if self.mqtt.receive_maximum == 0 {
-            return Err(ConfigError::Invalid("mqtt.receive_maximum must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "mqtt.receive_maximum must be positive".into(),
+            ));
         }
         if self.mqtt.client_id.is_empty() {
-            return Err(ConfigError::Invalid("mqtt.client_id must not be empty".into()));
+            return Err(ConfigError::Invalid(
+                "mqtt.client_id must not be empty".into(),
+            ));
         }
         if self.mqtt.share_group.contains(['/', '+', '#']) {
             return Err(ConfigError::Invalid(
@@ -244,15 +258,19 @@ fn overlay_env(
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     for (var, raw) in vars {
-        let Some(rest) = var.strip_prefix("AFTERCARE_") else { continue };
+        let Some(rest) = var.strip_prefix("AFTERCARE_") else {
+            continue;
+        };
         if rest == "CONFIG" {
             continue;
         }
         let lower = rest.to_ascii_lowercase();
-        let Some((section, key)) = SECTIONS
-            .iter()
-            .find_map(|s| lower.strip_prefix(s).and_then(|k| k.strip_prefix('_')).map(|k| (*s, k)))
-        else {
+        let Some((section, key)) = SECTIONS.iter().find_map(|s| {
+            lower
+                .strip_prefix(s)
+                .and_then(|k| k.strip_prefix('_'))
+                .map(|k| (*s, k))
+        }) else {
             return Err(ConfigError::UnknownEnv { var });
         };
         let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
@@ -293,7 +311,10 @@ mod tests {
         assert_eq!(c.mqtt.share_group, "g");
         assert_eq!(c.ingest.batch_max_messages, 17);
         assert_eq!(c.http.addr.port(), 9000);
-        assert_eq!(c.database.url, "postgres://postgres@127.0.0.1:5432/aftercare");
+        assert_eq!(
+            c.database.url,
+            "postgres://postgres@127.0.0.1:5432/aftercare"
+        );
     }
 
     #[test]

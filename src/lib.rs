@@ -4,12 +4,12 @@
 //! `wire` (contract) → `ingest` (MQTT consumer) → `store` (PostgreSQL / TimescaleDB) → `api`.
 //! `config`, `metrics` and `simulator` serve them all.
 
-pub mod wire;
+pub mod api;
+pub mod bench;
 pub mod config;
-pub mod store;
 pub mod ingest;
 pub mod metrics;
-pub mod api;
 pub mod service;
 pub mod simulator;
-pub mod bench;
+pub mod store;
+pub mod wire;

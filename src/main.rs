@@ -1,13 +1,17 @@
 //! The `aftercare` command: serve, migrate, keys, simulate, bench.
 
-use anyhow::Context;
 use aftercare::config::{Config, LogFormat};
 use aftercare::store::keys::Scope;
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "aftercare", version, about = "Connected-car data in, booked workshop visits out")]
+#[command(
+    name = "aftercare",
+    version,
+    about = "Connected-car data in, booked workshop visits out"
+)]
 struct Cli {
     /// TOML configuration file (also AFTERCARE_CONFIG); environment variables override it.
     #[arg(long, global = true)]
@@ -108,13 +112,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

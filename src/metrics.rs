@@ -71,7 +71,11 @@ impl Metrics {
             m.messages.clone(),
         );
         registry.register("ingest_values", "Signal values stored", m.values.clone());
-        registry.register("dead_letters", "Messages dead-lettered, by reason", m.dead_letters.clone());
+        registry.register(
+            "dead_letters",
+            "Messages dead-lettered, by reason",
+            m.dead_letters.clone(),
+        );
         registry.register(
             "ingest_batch_messages",
             "Messages per committed batch",
@@ -92,8 +96,16 @@ impl Metrics {
             "Messages received and not yet acknowledged",
             m.inflight.clone(),
         );
-        registry.register("mqtt_connected", "1 while connected to the broker", m.mqtt_connected.clone());
-        registry.register("mqtt_connects", "Successful broker connections", m.mqtt_connects.clone());
+        registry.register(
+            "mqtt_connected",
+            "1 while connected to the broker",
+            m.mqtt_connected.clone(),
+        );
+        registry.register(
+            "mqtt_connects",
+            "Successful broker connections",
+            m.mqtt_connects.clone(),
+        );
         registry.register(
             "mqtt_sessions_lost",
             "Connections on which the broker had no session for us",

@@ -18,7 +18,10 @@ pub enum ServiceError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub struct RunningService {
@@ -41,7 +44,8 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
 
     let ingest = if config.ingest.enabled {
         // Its own pool, so API load never starves the write path.
-        let ingest_store = Arc::new(Store::open(store::pool(&config.database.url, 2).await?).await?);
+        let ingest_store =
+            Arc::new(Store::open(store::pool(&config.database.url, 2).await?).await?);
         ingest::mqtt_options(&config)?;
         let (config, metrics, rx) = (config.clone(), metrics.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {

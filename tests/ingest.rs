@@ -48,10 +48,14 @@ fn expected_lifecycles(messages: &[Generated]) -> BTreeMap<(String, String), Exp
 async fn ten_thousand_mixed_messages_are_stored_exactly() {
     let db = TestDb::new().await;
     let broker = TestBroker::start().await;
-    let service = aftercare::service::start(config(&db.url, &broker.url(), "ingest-a")).await.unwrap();
-    wait_until(std::time::Duration::from_secs(10), "broker connection", || async {
-        service.metrics.mqtt_connected.get() == 1
-    })
+    let service = aftercare::service::start(config(&db.url, &broker.url(), "ingest-a"))
+        .await
+        .unwrap();
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "broker connection",
+        || async { service.metrics.mqtt_connected.get() == 1 },
+    )
     .await;
 
     let messages = fleet_messages(7, 200, 10_000);
@@ -60,13 +64,29 @@ async fn ten_thousand_mixed_messages_are_stored_exactly() {
     publish(&broker, "pub-1", owned(&messages)).await;
 
     let metrics = service.metrics.clone();
-    wait_until(std::time::Duration::from_secs(120), "10,000 messages stored", || async {
-        metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= 10_000.0
-    })
+    wait_until(
+        std::time::Duration::from_secs(120),
+        "10,000 messages stored",
+        || async { metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= 10_000.0 },
+    )
     .await;
     let text = service.metrics.render();
-    assert_eq!(metric(&text, "aftercare_ingest_messages_total", "outcome=\"stored\""), 10_000.0);
-    assert_eq!(metric(&text, "aftercare_ingest_messages_total", "outcome=\"duplicate\""), 0.0);
+    assert_eq!(
+        metric(
+            &text,
+            "aftercare_ingest_messages_total",
+            "outcome=\"stored\""
+        ),
+        10_000.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "aftercare_ingest_messages_total",
+            "outcome=\"duplicate\""
+        ),
+        0.0
+    );
 
     let pool = db.pool().await;
     let samples: usize = messages.iter().map(|m| m.samples).sum();
@@ -74,31 +94,63 @@ async fn ten_thousand_mixed_messages_are_stored_exactly() {
     let reports = messages.iter().filter(|m| m.kind == Kind::Dtc).count();
     let dtc_entries: usize = messages.iter().map(|m| m.dtcs).sum();
     let vins: HashSet<&str> = messages.iter().map(|m| m.vin.as_str()).collect();
-    assert_eq!(count(&pool, "SELECT count(*) FROM samples").await, samples as i64);
-    assert_eq!(count(&pool, "SELECT count(*) FROM telemetry").await, values as i64);
-    assert_eq!(metric(&text, "aftercare_ingest_values_total", ""), values as f64);
-    assert_eq!(count(&pool, "SELECT count(*) FROM dtc_reports").await, reports as i64);
-    assert_eq!(count(&pool, "SELECT count(*) FROM dtc_events").await, dtc_entries as i64);
-    assert_eq!(count(&pool, "SELECT count(*) FROM vehicles").await, vins.len() as i64);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM samples").await,
+        samples as i64
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM telemetry").await,
+        values as i64
+    );
+    assert_eq!(
+        metric(&text, "aftercare_ingest_values_total", ""),
+        values as f64
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM dtc_reports").await,
+        reports as i64
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM dtc_events").await,
+        dtc_entries as i64
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM vehicles").await,
+        vins.len() as i64
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0);
     // The daily rollup accounts for every value exactly once.
-    assert_eq!(count(&pool, "SELECT sum(n)::int8 FROM signal_daily").await, values as i64);
+    assert_eq!(
+        count(&pool, "SELECT sum(n)::int8 FROM signal_daily").await,
+        values as i64
+    );
 
     // Lifecycles match what an independent reading of the payloads says.
     let expected = expected_lifecycles(&messages);
-    let rows: Vec<(String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, i32)> =
-        sqlx::query_as(
-            "SELECT v.vin, d.code, d.first_seen, d.last_seen, d.cleared_at, d.reports
+    let rows: Vec<(
+        String,
+        String,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        i32,
+    )> = sqlx::query_as(
+        "SELECT v.vin, d.code, d.first_seen, d.last_seen, d.cleared_at, d.reports
              FROM dtcs d JOIN vehicles v ON v.id = d.vehicle_id",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(rows.len(), expected.len());
     for (vin, code, first_seen, last_seen, cleared_at, reports) in rows {
         let want = &expected[&(vin.clone(), code.clone())];
         assert_eq!(
-            ExpectedLifecycle { first_seen, last_seen, cleared_at, reports },
+            ExpectedLifecycle {
+                first_seen,
+                last_seen,
+                cleared_at,
+                reports
+            },
             *want,
             "{vin} {code}"
         );
@@ -110,10 +162,14 @@ async fn ten_thousand_mixed_messages_are_stored_exactly() {
 async fn redelivered_and_overlapping_messages_are_stored_once() {
     let db = TestDb::new().await;
     let broker = TestBroker::start().await;
-    let service = aftercare::service::start(config(&db.url, &broker.url(), "ingest-b")).await.unwrap();
-    wait_until(std::time::Duration::from_secs(10), "broker connection", || async {
-        service.metrics.mqtt_connected.get() == 1
-    })
+    let service = aftercare::service::start(config(&db.url, &broker.url(), "ingest-b"))
+        .await
+        .unwrap();
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "broker connection",
+        || async { service.metrics.mqtt_connected.get() == 1 },
+    )
     .await;
     let vin = "WDB1240221A000001";
     let topic = format!("v1/vehicles/{vin}/telemetry");
@@ -145,19 +201,42 @@ async fn redelivered_and_overlapping_messages_are_stored_once() {
     ];
     publish(&broker, "pub-dup", common::owned(&msgs)).await;
     let metrics = service.metrics.clone();
-    wait_until(std::time::Duration::from_secs(30), "7 messages handled", || async {
-        metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= 7.0
-    })
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "7 messages handled",
+        || async { metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= 7.0 },
+    )
     .await;
     let text = service.metrics.render();
     let pool = db.pool().await;
-    let dl: Vec<(String, String)> = sqlx::query_as("SELECT reason, detail FROM dead_letters").fetch_all(&pool).await.unwrap();
+    let dl: Vec<(String, String)> = sqlx::query_as("SELECT reason, detail FROM dead_letters")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert!(dl.is_empty(), "{dl:?}");
-    assert_eq!(metric(&text, "aftercare_ingest_messages_total", "outcome=\"stored\""), 4.0, "{text}");
-    assert_eq!(metric(&text, "aftercare_ingest_messages_total", "outcome=\"duplicate\""), 3.0);
+    assert_eq!(
+        metric(
+            &text,
+            "aftercare_ingest_messages_total",
+            "outcome=\"stored\""
+        ),
+        4.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "aftercare_ingest_messages_total",
+            "outcome=\"duplicate\""
+        ),
+        3.0
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM samples").await, 16);
     assert_eq!(count(&pool, "SELECT count(*) FROM telemetry").await, 32);
-    assert_eq!(count(&pool, "SELECT sum(n)::int8 FROM signal_daily").await, 32);
+    assert_eq!(
+        count(&pool, "SELECT sum(n)::int8 FROM signal_daily").await,
+        32
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM dtc_events").await, 1);
     assert_eq!(count(&pool, "SELECT reports::int8 FROM dtcs").await, 1);
     service.shutdown().await.unwrap();

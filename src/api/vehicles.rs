@@ -22,7 +22,10 @@ async fn vehicle(state: &AppState, vin: &str) -> Result<(Vin, i32), ApiError> {
     Ok((vin, id))
 }
 
-pub async fn profile(State(state): State<AppState>, Path(vin): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn profile(
+    State(state): State<AppState>,
+    Path(vin): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let (vin, id) = vehicle(&state, &vin).await?;
     let profile = read::vehicle_profile(state.store.pool(), id).await?;
     Ok(Json(json!({
@@ -48,7 +51,12 @@ fn parse_time(name: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiE
     v.map(|s| {
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{name}={s:?} is not RFC 3339: {e}")))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("{name}={s:?} is not RFC 3339: {e}"),
+                )
+            })
     })
     .transpose()
 }
@@ -77,7 +85,12 @@ pub fn parse_bucket(s: &str) -> Result<i64, ApiError> {
 }
 
 fn parse_cursor(s: &str) -> Result<(DateTime<Utc>, i32), ApiError> {
-    let err = || ApiError::bad_request("invalid_cursor", format!("cursor {s:?} was not issued by this API"));
+    let err = || {
+        ApiError::bad_request(
+            "invalid_cursor",
+            format!("cursor {s:?} was not issued by this API"),
+        )
+    };
     let (micros, sig) = s.split_once('_').ok_or_else(err)?;
     let micros: i64 = micros.parse().map_err(|_| err())?;
     let sig: i32 = sig.parse().map_err(|_| err())?;
@@ -95,7 +108,10 @@ pub async fn telemetry(
     let to = parse_time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
     let from = parse_time("from", p.from.as_deref())?.unwrap_or(to - Duration::days(1));
     if from >= to {
-        return Err(ApiError::bad_request("invalid_parameter", "from must be before to"));
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "from must be before to",
+        ));
     }
     let limit = match p.limit.as_deref() {
         None => DEFAULT_LIMIT,
@@ -112,7 +128,8 @@ pub async fn telemetry(
     let signal = p.signal.as_deref().filter(|s| !s.is_empty());
     if let Some(bucket) = p.bucket.as_deref() {
         let secs = parse_bucket(bucket)?;
-        let buckets = read::telemetry_buckets(state.store.pool(), id, signal, from, to, secs, limit).await?;
+        let buckets =
+            read::telemetry_buckets(state.store.pool(), id, signal, from, to, secs, limit).await?;
         return Ok(Json(json!({
             "vin": vin, "from": from, "to": to, "bucket": bucket, "buckets": buckets,
         })));
@@ -133,7 +150,10 @@ pub async fn telemetry(
     })))
 }
 
-pub async fn dtcs(State(state): State<AppState>, Path(vin): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn dtcs(
+    State(state): State<AppState>,
+    Path(vin): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let (vin, id) = vehicle(&state, &vin).await?;
     let dtcs = read::dtc_history(state.store.pool(), id, 100).await?;
     Ok(Json(json!({"vin": vin, "dtcs": dtcs})))

@@ -48,7 +48,10 @@ impl<T> Batcher<T> {
     pub fn take(&mut self) -> Vec<T> {
         self.opened = None;
         self.values = 0;
-        std::mem::replace(&mut self.items, Vec::with_capacity(self.limits.max_messages))
+        std::mem::replace(
+            &mut self.items,
+            Vec::with_capacity(self.limits.max_messages),
+        )
     }
 }
 

@@ -6,8 +6,10 @@
 //! broker ─▶ mqtt (poll, parse) ─▶ batcher (size/time) ─▶ writer (commit, then ack)
 //! ```
 //!
-//! Back-pressure is MQTT 5's receive maximum: the broker has at most that many unacknowledged
-//! messages out to us, so a slow database stops the flow instead of growing memory.
+//! Back-pressure: at most `receive_maximum` messages are held unacknowledged. MQTT 5 asks the
+//! broker to respect that window, and a semaphore enforces it here too (Mosquitto 2.0.11 was
+//! seen exceeding it): with no permit left, the MQTT task stops reading and TCP flow control
+//! holds the broker back, so a slow database never grows memory.
 
 mod batcher;
 
@@ -21,10 +23,9 @@ use chrono::Utc;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -40,6 +41,8 @@ struct Delivery {
     received: Instant,
     item: BatchItem,
     values: usize,
+    /// One of `receive_maximum` permits, released once the message is acknowledged.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Builds the client options: persistent session, manual acks, bounded in-flight window.
@@ -68,8 +71,19 @@ pub fn mqtt_options(config: &Config) -> Result<MqttOptions, IngestError> {
     Ok(opts)
 }
 
+/// An acknowledgement owed to the broker, handed from the writer to the MQTT task.
+struct AckTicket {
+    epoch: u64,
+    pkid: u16,
+    qos: QoS,
+}
+
 /// Runs ingest until `shutdown` turns true, then commits and acknowledges what it holds and
 /// disconnects (keeping the session).
+///
+/// Only this task touches the MQTT client: it polls the event loop and issues the acks the
+/// writer hands it, with `try_ack`, in order. The writer never waits on MQTT and this task
+/// waits on the writer only for a permit, so the two cannot deadlock.
 pub async fn run(
     config: &Config,
     store: Arc<Store>,
@@ -77,22 +91,23 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
     let opts = mqtt_options(config)?;
-    let (client, mut eventloop) = AsyncClient::new(opts, usize::from(config.mqtt.receive_maximum) + 16);
-    let epoch = Arc::new(AtomicU64::new(0));
     let window = usize::from(config.mqtt.receive_maximum);
+    let (client, mut eventloop) = AsyncClient::new(opts, window + 16);
+    let permits = Arc::new(Semaphore::new(window));
     let (deliveries_tx, deliveries_rx) = mpsc::channel::<Delivery>(window + 1);
     let (batches_tx, batches_rx) = mpsc::channel::<Vec<Delivery>>(1);
+    // Unbounded, but each ticket is a few bytes and stands for a message that held a permit.
+    let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<AckTicket>();
     let batch_limits = BatchLimits {
         max_messages: config.ingest.batch_max_messages.min(window.max(1)),
         max_values: config.ingest.batch_max_values,
         max_delay: config.batch_max_delay(),
     };
     let batcher = tokio::spawn(run_batcher(deliveries_rx, batches_tx, batch_limits));
-    let writer = tokio::spawn(run_writer(
+    let mut writer = tokio::spawn(run_writer(
         batches_rx,
         store,
-        client.clone(),
-        epoch.clone(),
+        acks_tx,
         metrics.clone(),
         config.ingest.write_method,
         shutdown.clone(),
@@ -103,25 +118,54 @@ pub async fn run(
     let limits = config.limits();
     let mut deliveries_tx = Some(deliveries_tx);
     let mut backoff = Duration::from_millis(100);
-    let mut writer = writer;
+    let mut epoch = 0u64;
+    let mut pending_acks: std::collections::VecDeque<Publish> = Default::default();
+    let mut writer_done = false;
+    let mut acks_open = true;
     loop {
+        // Hand rumqttc as many owed acks as its request queue takes; the rest wait a poll.
+        while let Some(ack) = pending_acks.front() {
+            if client.try_ack(ack).is_err() {
+                break;
+            }
+            pending_acks.pop_front();
+        }
+        if writer_done && !acks_open && pending_acks.is_empty() {
+            break;
+        }
         tokio::select! {
             _ = shutdown.changed(), if deliveries_tx.is_some() => {
                 // Stop taking messages; what arrives from now on is not acknowledged and comes
                 // back on the next connection.
                 deliveries_tx = None;
             }
-            _ = &mut writer => break,
+            res = &mut writer, if !writer_done => {
+                writer_done = true;
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "ingest writer failed");
+                }
+            }
+            ticket = acks_rx.recv(), if acks_open => match ticket {
+                Some(t) if t.epoch == epoch => pending_acks.push_back(ack_for(t)),
+                Some(_) => {
+                    metrics.stale_acks_skipped.inc();
+                }
+                None => acks_open = false,
+            },
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    let e = epoch.fetch_add(1, Ordering::SeqCst) + 1;
+                    epoch += 1;
+                    // Acks owed on the previous connection are void: with a session the broker
+                    // redelivers those messages, and the copies are acknowledged instead.
+                    metrics.stale_acks_skipped.inc_by(pending_acks.len() as u64);
+                    pending_acks.clear();
                     metrics.mqtt_connected.set(1);
                     metrics.mqtt_connects.inc();
                     backoff = Duration::from_millis(100);
                     if !ack.session_present {
                         metrics.mqtt_session_lost.inc();
                     }
-                    tracing::info!(epoch = e, session_present = ack.session_present, "connected to broker");
+                    tracing::info!(epoch, session_present = ack.session_present, "connected to broker");
                     // Subscribing again is harmless with a session and required without one.
                     // Sent from a task: this loop must keep polling for the request to go out.
                     let client = client.clone();
@@ -148,10 +192,24 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     metrics.received.inc();
                     let Some(tx) = &deliveries_tx else { continue };
+                    // No permit: stop reading until the writer releases one (TCP back-pressure).
+                    let permit = tokio::select! {
+                        p = permits.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                        res = &mut writer, if !writer_done => {
+                            writer_done = true;
+                            if let Err(e) = res {
+                                tracing::error!(error = %e, "ingest writer failed");
+                            }
+                            continue;
+                        }
+                    };
                     metrics.inflight.inc();
-                    let delivery = receive(publish, epoch.load(Ordering::SeqCst), &limits);
+                    let delivery = receive(publish, epoch, &limits, permit);
                     if tx.send(delivery).await.is_err() {
-                        break;
+                        deliveries_tx = None;
                     }
                 }
                 Ok(Event::Incoming(Packet::Disconnect(d))) => {
@@ -160,6 +218,9 @@ pub async fn run(
                 Ok(_) => {}
                 Err(e) => {
                     metrics.mqtt_connected.set(0);
+                    if writer_done {
+                        break;
+                    }
                     tracing::warn!(error = %e, retry_in = ?backoff, "broker connection failed");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -170,7 +231,8 @@ pub async fn run(
             }
         }
     }
-    // Writer done: its last acks are queued; send them and disconnect, keeping the session.
+    // The writer is done and its acks are queued in rumqttc: send them, then disconnect,
+    // keeping the session.
     let _ = batcher.await;
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -185,8 +247,20 @@ pub async fn run(
     Ok(())
 }
 
+/// rumqttc builds a PUBACK from a publish's packet id and QoS; nothing else is needed.
+fn ack_for(t: AckTicket) -> Publish {
+    let mut p = Publish::new("", t.qos, bytes::Bytes::new(), None);
+    p.pkid = t.pkid;
+    p
+}
+
 /// Parses one publish into what the store should do with it.
-fn receive(publish: Publish, epoch: u64, limits: &Limits) -> Delivery {
+fn receive(
+    publish: Publish,
+    epoch: u64,
+    limits: &Limits,
+    permit: OwnedSemaphorePermit,
+) -> Delivery {
     let received = Instant::now();
     let received_at = Utc::now();
     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
@@ -196,7 +270,13 @@ fn receive(publish: Publish, epoch: u64, limits: &Limits) -> Delivery {
         match wire::parse_message(&topic, &publish.payload, received_at, limits) {
             Ok(message) => {
                 let values = message.value_count();
-                (BatchItem::Message { message, received_at }, values)
+                (
+                    BatchItem::Message {
+                        message,
+                        received_at,
+                    },
+                    values,
+                )
             }
             Err(reject) => (
                 BatchItem::DeadLetter {
@@ -218,6 +298,7 @@ fn receive(publish: Publish, epoch: u64, limits: &Limits) -> Delivery {
         received,
         item,
         values,
+        _permit: permit,
     }
 }
 
@@ -257,39 +338,47 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn run_writer(
     mut rx: mpsc::Receiver<Vec<Delivery>>,
     store: Arc<Store>,
-    client: AsyncClient,
-    epoch: Arc<AtomicU64>,
+    acks: mpsc::UnboundedSender<AckTicket>,
     metrics: Arc<Metrics>,
     method: WriteMethod,
     shutdown: watch::Receiver<bool>,
 ) {
     while let Some(batch) = rx.recv().await {
         let started = Instant::now();
-        let Some(result) = write_with_retry(&store, &batch, method, &metrics, &shutdown).await else {
+        let Some(result) = write_with_retry(&store, &batch, method, &metrics, &shutdown).await
+        else {
             // Shutting down with the database away: nothing committed, nothing acknowledged.
             return;
         };
-        metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
         metrics.batch_messages.observe(batch.len() as f64);
         metrics.values.inc_by(result.values_stored);
-        let current = epoch.load(Ordering::SeqCst);
         for i in 0..batch.len() {
             let (delivery, outcome) = (&batch[i], result.outcomes[i]);
-            metrics.messages.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).inc();
+            metrics
+                .messages
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.as_str(),
+                })
+                .inc();
             if let BatchItem::DeadLetter { letter, .. } = &delivery.item {
                 metrics
                     .dead_letters
-                    .get_or_create(&ReasonLabel { reason: letter.reason.clone() })
+                    .get_or_create(&ReasonLabel {
+                        reason: letter.reason.clone(),
+                    })
                     .inc();
             }
-            if delivery.epoch == current {
-                if client.ack(&delivery.publish).await.is_err() {
-                    tracing::warn!("MQTT client gone; acknowledgement not sent");
-                }
-            } else {
-                metrics.stale_acks_skipped.inc();
-            }
-            metrics.ack_lag_seconds.observe(delivery.received.elapsed().as_secs_f64());
+            let _ = acks.send(AckTicket {
+                epoch: delivery.epoch,
+                pkid: delivery.publish.pkid,
+                qos: delivery.publish.qos,
+            });
+            metrics
+                .ack_lag_seconds
+                .observe(delivery.received.elapsed().as_secs_f64());
             metrics.inflight.dec();
         }
     }
@@ -312,13 +401,22 @@ async fn write_with_retry(
             tracing::warn!(error = %e, messages = items.len(), "batch refused; writing one by one");
             let mut total = BatchResult::default();
             for (delivery, item) in batch.iter().zip(items) {
-                let single = match write_transient_retry(store, std::slice::from_ref(&item), method, metrics, shutdown).await? {
+                let single = match write_transient_retry(
+                    store,
+                    std::slice::from_ref(&item),
+                    method,
+                    metrics,
+                    shutdown,
+                )
+                .await?
+                {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(error = %e, "message refused by the database; dead-lettered");
                         let letter = BatchItem::DeadLetter {
                             letter: DeadLetter {
-                                topic: String::from_utf8_lossy(&delivery.publish.topic).into_owned(),
+                                topic: String::from_utf8_lossy(&delivery.publish.topic)
+                                    .into_owned(),
                                 payload: delivery.publish.payload.clone(),
                                 reason: "storage_rejected".into(),
                                 detail: e.to_string(),
@@ -326,7 +424,15 @@ async fn write_with_retry(
                             received_at: Utc::now(),
                         };
                         loop {
-                            match write_transient_retry(store, std::slice::from_ref(&letter), method, metrics, shutdown).await? {
+                            match write_transient_retry(
+                                store,
+                                std::slice::from_ref(&letter),
+                                method,
+                                metrics,
+                                shutdown,
+                            )
+                            .await?
+                            {
                                 Ok(r) => break r,
                                 Err(e) => {
                                     tracing::error!(error = %e, "cannot store dead letter; retrying");
@@ -380,4 +486,3 @@ async fn write_transient_retry(
         }
     }
 }
-

@@ -64,7 +64,12 @@ struct Vehicle {
 }
 
 const VIN_CHARS: &[u8] = b"ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
-const WHEELS: [&str; 4] = ["Row1.Wheel.Left", "Row1.Wheel.Right", "Row2.Wheel.Left", "Row2.Wheel.Right"];
+const WHEELS: [&str; 4] = [
+    "Row1.Wheel.Left",
+    "Row1.Wheel.Right",
+    "Row2.Wheel.Left",
+    "Row2.Wheel.Right",
+];
 
 /// A seeded fleet whose messages are all valid under the contract.
 pub struct Fleet {
@@ -125,16 +130,30 @@ impl Fleet {
         } else if roll < self.dtc_share + self.batch_share {
             let n = self.rng.gen_range(2..=20);
             let samples: Vec<serde_json::Value> = (0..n).map(|_| self.sample(i)).collect();
-            self.telemetry(i, serde_json::Value::Array(samples), Kind::TelemetryBatch, n)
+            self.telemetry(
+                i,
+                serde_json::Value::Array(samples),
+                Kind::TelemetryBatch,
+                n,
+            )
         } else {
             let s = self.sample(i);
             self.telemetry(i, s, Kind::Telemetry, 1)
         }
     }
 
-    fn telemetry(&mut self, i: usize, body: serde_json::Value, kind: Kind, samples: usize) -> Generated {
+    fn telemetry(
+        &mut self,
+        i: usize,
+        body: serde_json::Value,
+        kind: Kind,
+        samples: usize,
+    ) -> Generated {
         let values = match &body {
-            serde_json::Value::Array(a) => a.iter().map(|s| s["signals"].as_object().map_or(0, |o| o.len())).sum(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .map(|s| s["signals"].as_object().map_or(0, |o| o.len()))
+                .sum(),
             s => s["signals"].as_object().map_or(0, |o| o.len()),
         };
         let vin = self.vehicles[i].vin.clone();
@@ -159,12 +178,21 @@ impl Fleet {
         v.battery_v = (v.battery_v + rng.gen_range(-0.02..0.02)).clamp(11.0, 14.8);
         v.coolant_c = (v.coolant_c + rng.gen_range(-1.0..1.0)).clamp(60.0, 125.0);
         let mut signals = serde_json::Map::new();
-        signals.insert("Vehicle.TraveledDistance".into(), json!((v.odometer_km * 10.0).round() / 10.0));
+        signals.insert(
+            "Vehicle.TraveledDistance".into(),
+            json!((v.odometer_km * 10.0).round() / 10.0),
+        );
         signals.insert("Vehicle.Speed".into(), json!((speed * 10.0).round() / 10.0));
-        signals.insert("Vehicle.LowVoltageBattery.CurrentVoltage".into(), json!((v.battery_v * 100.0).round() / 100.0));
+        signals.insert(
+            "Vehicle.LowVoltageBattery.CurrentVoltage".into(),
+            json!((v.battery_v * 100.0).round() / 100.0),
+        );
         if v.ev {
             v.soh = (v.soh - rng.gen_range(0.0..0.0005)).max(50.0);
-            signals.insert("Vehicle.Powertrain.TractionBattery.StateOfHealth".into(), json!((v.soh * 100.0).round() / 100.0));
+            signals.insert(
+                "Vehicle.Powertrain.TractionBattery.StateOfHealth".into(),
+                json!((v.soh * 100.0).round() / 100.0),
+            );
         } else {
             signals.insert(
                 "Vehicle.Powertrain.CombustionEngine.EngineCoolant.Temperature".into(),
@@ -174,7 +202,10 @@ impl Fleet {
         for (w, name) in WHEELS.iter().enumerate() {
             v.pad_wear[w] = (v.pad_wear[w] + rng.gen_range(0.0..0.01)).min(100.0);
             v.tread_mm[w] = (v.tread_mm[w] - rng.gen_range(0.0..0.0005)).max(0.5);
-            signals.insert(format!("Vehicle.Chassis.Axle.{name}.Brake.PadWear"), json!(v.pad_wear[w].round()));
+            signals.insert(
+                format!("Vehicle.Chassis.Axle.{name}.Brake.PadWear"),
+                json!(v.pad_wear[w].round()),
+            );
             signals.insert(
                 format!("Vehicle.Chassis.Axle.{name}.Tire.TreadDepth"),
                 json!((v.tread_mm[w] * 100.0).round() / 100.0),
@@ -229,7 +260,8 @@ impl Fleet {
 
 /// `aftercare simulate`: publish a small fleet's messages through the broker.
 pub async fn run_live(config: &Config, args: &SimulateArgs) -> Result<String, PublishError> {
-    let start = Utc::now() - Duration::seconds(10 * (args.messages / args.vehicles.max(1)) as i64 + 60);
+    let start =
+        Utc::now() - Duration::seconds(10 * (args.messages / args.vehicles.max(1)) as i64 + 60);
     let mut fleet = Fleet::new(args.seed, args.vehicles, start);
     let messages: Vec<Generated> = (0..args.messages).map(|_| fleet.next_message()).collect();
     let values: usize = messages.iter().map(|m| m.values).sum();

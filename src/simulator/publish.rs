@@ -12,7 +12,11 @@ pub enum PublishError {
     #[error("invalid MQTT url: {0}")]
     Url(String),
     #[error("gave up after {acked} of {sent} acknowledgements: {reason}")]
-    Incomplete { sent: u64, acked: u64, reason: String },
+    Incomplete {
+        sent: u64,
+        acked: u64,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +27,8 @@ pub struct PublishStats {
 }
 
 /// Publishes every message at QoS 1 (optionally paced to `rate` per second) and returns when
-/// the broker has acknowledged all of them. Connection failures are retried for up to 60 s.
+/// the broker has acknowledged all of them. Gives up after 60 s without progress (no
+/// acknowledgement, whether connected or not).
 pub async fn publish_all(
     url: &str,
     client_id: &str,
@@ -50,32 +55,37 @@ pub async fn publish_all(
                 tokio::time::sleep_until(next_at).await;
                 next_at += i;
             }
-            if client.publish(topic, QoS::AtLeastOnce, false, payload).await.is_err() {
+            if client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
                 return client;
             }
         }
         client
     });
+    const STALL: Duration = Duration::from_secs(60);
     let mut acked = 0u64;
-    let mut failing_since: Option<Instant> = None;
+    let mut last_error = String::from("no acknowledgement");
+    let mut last_progress = Instant::now();
     while acked < total {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::PubAck(_))) => {
+        if last_progress.elapsed() > STALL {
+            publisher.abort();
+            return Err(PublishError::Incomplete {
+                sent: total,
+                acked,
+                reason: last_error,
+            });
+        }
+        match tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
                 acked += 1;
-                failing_since = None;
+                last_progress = Instant::now();
             }
-            Ok(Event::Incoming(Packet::ConnAck(_))) => failing_since = None,
-            Ok(_) => {}
-            Err(e) => {
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(60) {
-                    publisher.abort();
-                    return Err(PublishError::Incomplete {
-                        sent: total,
-                        acked,
-                        reason: e.to_string(),
-                    });
-                }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => {
+                last_error = e.to_string();
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

@@ -45,7 +45,9 @@ mod tests {
     #[test]
     fn layout_matches_the_binary_copy_format() {
         let mut enc = TelemetryCopyEncoder::with_capacity(1);
-        let ts = DateTime::parse_from_rfc3339("2000-01-01T00:00:01Z").unwrap().with_timezone(&Utc);
+        let ts = DateTime::parse_from_rfc3339("2000-01-01T00:00:01Z")
+            .unwrap()
+            .with_timezone(&Utc);
         enc.push(7, 9, ts, 1.5);
         let out = enc.finish();
         assert_eq!(&out[..11], b"PGCOPY\n\xff\r\n\0");

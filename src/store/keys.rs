@@ -21,7 +21,12 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::FleetRead, Scope::Advisor, Scope::Planner, Scope::Admin];
+    pub const ALL: [Scope; 4] = [
+        Scope::FleetRead,
+        Scope::Advisor,
+        Scope::Planner,
+        Scope::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,7 +67,9 @@ pub struct ApiKey {
 
 impl ApiKey {
     pub fn allows(&self, needed: Scope) -> bool {
-        self.scopes.iter().any(|s| *s == needed || *s == Scope::Admin)
+        self.scopes
+            .iter()
+            .any(|s| *s == needed || *s == Scope::Admin)
     }
 }
 

@@ -10,7 +10,9 @@ use sqlx::{Connection, PgPool};
 pub enum Flavor {
     Plain,
     /// Hypertables; `tsl` when compression, policies and continuous aggregates are available.
-    Timescale { tsl: bool },
+    Timescale {
+        tsl: bool,
+    },
 }
 
 impl Flavor {
@@ -155,12 +157,14 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> 
         sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| {
             StoreError::Migrate(format!("migration {} ({}) failed: {e}", m.version, m.name))
         })?;
-        sqlx::query("INSERT INTO aftercare_migrations (version, name, checksum) VALUES ($1, $2, $3)")
-            .bind(m.version)
-            .bind(m.name)
-            .bind(checksum(m.sql))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO aftercare_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(checksum(m.sql))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
     }
     Ok(())

@@ -136,7 +136,14 @@ pub async fn telemetry_buckets(
     };
     Ok(rows
         .into_iter()
-        .map(|(ts, signal, n, min, max, avg)| Bucket { ts, signal, n, min, max, avg })
+        .map(|(ts, signal, n, min, max, avg)| Bucket {
+            ts,
+            signal,
+            n,
+            min,
+            max,
+            avg,
+        })
         .collect())
 }
 
@@ -192,18 +199,24 @@ pub async fn dtc_history(
     .bind(vehicle_id)
     .fetch_all(pool)
     .await?;
-    let events: Vec<(String, DateTime<Utc>, String, Option<String>, Option<i16>, Option<i16>)> =
-        sqlx::query_as(
-            "SELECT code, ts, status, source, oc, sa FROM (
+    let events: Vec<(
+        String,
+        DateTime<Utc>,
+        String,
+        Option<String>,
+        Option<i16>,
+        Option<i16>,
+    )> = sqlx::query_as(
+        "SELECT code, ts, status, source, oc, sa FROM (
                  SELECT code, ts, status, source, oc, sa,
                         row_number() OVER (PARTITION BY code ORDER BY ts DESC, seq DESC) AS rn
                  FROM dtc_events WHERE vehicle_id = $1) e
              WHERE rn <= $2 ORDER BY code, ts DESC",
-        )
-        .bind(vehicle_id)
-        .bind(events_per_code)
-        .fetch_all(pool)
-        .await?;
+    )
+    .bind(vehicle_id)
+    .bind(events_per_code)
+    .fetch_all(pool)
+    .await?;
     let mut by_code: std::collections::HashMap<String, Vec<DtcEvent>> = Default::default();
     for (code, ts, status, source, oc, sa) in events {
         by_code.entry(code).or_default().push(DtcEvent {
@@ -216,21 +229,23 @@ pub async fn dtc_history(
     }
     Ok(codes
         .into_iter()
-        .map(|(code, spn, fmi, active, status, first_seen, last_seen, cleared_at, reports)| {
-            let events = by_code.remove(&code).unwrap_or_default();
-            DtcHistory {
-                code,
-                spn,
-                fmi,
-                active,
-                status,
-                first_seen,
-                last_seen,
-                cleared_at,
-                reports,
-                events,
-            }
-        })
+        .map(
+            |(code, spn, fmi, active, status, first_seen, last_seen, cleared_at, reports)| {
+                let events = by_code.remove(&code).unwrap_or_default();
+                DtcHistory {
+                    code,
+                    spn,
+                    fmi,
+                    active,
+                    status,
+                    first_seen,
+                    last_seen,
+                    cleared_at,
+                    reports,
+                    events,
+                }
+            },
+        )
         .collect())
 }
 
@@ -279,14 +294,15 @@ pub async fn vehicle_profile(pool: &PgPool, vehicle_id: i32) -> Result<VehiclePr
     .bind(vehicle_id)
     .fetch_all(pool)
     .await?;
-    let active: Vec<(String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT code, last_status, first_seen, last_seen FROM dtcs
+    let active: Vec<(String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+        sqlx::query_as(
+            "SELECT code, last_status, first_seen, last_seen FROM dtcs
          WHERE vehicle_id = $1 AND (cleared_at IS NULL OR last_seen > cleared_at)
          ORDER BY last_seen DESC NULLS LAST, code",
-    )
-    .bind(vehicle_id)
-    .fetch_all(pool)
-    .await?;
+        )
+        .bind(vehicle_id)
+        .fetch_all(pool)
+        .await?;
     Ok(VehicleProfile {
         first_seen,
         last_sample_at,

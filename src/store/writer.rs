@@ -127,7 +127,11 @@ impl Store {
                     values.push_sample(vehicle_id, sample, &signal_ids);
                 }
             }
-            result.outcomes[i] = if any_new { Outcome::Stored } else { Outcome::Duplicate };
+            result.outcomes[i] = if any_new {
+                Outcome::Stored
+            } else {
+                Outcome::Duplicate
+            };
         }
         if !values.is_empty() {
             result.values_stored = match method {
@@ -169,7 +173,10 @@ impl Store {
             .iter()
             .enumerate()
             .filter_map(|(i, item)| match item {
-                BatchItem::DeadLetter { letter, received_at } => {
+                BatchItem::DeadLetter {
+                    letter,
+                    received_at,
+                } => {
                     result.outcomes[i] = Outcome::DeadLetter;
                     Some((letter, *received_at))
                 }
@@ -389,7 +396,12 @@ impl ValueColumns {
         .await?;
         let mut enc = TelemetryCopyEncoder::with_capacity(self.vehicle_id.len());
         for i in 0..self.vehicle_id.len() {
-            enc.push(self.vehicle_id[i], self.signal_id[i], self.ts[i], self.value[i]);
+            enc.push(
+                self.vehicle_id[i],
+                self.signal_id[i],
+                self.ts[i],
+                self.value[i],
+            );
         }
         let mut copy = tx
             .copy_in_raw("COPY stage_telemetry FROM STDIN (FORMAT binary)")
@@ -430,9 +442,24 @@ impl ValueColumns {
                     a.sum += v;
                     a.sumsq += v * v;
                 })
-                .or_insert(Agg { n: 1, min: v, max: v, sum: v, sumsq: v * v });
+                .or_insert(Agg {
+                    n: 1,
+                    min: v,
+                    max: v,
+                    sum: v,
+                    sumsq: v * v,
+                });
         }
-        let mut cols = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut cols = (
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+        );
         for ((vid, sid, day), a) in days {
             cols.0.push(vid);
             cols.1.push(sid);
@@ -484,7 +511,18 @@ async fn insert_dtc_events(
     tx: &mut PgConnection,
     reports: &[(i32, &DtcReport)],
 ) -> Result<(), StoreError> {
-    let mut c = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut c = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
     for (vehicle_id, r) in reports {
         for d in &r.dtcs {
             let (spn, fmi, oc, sa) = j1939_parts(&d.code);
@@ -539,7 +577,11 @@ pub(crate) struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub(crate) fn observe(status: crate::wire::DtcStatus, ts: DateTime<Utc>, code: &DtcCode) -> Self {
+    pub(crate) fn observe(
+        status: crate::wire::DtcStatus,
+        ts: DateTime<Utc>,
+        code: &DtcCode,
+    ) -> Self {
         let cleared = status == crate::wire::DtcStatus::Cleared;
         let (spn, fmi, ..) = j1939_parts(code);
         Lifecycle {
@@ -590,7 +632,18 @@ async fn merge_dtc_lifecycles(
     if merged.is_empty() {
         return Ok(());
     }
-    let mut c = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut c = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
     for ((vehicle_id, code), l) in merged {
         c.0.push(vehicle_id);
         c.1.push(code);
@@ -656,7 +709,18 @@ async fn insert_dead_letters(
             })
             .or_insert((letter, *at, *at, 1));
     }
-    let mut c = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut c = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
     for (digest, (l, first, last, n)) in merged {
         let keep = l.payload.len().min(DEAD_LETTER_MAX_BYTES);
         c.0.push(digest);

@@ -1,7 +1,9 @@
 //! Diagnostic reports: SAE J2012 codes (OBD-II / UDS) and SAE J1939 SPN/FMI pairs, each with a
 //! lifecycle status.
 
-use super::{check_payload_vin, parse_seq, parse_ts, type_name, Reject, RejectReason, TimeWindow, Vin};
+use super::{
+    check_payload_vin, parse_seq, parse_ts, type_name, Reject, RejectReason, TimeWindow, Vin,
+};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
@@ -24,7 +26,12 @@ pub struct Dtc {
 pub enum DtcCode {
     /// `[PCBU][0-3][0-9A-F]{3}`, e.g. P0301.
     J2012(String),
-    J1939 { spn: u32, fmi: u8, oc: Option<u8>, sa: Option<u8> },
+    J1939 {
+        spn: u32,
+        fmi: u8,
+        oc: Option<u8>,
+        sa: Option<u8>,
+    },
 }
 
 impl DtcCode {
@@ -69,11 +76,18 @@ impl DtcStatus {
     }
 }
 
-pub(crate) fn parse_report(vin: &Vin, value: Value, window: &TimeWindow) -> Result<DtcReport, Reject> {
+pub(crate) fn parse_report(
+    vin: &Vin,
+    value: Value,
+    window: &TimeWindow,
+) -> Result<DtcReport, Reject> {
     let Value::Object(obj) = value else {
         return Err(Reject::new(
             RejectReason::WrongType,
-            format!("a diagnostic report must be an object, got {}", type_name(&value)),
+            format!(
+                "a diagnostic report must be an object, got {}",
+                type_name(&value)
+            ),
         ));
     };
     check_payload_vin(&obj, vin)?;
@@ -85,7 +99,10 @@ pub(crate) fn parse_report(vin: &Vin, value: Value, window: &TimeWindow) -> Resu
         Some(other) => {
             return Err(Reject::new(
                 RejectReason::WrongType,
-                format!("\"source\" must be a string of at most 64 bytes, got {}", type_name(other)),
+                format!(
+                    "\"source\" must be a string of at most 64 bytes, got {}",
+                    type_name(other)
+                ),
             ))
         }
     };
@@ -120,7 +137,13 @@ pub(crate) fn parse_report(vin: &Vin, value: Value, window: &TimeWindow) -> Resu
             ))
         }
     };
-    Ok(DtcReport { seq, ts, source, mil, dtcs })
+    Ok(DtcReport {
+        seq,
+        ts,
+        source,
+        mil,
+        dtcs,
+    })
 }
 
 fn parse_dtc(value: &Value) -> Result<Dtc, Reject> {
@@ -132,7 +155,10 @@ fn parse_dtc(value: &Value) -> Result<Dtc, Reject> {
     };
     let status = match obj.get("status") {
         None | Some(Value::Null) => {
-            return Err(Reject::new(RejectReason::MissingField, "missing \"status\""))
+            return Err(Reject::new(
+                RejectReason::MissingField,
+                "missing \"status\"",
+            ))
         }
         Some(Value::String(s)) => DtcStatus::parse(s).ok_or_else(|| {
             Reject::new(
@@ -180,7 +206,9 @@ fn check_j2012(code: &str) -> Result<(), Reject> {
     let valid = b.len() == 5
         && matches!(b[0], b'P' | b'C' | b'B' | b'U')
         && (b'0'..=b'3').contains(&b[1])
-        && b[2..].iter().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c));
+        && b[2..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c));
     if valid {
         Ok(())
     } else {
@@ -226,8 +254,14 @@ mod tests {
         for ok in ["P0301", "P0420", "C1234", "B0AFF", "U3000"] {
             assert!(check_j2012(ok).is_ok(), "{ok}");
         }
-        for bad in ["P4301", "X0301", "P030", "P03011", "p0301", "P030g", "P030a"] {
-            assert_eq!(check_j2012(bad).unwrap_err().reason, RejectReason::InvalidDtcCode, "{bad}");
+        for bad in [
+            "P4301", "X0301", "P030", "P03011", "p0301", "P030g", "P030a",
+        ] {
+            assert_eq!(
+                check_j2012(bad).unwrap_err().reason,
+                RejectReason::InvalidDtcCode,
+                "{bad}"
+            );
         }
     }
 
@@ -241,7 +275,11 @@ mod tests {
             serde_json::json!({"spn": 1, "fmi": 0, "oc": 127, "status": "active"}),
             serde_json::json!({"spn": -1, "fmi": 0, "status": "active"}),
         ] {
-            assert_eq!(parse_dtc(&bad).unwrap_err().reason, RejectReason::DtcOutOfRange, "{bad}");
+            assert_eq!(
+                parse_dtc(&bad).unwrap_err().reason,
+                RejectReason::DtcOutOfRange,
+                "{bad}"
+            );
         }
     }
 }

@@ -150,12 +150,8 @@ pub fn parse_message(
             ),
         ));
     }
-    let text = std::str::from_utf8(payload).map_err(|e| {
-        Reject::new(
-            RejectReason::NotUtf8,
-            format!("payload is not UTF-8: {e}"),
-        )
-    })?;
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| Reject::new(RejectReason::NotUtf8, format!("payload is not UTF-8: {e}")))?;
     let value: Value = serde_json::from_str(text).map_err(|e| json_error(text, e))?;
     let window = TimeWindow {
         earliest: now - limits.max_age,
@@ -188,7 +184,10 @@ fn json_error(text: &str, err: serde_json::Error) -> Reject {
             text.match_indices(t).any(|(i, _)| {
                 // Only bare tokens, not inside strings such as signal names.
                 let before = text[..i].trim_end();
-                before.ends_with(':') || before.ends_with(',') || before.ends_with('[') || before.ends_with('-')
+                before.ends_with(':')
+                    || before.ends_with(',')
+                    || before.ends_with('[')
+                    || before.ends_with('-')
             })
         });
     if non_finite {
@@ -197,7 +196,10 @@ fn json_error(text: &str, err: serde_json::Error) -> Reject {
             format!("payload holds a non-finite number (NaN/Infinity are not JSON): {msg}"),
         )
     } else {
-        Reject::new(RejectReason::InvalidJson, format!("payload is not valid JSON: {msg}"))
+        Reject::new(
+            RejectReason::InvalidJson,
+            format!("payload is not valid JSON: {msg}"),
+        )
     }
 }
 
@@ -208,7 +210,10 @@ pub(crate) struct TimeWindow {
 }
 
 /// Reads a `ts` field: RFC 3339 text or integer epoch milliseconds.
-pub(crate) fn parse_ts(value: Option<&Value>, window: &TimeWindow) -> Result<DateTime<Utc>, Reject> {
+pub(crate) fn parse_ts(
+    value: Option<&Value>,
+    window: &TimeWindow,
+) -> Result<DateTime<Utc>, Reject> {
     let ts = match value {
         None | Some(Value::Null) => {
             return Err(Reject::new(RejectReason::MissingField, "missing \"ts\""))
@@ -238,7 +243,10 @@ pub(crate) fn parse_ts(value: Option<&Value>, window: &TimeWindow) -> Result<Dat
         Some(other) => {
             return Err(Reject::new(
                 RejectReason::WrongType,
-                format!("\"ts\" must be RFC 3339 text or epoch milliseconds, got {}", type_name(other)),
+                format!(
+                    "\"ts\" must be RFC 3339 text or epoch milliseconds, got {}",
+                    type_name(other)
+                ),
             ))
         }
     };
@@ -287,7 +295,10 @@ pub(crate) fn check_payload_vin(
         Some(Value::String(s)) if s == vin.as_str() => Ok(()),
         Some(other) => Err(Reject::new(
             RejectReason::VinMismatch,
-            format!("payload vin {other} does not match topic vin {}", vin.as_str()),
+            format!(
+                "payload vin {other} does not match topic vin {}",
+                vin.as_str()
+            ),
         )),
     }
 }
@@ -335,7 +346,11 @@ mod tests {
             "v1/vehicles/WVWZZZ1JZXW000001/offers",
             "v1/vehicles/WVWZZZ1JZXW000001/telemetry/x",
         ] {
-            assert_eq!(Topic::parse(bad).unwrap_err().reason, RejectReason::InvalidTopic, "{bad}");
+            assert_eq!(
+                Topic::parse(bad).unwrap_err().reason,
+                RejectReason::InvalidTopic,
+                "{bad}"
+            );
         }
         assert_eq!(
             Topic::parse("v1/vehicles/WVWZZZ1JZXW00000I/telemetry")
@@ -363,10 +378,15 @@ mod tests {
                 "Vehicle.Chassis.Axle.Row1.Wheel.Left.Brake.PadWear":38}}"#,
         )
         .unwrap();
-        let Message::Telemetry { samples, .. } = &m else { panic!("kind") };
+        let Message::Telemetry { samples, .. } = &m else {
+            panic!("kind")
+        };
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].seq, 1842);
-        assert_eq!(samples[0].ts.timestamp_millis(), 1_763_885_730_250 + 31_536_000_000);
+        assert_eq!(
+            samples[0].ts.timestamp_millis(),
+            1_763_885_730_250 + 31_536_000_000
+        );
         assert_eq!(m.value_count(), 3);
 
         let m = parse(
@@ -376,7 +396,9 @@ mod tests {
                 {"spn":110,"fmi":0,"oc":3,"sa":0,"status":"active"}]}"#,
         )
         .unwrap();
-        let Message::Dtc { report, .. } = m else { panic!("kind") };
+        let Message::Dtc { report, .. } = m else {
+            panic!("kind")
+        };
         assert_eq!(report.dtcs.len(), 2);
         assert_eq!(report.dtcs[0].code.key(), "P0301");
         assert_eq!(report.dtcs[1].code.key(), "SPN110-FMI0");
@@ -397,25 +419,45 @@ mod tests {
 
     #[test]
     fn non_finite_numbers_get_their_own_reason() {
-        let e = parse("telemetry", r#"{"ts":1795000000000,"seq":1,"signals":{"Vehicle.Speed":NaN}}"#)
-            .unwrap_err();
+        let e = parse(
+            "telemetry",
+            r#"{"ts":1795000000000,"seq":1,"signals":{"Vehicle.Speed":NaN}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.reason, RejectReason::NonFiniteNumber);
-        let e = parse("telemetry", r#"{"ts":1795000000000,"seq":1,"signals":{"Vehicle.Speed":1e999}}"#)
-            .unwrap_err();
+        let e = parse(
+            "telemetry",
+            r#"{"ts":1795000000000,"seq":1,"signals":{"Vehicle.Speed":1e999}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.reason, RejectReason::NonFiniteNumber);
-        let e = parse("telemetry", r#"{"ts":1795000000000,"seq":1,"signals":{"Vehicle.Speed":-Infinity}}"#)
-            .unwrap_err();
+        let e = parse(
+            "telemetry",
+            r#"{"ts":1795000000000,"seq":1,"signals":{"Vehicle.Speed":-Infinity}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.reason, RejectReason::NonFiniteNumber);
-        let e = parse("telemetry", r#"{"ts":1795000000000,"seq":1,"signals":{"Vehicle.NaNometer":}}"#)
-            .unwrap_err();
+        let e = parse(
+            "telemetry",
+            r#"{"ts":1795000000000,"seq":1,"signals":{"Vehicle.NaNometer":}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.reason, RejectReason::InvalidJson);
     }
 
     #[test]
     fn timestamps_outside_the_window_are_rejected() {
-        let e = parse("telemetry", r#"{"ts":"1999-01-01T00:00:00Z","seq":1,"signals":{}}"#).unwrap_err();
+        let e = parse(
+            "telemetry",
+            r#"{"ts":"1999-01-01T00:00:00Z","seq":1,"signals":{}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.reason, RejectReason::TimestampOutOfRange);
-        let e = parse("telemetry", r#"{"ts":"2030-01-01T00:00:00Z","seq":1,"signals":{}}"#).unwrap_err();
+        let e = parse(
+            "telemetry",
+            r#"{"ts":"2030-01-01T00:00:00Z","seq":1,"signals":{}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.reason, RejectReason::TimestampOutOfRange);
         let e = parse("telemetry", r#"{"ts":"yesterday","seq":1,"signals":{}}"#).unwrap_err();
         assert_eq!(e.reason, RejectReason::InvalidTimestamp);
@@ -425,8 +467,14 @@ mod tests {
 
     #[test]
     fn timestamps_are_kept_to_the_microsecond() {
-        let m = parse("telemetry", r#"{"ts":"2026-11-23T08:15:30.123456789Z","seq":1,"signals":{}}"#).unwrap();
-        let Message::Telemetry { samples, .. } = m else { panic!("kind") };
+        let m = parse(
+            "telemetry",
+            r#"{"ts":"2026-11-23T08:15:30.123456789Z","seq":1,"signals":{}}"#,
+        )
+        .unwrap();
+        let Message::Telemetry { samples, .. } = m else {
+            panic!("kind")
+        };
         assert_eq!(samples[0].ts.timestamp_subsec_nanos(), 123_456_000);
     }
 

@@ -1,7 +1,10 @@
 //! Telemetry samples: one object or a store-and-forward array of them, each with `ts`, `seq` and
 //! a map of COVESA VSS signal paths to numeric (or boolean) values.
 
-use super::{check_payload_vin, parse_seq, parse_ts, type_name, Limits, Reject, RejectReason, TimeWindow, Vin};
+use super::{
+    check_payload_vin, parse_seq, parse_ts, type_name, Limits, Reject, RejectReason, TimeWindow,
+    Vin,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -22,7 +25,10 @@ pub(crate) fn parse_samples(
     match value {
         Value::Array(items) => {
             if items.is_empty() {
-                return Err(Reject::new(RejectReason::EmptyBatch, "telemetry batch is an empty array"));
+                return Err(Reject::new(
+                    RejectReason::EmptyBatch,
+                    "telemetry batch is an empty array",
+                ));
             }
             if items.len() > limits.max_batch_samples {
                 return Err(Reject::new(
@@ -53,7 +59,10 @@ fn parse_sample(vin: &Vin, value: Value, window: &TimeWindow) -> Result<Sample, 
     let Value::Object(obj) = value else {
         return Err(Reject::new(
             RejectReason::WrongType,
-            format!("a telemetry sample must be an object, got {}", type_name(&value)),
+            format!(
+                "a telemetry sample must be an object, got {}",
+                type_name(&value)
+            ),
         ));
     };
     check_payload_vin(&obj, vin)?;
@@ -61,7 +70,10 @@ fn parse_sample(vin: &Vin, value: Value, window: &TimeWindow) -> Result<Sample, 
     let seq = parse_seq(obj.get("seq"))?;
     let signals = match obj.get("signals") {
         None | Some(Value::Null) => {
-            return Err(Reject::new(RejectReason::MissingField, "missing \"signals\""))
+            return Err(Reject::new(
+                RejectReason::MissingField,
+                "missing \"signals\"",
+            ))
         }
         Some(Value::Object(signals)) => signals,
         Some(other) => {
@@ -88,7 +100,10 @@ fn parse_sample(vin: &Vin, value: Value, window: &TimeWindow) -> Result<Sample, 
             other => {
                 return Err(Reject::new(
                     RejectReason::WrongType,
-                    format!("signal {name} must be a number or boolean, got {}", type_name(other)),
+                    format!(
+                        "signal {name} must be a number or boolean, got {}",
+                        type_name(other)
+                    ),
                 ))
             }
         };
@@ -101,9 +116,9 @@ fn parse_sample(vin: &Vin, value: Value, window: &TimeWindow) -> Result<Sample, 
 fn check_signal_name(name: &str) -> Result<(), Reject> {
     let valid = name.len() <= 256
         && name.starts_with("Vehicle.")
-        && name
-            .split('.')
-            .all(|seg| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        && name.split('.').all(|seg| {
+            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
     if valid {
         Ok(())
     } else {
@@ -121,7 +136,13 @@ mod tests {
     #[test]
     fn signal_names() {
         assert!(check_signal_name("Vehicle.Chassis.Axle.Row1.Wheel.Left.Tire.TreadDepth").is_ok());
-        for bad in ["Speed", "Vehicle.", "Vehicle..Speed", "Vehicle.Spe ed", "vehicle.Speed"] {
+        for bad in [
+            "Speed",
+            "Vehicle.",
+            "Vehicle..Speed",
+            "Vehicle.Spe ed",
+            "vehicle.Speed",
+        ] {
             assert!(check_signal_name(bad).is_err(), "{bad}");
         }
     }

@@ -13,13 +13,15 @@ impl Vin {
         if s.len() != 17 {
             return Err(Reject::new(
                 RejectReason::InvalidVin,
-                format!("VIN {s:?} has {} characters, expected 17", s.chars().count()),
+                format!(
+                    "VIN {s:?} has {} characters, expected 17",
+                    s.chars().count()
+                ),
             ));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_digit() || c.is_ascii_uppercase()) || matches!(c, 'I' | 'O' | 'Q'))
-        {
+        if let Some(c) = s.chars().find(|c| {
+            !(c.is_ascii_digit() || c.is_ascii_uppercase()) || matches!(c, 'I' | 'O' | 'Q')
+        }) {
             return Err(Reject::new(
                 RejectReason::InvalidVin,
                 format!("VIN {s:?} contains {c:?}: only digits and capital letters except I, O, Q"),
@@ -56,7 +58,11 @@ mod tests {
             "1HGCM82633A00435-",
             "1HGCM82633A00435Ä",
         ] {
-            assert_eq!(Vin::parse(bad).unwrap_err().reason, RejectReason::InvalidVin, "{bad}");
+            assert_eq!(
+                Vin::parse(bad).unwrap_err().reason,
+                RejectReason::InvalidVin,
+                "{bad}"
+            );
         }
     }
 }

@@ -40,7 +40,9 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to PostgreSQL");
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("connect to PostgreSQL");
         let digest = Sha256::digest(
             aftercare::store::MIGRATIONS
                 .iter()
@@ -53,15 +55,21 @@ impl TestDb {
             .execute(&mut admin)
             .await
             .unwrap();
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&template)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&template)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
         if !exists {
-            sqlx::query(&format!("CREATE DATABASE {template}")).execute(&mut admin).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {template}"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
             let pool = PgPool::connect(&url_for(&template)).await.unwrap();
-            aftercare::store::migrate(&pool).await.expect("migrate template");
+            aftercare::store::migrate(&pool)
+                .await
+                .expect("migrate template");
             pool.close().await;
         }
         let name = format!("aftercare_test_{}_{}", std::process::id(), rand_suffix());
@@ -73,7 +81,10 @@ impl TestDb {
             .execute(&mut admin)
             .await
             .unwrap();
-        TestDb { url: url_for(&name), name }
+        TestDb {
+            url: url_for(&name),
+            name,
+        }
     }
 
     pub async fn pool(&self) -> PgPool {
@@ -91,7 +102,10 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let mut admin = PgConnection::connect(&admin_url()).await.ok()?;
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -114,7 +128,15 @@ pub struct TestBroker {
 impl TestBroker {
     pub async fn start() -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
-        let mut broker = TestBroker { port: free_port(), dir, child: None };
+        // Mosquitto started as root drops to its own user; it must be able to write its
+        // persistence file and log here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut broker = TestBroker {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         broker.launch().await;
         broker
     }
@@ -125,7 +147,11 @@ impl TestBroker {
 
     async fn launch(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
-        let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/mosquitto.conf")).unwrap();
+        let base = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/mosquitto.conf"
+        ))
+        .unwrap();
         std::fs::write(
             &conf,
             format!(
@@ -171,7 +197,11 @@ impl Drop for TestBroker {
 }
 
 fn mosquitto_bin() -> PathBuf {
-    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"] {
+    for p in [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ] {
         if std::path::Path::new(p).exists() {
             return p.into();
         }
@@ -185,7 +215,10 @@ pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
 
 pub async fn wait_for_port(port: u16, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "port {port} did not open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -217,10 +250,19 @@ pub fn config(db_url: &str, broker_url: &str, client_id: &str) -> Config {
     c
 }
 
-pub async fn publish(broker: &TestBroker, client_id: &str, messages: Vec<(String, Bytes)>) -> PublishStats {
+pub async fn publish(
+    broker: &TestBroker,
+    client_id: &str,
+    messages: Vec<(String, Bytes)>,
+) -> PublishStats {
     let n = messages.len() as u64;
-    let stats = publish_all(&broker.url(), client_id, messages, None).await.expect("publish");
-    assert_eq!(stats.acked, n, "broker acknowledged every published message");
+    let stats = publish_all(&broker.url(), client_id, messages, None)
+        .await
+        .expect("publish");
+    assert_eq!(
+        stats.acked, n,
+        "broker acknowledged every published message"
+    );
     stats
 }
 
@@ -235,14 +277,20 @@ pub fn owned(pairs: &[(&str, &[u8])]) -> Vec<(String, Bytes)> {
 pub fn metric(text: &str, name: &str, label: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{'))
+        })
         .filter(|l| label.is_empty() || l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap()
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// The service binary as a child process, configured through the environment.
@@ -252,7 +300,12 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    pub async fn start(db_url: &str, broker_url: &str, client_id: &str, extra_env: &[(&str, &str)]) -> ServiceProcess {
+    pub async fn start(
+        db_url: &str,
+        broker_url: &str,
+        client_id: &str,
+        extra_env: &[(&str, &str)],
+    ) -> ServiceProcess {
         let http_port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aftercare"));
         cmd.arg("serve")
@@ -314,7 +367,11 @@ pub struct CuttablePath {
 
 impl CuttablePath {
     pub async fn new(target: SocketAddr) -> CuttablePath {
-        let mut p = CuttablePath { port: free_port(), target, task: None };
+        let mut p = CuttablePath {
+            port: free_port(),
+            target,
+            task: None,
+        };
         p.restore().await;
         p
     }
@@ -324,7 +381,9 @@ impl CuttablePath {
     }
 
     pub async fn restore(&mut self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
         let target = self.target;
         self.task = Some(tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();

@@ -1,0 +1,408 @@
+//! The HTTP API against a real database: auth on every /v1 route, reads of what ingest stored,
+//! cursor paging, bucketed aggregates from the rollup, and 4xx with a message for bad input.
+
+mod common;
+
+use aftercare::api::{router, AppState};
+use aftercare::config::WriteMethod;
+use aftercare::metrics::Metrics;
+use aftercare::store::keys::{self, Scope};
+use aftercare::store::{BatchItem, Store};
+use aftercare::wire::{parse_message, Limits};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+use common::*;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const VIN: &str = "VF1RFB00X56789012";
+
+struct Api {
+    app: axum::Router,
+    key: String,
+    _db: TestDb,
+    t0: DateTime<Utc>,
+}
+
+async fn api_with_data() -> Api {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    let store = Arc::new(Store::open(pool.clone()).await.unwrap());
+    // Two hours of samples a minute apart, two signals each, starting at a day boundary.
+    let t0 = (Utc::now() - Duration::days(2))
+        .duration_trunc(TimeDelta::days(1))
+        .unwrap();
+    let now = Utc::now();
+    let mut items = Vec::new();
+    for i in 0..120i64 {
+        let payload = serde_json::json!({
+            "ts": (t0 + Duration::minutes(i)).to_rfc3339(), "seq": i,
+            "signals": {"Vehicle.Speed": i as f64, "Vehicle.LowVoltageBattery.CurrentVoltage": 12.0 + i as f64 / 100.0}
+        });
+        let message = parse_message(
+            &format!("v1/vehicles/{VIN}/telemetry"),
+            payload.to_string().as_bytes(),
+            now,
+            &Limits::default(),
+        )
+        .unwrap();
+        items.push(BatchItem::Message {
+            message,
+            received_at: now,
+        });
+    }
+    for (seq, status, minutes) in [
+        (1000, "pending", 10),
+        (1001, "confirmed", 20),
+        (1002, "cleared", 90),
+    ] {
+        let payload = serde_json::json!({
+            "ts": (t0 + Duration::minutes(minutes)).to_rfc3339(), "seq": seq, "source": "obd",
+            "dtcs": [{"code": "P0302", "status": status}, {"spn": 110, "fmi": 0, "oc": 2, "status": "active"}]
+        });
+        let message = parse_message(
+            &format!("v1/vehicles/{VIN}/dtc"),
+            payload.to_string().as_bytes(),
+            now,
+            &Limits::default(),
+        )
+        .unwrap();
+        items.push(BatchItem::Message {
+            message,
+            received_at: now,
+        });
+    }
+    let r = store.write_batch(&items, WriteMethod::Copy).await.unwrap();
+    assert_eq!(r.values_stored, 240);
+    let key = keys::create(&pool, "test", &[Scope::FleetRead])
+        .await
+        .unwrap();
+    let app = router(AppState {
+        store,
+        metrics: Arc::new(Metrics::new()),
+        ingest_enabled: false,
+    });
+    Api {
+        app,
+        key,
+        _db: db,
+        t0,
+    }
+}
+
+async fn get(api: &Api, path: &str, key: Option<&str>) -> (StatusCode, Value) {
+    let mut req = Request::get(path);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let resp = api
+        .app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Every /v1 path in the OpenAPI document refuses a missing, wrong or under-scoped key.
+#[tokio::test]
+async fn every_v1_route_refuses_missing_wrong_and_underscoped_keys() {
+    let api = api_with_data().await;
+    let pool = api._db.pool().await;
+    let planner = keys::create(&pool, "planner", &[Scope::Planner])
+        .await
+        .unwrap();
+    let admin = keys::create(&pool, "admin", &[Scope::Admin]).await.unwrap();
+    let (status, doc) = get(&api, "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    let v1: Vec<&String> = paths.keys().filter(|p| p.starts_with("/v1/")).collect();
+    assert!(v1.len() >= 3);
+    for path in v1 {
+        let scope = paths[path]["get"]["x-scope"].as_str().unwrap();
+        assert_eq!(scope, "fleet-read");
+        let concrete = path.replace("{vin}", VIN);
+        let (s, body) = get(&api, &concrete, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path} without a key");
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let (s, _) = get(&api, &concrete, Some("ack_not-a-real-key")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path} with a wrong key");
+        let (s, body) = get(&api, &concrete, Some(&planner)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path} with an under-scoped key");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fleet-read"));
+        let (s, _) = get(&api, &concrete, Some(&api.key)).await;
+        assert_eq!(s, StatusCode::OK, "{path} with the right key");
+        let (s, _) = get(&api, &concrete, Some(&admin)).await;
+        assert_eq!(s, StatusCode::OK, "{path}: admin implies every scope");
+    }
+    // A revoked key is refused.
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = 'admin'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (s, _) = get(&api, &format!("/v1/vehicles/{VIN}"), Some(&admin)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Keys are stored hashed, never in the clear.
+    let stored: i64 = count(&pool, &format!("SELECT count(*) FROM api_keys WHERE position('{}' in encode(secret_hash, 'escape')) > 0", &admin[4..20])).await;
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn telemetry_pages_with_a_cursor_and_aggregates_per_bucket() {
+    let api = api_with_data().await;
+    let from = api.t0.to_rfc3339().replace('+', "%2B");
+    let to = (api.t0 + Duration::days(1))
+        .to_rfc3339()
+        .replace('+', "%2B");
+    let mut cursor: Option<String> = None;
+    let mut seen = Vec::new();
+    loop {
+        let mut path = format!("/v1/vehicles/{VIN}/telemetry?from={from}&to={to}&limit=50");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (s, body) = get(&api, &path, Some(&api.key)).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let points = body["points"].as_array().unwrap();
+        assert!(points.len() <= 50);
+        seen.extend(points.iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 240, "every value exactly once across pages");
+    // One signal only.
+    let (_, body) = get(
+        &api,
+        &format!("/v1/vehicles/{VIN}/telemetry?from={from}&to={to}&signal=Vehicle.Speed"),
+        Some(&api.key),
+    )
+    .await;
+    let speeds: Vec<f64> = body["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(speeds, (0..120).map(|i| i as f64).collect::<Vec<_>>());
+    // Hourly buckets from raw values.
+    let (_, body) = get(
+        &api,
+        &format!("/v1/vehicles/{VIN}/telemetry?from={from}&to={to}&signal=Vehicle.Speed&bucket=1h"),
+        Some(&api.key),
+    )
+    .await;
+    let b = body["buckets"].as_array().unwrap();
+    assert_eq!(b.len(), 2);
+    assert_eq!(b[0]["n"], 60);
+    assert_eq!(b[0]["min"], 0.0);
+    assert_eq!(b[0]["max"], 59.0);
+    assert_eq!(b[1]["avg"], 89.5);
+    // Daily buckets come from the rollup and agree with the raw values.
+    let (_, body) = get(
+        &api,
+        &format!("/v1/vehicles/{VIN}/telemetry?from={from}&to={to}&signal=Vehicle.Speed&bucket=1d"),
+        Some(&api.key),
+    )
+    .await;
+    let b = body["buckets"].as_array().unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0]["n"], 120);
+    assert_eq!(b[0]["avg"], 59.5);
+}
+
+#[tokio::test]
+async fn profile_and_dtc_lifecycle() {
+    let api = api_with_data().await;
+    let (s, body) = get(&api, &format!("/v1/vehicles/{VIN}"), Some(&api.key)).await;
+    assert_eq!(s, StatusCode::OK);
+    let signals = body["signals"].as_array().unwrap();
+    assert_eq!(signals.len(), 2);
+    let speed = signals
+        .iter()
+        .find(|s| s["signal"] == "Vehicle.Speed")
+        .unwrap();
+    assert_eq!(speed["value"], 119.0);
+    let active: Vec<&str> = body["active_dtcs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(active, vec!["SPN110-FMI0"], "P0302 was cleared");
+
+    let (s, body) = get(&api, &format!("/v1/vehicles/{VIN}/dtcs"), Some(&api.key)).await;
+    assert_eq!(s, StatusCode::OK);
+    let dtcs = body["dtcs"].as_array().unwrap();
+    let p0302 = dtcs.iter().find(|d| d["code"] == "P0302").unwrap();
+    assert_eq!(p0302["active"], false);
+    assert_eq!(p0302["status"], "cleared");
+    assert_eq!(p0302["reports"], 3);
+    let ts = |m: i64| {
+        (api.t0 + Duration::minutes(m)).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    };
+    assert_eq!(p0302["first_seen"], ts(10));
+    assert_eq!(p0302["last_seen"], ts(20));
+    assert_eq!(p0302["cleared_at"], ts(90));
+    let statuses: Vec<&str> = p0302["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["cleared", "confirmed", "pending"]);
+    let spn = dtcs.iter().find(|d| d["code"] == "SPN110-FMI0").unwrap();
+    assert_eq!(spn["spn"], 110);
+    assert_eq!(spn["events"][0]["occurrence_count"], 2);
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx_with_a_message() {
+    let api = api_with_data().await;
+    let k = Some(api.key.as_str());
+    for (path, status, code) in [
+        (
+            "/v1/vehicles/NOTAVIN/telemetry".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "invalid_vin",
+        ),
+        (
+            "/v1/vehicles/1HGCM82633A00435I".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "invalid_vin",
+        ),
+        (
+            "/v1/vehicles/1HGCM82633A004352".to_owned(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            format!("/v1/vehicles/{VIN}/telemetry?from=yesterday"),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            format!("/v1/vehicles/{VIN}/telemetry?bucket=7w"),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            format!("/v1/vehicles/{VIN}/telemetry?limit=0"),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            format!("/v1/vehicles/{VIN}/telemetry?limit=1000001"),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            format!("/v1/vehicles/{VIN}/telemetry?cursor=garbage"),
+            StatusCode::BAD_REQUEST,
+            "invalid_cursor",
+        ),
+        (
+            format!(
+                "/v1/vehicles/{VIN}/telemetry?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z"
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/nothing-here".to_owned(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ] {
+        let (s, body) = get(&api, &path, k).await;
+        assert_eq!(s, status, "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{path}");
+        assert!(
+            !body["error"]["message"].as_str().unwrap().is_empty(),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_open() {
+    let api = api_with_data().await;
+    let (s, _) = get(&api, "/healthz", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = get(&api, "/readyz", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["database"], true);
+    let resp = api
+        .app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(text.contains("# TYPE aftercare_ingest_values counter"));
+}
+
+/// `aftercare keys create` prints the key alone on stdout, and the key works.
+#[tokio::test]
+async fn keys_create_prints_a_working_key() {
+    let db = TestDb::new().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aftercare"))
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "ops",
+            "--scope",
+            "fleet-read",
+            "--scope",
+            "planner",
+        ])
+        .env("AFTERCARE_DATABASE_URL", &db.url)
+        .env("AFTERCARE_LOG_FILTER", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "only the key on stdout: {stdout:?}");
+    let pool = db.pool().await;
+    let key = keys::verify(&pool, lines[0])
+        .await
+        .unwrap()
+        .expect("the printed key verifies");
+    assert!(
+        key.allows(Scope::FleetRead) && key.allows(Scope::Planner) && !key.allows(Scope::Advisor)
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_aftercare"))
+        .args(["keys", "create", "--name", "x", "--scope", "root"])
+        .env("AFTERCARE_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope"));
+}

@@ -1,0 +1,237 @@
+//! The service as a child process under failure: SIGKILL mid-stream, the database unreachable,
+//! the broker restarted, two instances sharing a subscription with one killed. After recovery
+//! every published message is stored exactly once: counts equal what was published, and the
+//! merges that would double on a replay (DTC report counts, daily rollup) are exact.
+
+mod common;
+
+use aftercare::simulator::{owned, Fleet, Generated, Kind};
+use chrono::{Duration as ChronoDuration, Utc};
+use common::*;
+use nix::sys::signal::Signal;
+use sqlx::PgPool;
+use std::time::Duration;
+
+fn messages(seed: u64, vehicles: usize, n: usize) -> Vec<Generated> {
+    let mut fleet = Fleet::new(seed, vehicles, Utc::now() - ChronoDuration::days(1));
+    (0..n).map(|_| fleet.next_message()).collect()
+}
+
+struct Expected {
+    samples: i64,
+    values: i64,
+    reports: i64,
+    dtc_entries: i64,
+}
+
+fn expected(msgs: &[Generated]) -> Expected {
+    Expected {
+        samples: msgs.iter().map(|m| m.samples as i64).sum(),
+        values: msgs.iter().map(|m| m.values as i64).sum(),
+        reports: msgs.iter().filter(|m| m.kind == Kind::Dtc).count() as i64,
+        dtc_entries: msgs.iter().map(|m| m.dtcs as i64).sum(),
+    }
+}
+
+async fn stored_samples(pool: &PgPool) -> i64 {
+    count(pool, "SELECT count(*) FROM samples").await
+}
+
+/// Waits until everything is stored, then checks exactly-once in every table and merge.
+async fn assert_exactly_once(pool: &PgPool, want: &Expected) {
+    let total = want.samples;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let (s, r) = (
+            stored_samples(pool).await,
+            count(pool, "SELECT count(*) FROM dtc_reports").await,
+        );
+        if s >= total && r >= want.reports {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let dead: Vec<(String, String, String)> =
+                sqlx::query_as("SELECT topic, reason, detail FROM dead_letters LIMIT 5")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap_or_default();
+            panic!("timed out: {s} of {total} samples, {r} of {} reports stored; dead letters: {dead:?}", want.reports);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Settle: nothing more may arrive (a late duplicate must change nothing).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stored_samples(pool).await, want.samples);
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM telemetry").await,
+        want.values
+    );
+    assert_eq!(
+        count(pool, "SELECT COALESCE(sum(n), 0)::int8 FROM signal_daily").await,
+        want.values
+    );
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM dtc_reports").await,
+        want.reports
+    );
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM dtc_events").await,
+        want.dtc_entries
+    );
+    assert_eq!(
+        count(pool, "SELECT COALESCE(sum(reports), 0)::int8 FROM dtcs").await,
+        want.dtc_entries
+    );
+    assert_eq!(count(pool, "SELECT count(*) FROM dead_letters").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::start().await;
+    let pool = db.pool().await;
+    let msgs = messages(11, 100, 20_000);
+    let want = expected(&msgs);
+    let service = ServiceProcess::start(&db.url, &broker.url(), "crash-1", &[]).await;
+    let url = broker.url();
+    let publisher = tokio::spawn(async move {
+        aftercare::simulator::publish_all(&url, "pub-crash", owned(&msgs), Some(4000.0)).await
+    });
+    wait_until(
+        Duration::from_secs(60),
+        "a quarter of the stream stored",
+        || async { stored_samples(&pool).await > want.samples / 4 },
+    )
+    .await;
+    service.kill();
+    let at_kill = stored_samples(&pool).await;
+    assert!(at_kill < want.samples, "killed mid-stream");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _service = ServiceProcess::start(&db.url, &broker.url(), "crash-1", &[]).await;
+    let stats = publisher.await.unwrap().unwrap();
+    assert_eq!(stats.acked, 20_000);
+    assert_exactly_once(&pool, &want).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_and_broker_restart_lose_nothing_and_memory_stays_bounded() {
+    let db = TestDb::new().await;
+    let mut broker = TestBroker::start().await;
+    let pool = db.pool().await;
+    let mut path = CuttablePath::new("127.0.0.1:5432".parse().unwrap()).await;
+    let msgs = messages(12, 100, 16_000);
+    let want = expected(&msgs);
+    let receive_max = 200;
+    let service = ServiceProcess::start(
+        &path.url_for(&db.name),
+        &broker.url(),
+        "outage-1",
+        // A plain subscription: Mosquitto 2.0 restores a persistent session's plain
+        // subscriptions after a restart but not its shared ones, and drops what is published
+        // before the subscriber is back (see README, broker requirements).
+        &[
+            ("AFTERCARE_MQTT_RECEIVE_MAXIMUM", "200"),
+            ("AFTERCARE_DATABASE_MAX_CONNECTIONS", "2"),
+            ("AFTERCARE_MQTT_SHARE_GROUP", ""),
+        ],
+    )
+    .await;
+    let (first, second) = msgs.split_at(8_000);
+    let (first, second) = (owned(first), owned(second));
+    let url = broker.url();
+    let publisher = tokio::spawn(async move {
+        aftercare::simulator::publish_all(&url, "pub-outage", first, Some(4000.0)).await
+    });
+    wait_until(Duration::from_secs(60), "stream flowing", || async {
+        stored_samples(&pool).await > 500
+    })
+    .await;
+
+    // Database unreachable for 5 s while the publisher keeps sending.
+    path.cut().await;
+    let rss_before = service.rss_kib();
+    let mut max_inflight = 0.0f64;
+    let mut max_rss = 0;
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let m = service.metrics().await;
+        max_inflight = max_inflight.max(metric(&m, "aftercare_ingest_inflight_messages", ""));
+        max_rss = max_rss.max(service.rss_kib());
+    }
+    let stalled = stored_samples(&pool).await;
+    path.restore().await;
+    let stats = publisher.await.unwrap().unwrap();
+    assert_eq!(stats.acked, 8_000);
+    assert!(
+        max_inflight > 0.0,
+        "messages were waiting during the outage"
+    );
+    assert!(
+        max_inflight <= receive_max as f64,
+        "in-flight messages ({max_inflight}) stay within the receive maximum ({receive_max})"
+    );
+    assert!(
+        max_rss < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} KiB to {max_rss} KiB during the outage"
+    );
+    assert!(stalled < want.samples, "the outage held messages back");
+
+    // Broker restarted (gracefully: it keeps sessions and queues) mid-stream.
+    let url = broker.url();
+    let publisher = tokio::spawn(async move {
+        aftercare::simulator::publish_all(&url, "pub-outage-2", second, Some(4000.0)).await
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    broker.restart().await;
+    let stats = publisher.await.unwrap().unwrap();
+    assert_eq!(stats.acked, 8_000);
+    assert_exactly_once(&pool, &want).await;
+    let m = service.metrics().await;
+    assert!(
+        metric(&m, "aftercare_mqtt_connects_total", "") >= 2.0,
+        "reconnected after the restart"
+    );
+    assert!(
+        metric(&m, "aftercare_ingest_write_errors_total", "") >= 1.0,
+        "the outage was seen"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_stream_and_survive_one_being_killed() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::start().await;
+    let pool = db.pool().await;
+    let msgs = messages(13, 100, 20_000);
+    let want = expected(&msgs);
+    let a = ServiceProcess::start(&db.url, &broker.url(), "shared-a", &[]).await;
+    let b = ServiceProcess::start(&db.url, &broker.url(), "shared-b", &[]).await;
+    let url = broker.url();
+    let publisher = tokio::spawn(async move {
+        aftercare::simulator::publish_all(&url, "pub-shared", owned(&msgs), Some(4000.0)).await
+    });
+    wait_until(
+        Duration::from_secs(60),
+        "both instances working",
+        || async {
+            let (ma, mb) = (a.metrics().await, b.metrics().await);
+            metric(&ma, "aftercare_ingest_messages_total", "") > 1000.0
+                && metric(&mb, "aftercare_ingest_messages_total", "") > 1000.0
+        },
+    )
+    .await;
+    signal(&a.child, Signal::SIGKILL);
+    a.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = ServiceProcess::start(&db.url, &broker.url(), "shared-a", &[]).await;
+    let stats = publisher.await.unwrap().unwrap();
+    assert_eq!(stats.acked, 20_000);
+    assert_exactly_once(&pool, &want).await;
+    let handled_b = metric(&b.metrics().await, "aftercare_ingest_messages_total", "");
+    let handled_a = metric(&a.metrics().await, "aftercare_ingest_messages_total", "");
+    assert!(
+        handled_b > 0.0 && handled_b < 20_000.0,
+        "b took a share: {handled_b}"
+    );
+    assert!(handled_a > 0.0, "the restarted a took a share: {handled_a}");
+}
