@@ -7,7 +7,6 @@ scripts/setup.sh
 if cargo nextest --version >/dev/null 2>&1; then
   # Heavy end-to-end tests each start brokers and service processes: two at a time on 2 cores.
   cargo nextest run --no-fail-fast --test-threads 2 "$@"
-  cargo test --doc
 else
   cargo test --no-fail-fast "$@" -- --test-threads 2
 fi

@@ -91,6 +91,9 @@ pub struct IngestConfig {
     pub max_age_days: i64,
     pub max_future_hours: i64,
     pub write_method: WriteMethod,
+    /// How often the plain-PostgreSQL daily rollup is refreshed from dirty marks (0: never;
+    /// another instance or a batch job does it).
+    pub rollup_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -169,7 +172,8 @@ impl Default for IngestConfig {
             max_batch_samples: 1000,
             max_age_days: 3 * 365,
             max_future_hours: 24,
-            write_method: WriteMethod::Unnest,
+            write_method: WriteMethod::Copy,
+            rollup_interval_ms: 2000,
         }
     }
 }

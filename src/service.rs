@@ -30,6 +30,7 @@ pub struct RunningService {
     pub store: Arc<Store>,
     shutdown: watch::Sender<bool>,
     ingest: Option<JoinHandle<Result<(), IngestError>>>,
+    rollup: Option<JoinHandle<()>>,
     http: JoinHandle<()>,
 }
 
@@ -50,6 +51,26 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         let (config, metrics, rx) = (config.clone(), metrics.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {
             ingest::run(&config, ingest_store, metrics, rx).await
+        }))
+    } else {
+        None
+    };
+
+    let rollup_every = std::time::Duration::from_millis(config.ingest.rollup_interval_ms);
+    let rollup = if store.flavor().writes_rollup() && !rollup_every.is_zero() {
+        let (store, mut rx) = (store.clone(), shutdown_rx.clone());
+        Some(tokio::spawn(async move {
+            loop {
+                match store.refresh_rollup(500).await {
+                    Ok(500) => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "rollup refresh failed; retrying"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(rollup_every) => {}
+                    _ = rx.wait_for(|stop| *stop) => return,
+                }
+            }
         }))
     } else {
         None
@@ -86,6 +107,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         store,
         shutdown,
         ingest,
+        rollup,
         http,
     })
 }
@@ -98,6 +120,9 @@ impl RunningService {
             Some(handle) => handle.await.unwrap_or(Ok(())),
             None => Ok(()),
         };
+        if let Some(rollup) = self.rollup {
+            let _ = rollup.await;
+        }
         let _ = self.http.await;
         Ok(ingest?)
     }

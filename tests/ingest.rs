@@ -120,6 +120,7 @@ async fn ten_thousand_mixed_messages_are_stored_exactly() {
     );
     assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 0);
     // The daily rollup accounts for every value exactly once.
+    rollup_settled(&pool).await;
     assert_eq!(
         count(&pool, "SELECT sum(n)::int8 FROM signal_daily").await,
         values as i64
@@ -233,6 +234,7 @@ async fn redelivered_and_overlapping_messages_are_stored_once() {
     );
     assert_eq!(count(&pool, "SELECT count(*) FROM samples").await, 16);
     assert_eq!(count(&pool, "SELECT count(*) FROM telemetry").await, 32);
+    rollup_settled(&pool).await;
     assert_eq!(
         count(&pool, "SELECT sum(n)::int8 FROM signal_daily").await,
         32

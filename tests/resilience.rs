@@ -66,6 +66,7 @@ async fn assert_exactly_once(pool: &PgPool, want: &Expected) {
         count(pool, "SELECT count(*) FROM telemetry").await,
         want.values
     );
+    rollup_settled(pool).await;
     assert_eq!(
         count(pool, "SELECT COALESCE(sum(n), 0)::int8 FROM signal_daily").await,
         want.values

@@ -33,6 +33,14 @@ pub enum IngestError {
     Url { url: String, reason: String },
 }
 
+/// A message as the MQTT task hands it on, before parsing.
+struct Received {
+    publish: Publish,
+    epoch: u64,
+    received: Instant,
+    permit: OwnedSemaphorePermit,
+}
+
 /// One received message on its way to being stored and acknowledged.
 struct Delivery {
     publish: Publish,
@@ -94,7 +102,7 @@ pub async fn run(
     let window = usize::from(config.mqtt.receive_maximum);
     let (client, mut eventloop) = AsyncClient::new(opts, window + 16);
     let permits = Arc::new(Semaphore::new(window));
-    let (deliveries_tx, deliveries_rx) = mpsc::channel::<Delivery>(window + 1);
+    let (deliveries_tx, deliveries_rx) = mpsc::channel::<Received>(window + 1);
     let (batches_tx, batches_rx) = mpsc::channel::<Vec<Delivery>>(1);
     // Unbounded, but each ticket is a few bytes and stands for a message that held a permit.
     let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<AckTicket>();
@@ -103,7 +111,12 @@ pub async fn run(
         max_values: config.ingest.batch_max_values,
         max_delay: config.batch_max_delay(),
     };
-    let batcher = tokio::spawn(run_batcher(deliveries_rx, batches_tx, batch_limits));
+    let batcher = tokio::spawn(run_batcher(
+        deliveries_rx,
+        batches_tx,
+        batch_limits,
+        config.limits(),
+    ));
     let mut writer = tokio::spawn(run_writer(
         batches_rx,
         store,
@@ -115,7 +128,6 @@ pub async fn run(
     let filters = wire::subscription_filters(
         Some(config.mqtt.share_group.as_str()).filter(|g| !g.is_empty()),
     );
-    let limits = config.limits();
     let mut deliveries_tx = Some(deliveries_tx);
     let mut backoff = Duration::from_millis(100);
     let mut epoch = 0u64;
@@ -146,9 +158,17 @@ pub async fn run(
                 }
             }
             ticket = acks_rx.recv(), if acks_open => match ticket {
-                Some(t) if t.epoch == epoch => pending_acks.push_back(ack_for(t)),
-                Some(_) => {
-                    metrics.stale_acks_skipped.inc();
+                Some(first) => {
+                    // Take every ticket waiting, not one per turn of this loop.
+                    let mut next = Some(first);
+                    while let Some(t) = next {
+                        if t.epoch == epoch {
+                            pending_acks.push_back(ack_for(t));
+                        } else {
+                            metrics.stale_acks_skipped.inc();
+                        }
+                        next = acks_rx.try_recv().ok();
+                    }
                 }
                 None => acks_open = false,
             },
@@ -207,8 +227,8 @@ pub async fn run(
                         }
                     };
                     metrics.inflight.inc();
-                    let delivery = receive(publish, epoch, &limits, permit);
-                    if tx.send(delivery).await.is_err() {
+                    let received = Received { publish, epoch, received: Instant::now(), permit };
+                    if tx.send(received).await.is_err() {
                         deliveries_tx = None;
                     }
                 }
@@ -255,13 +275,13 @@ fn ack_for(t: AckTicket) -> Publish {
 }
 
 /// Parses one publish into what the store should do with it.
-fn receive(
-    publish: Publish,
-    epoch: u64,
-    limits: &Limits,
-    permit: OwnedSemaphorePermit,
-) -> Delivery {
-    let received = Instant::now();
+fn parse(r: Received, limits: &Limits) -> Delivery {
+    let Received {
+        publish,
+        epoch,
+        received,
+        permit,
+    } = r;
     let received_at = Utc::now();
     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
     let (item, values) = if publish.retain {
@@ -302,17 +322,21 @@ fn receive(
     }
 }
 
+/// Parses what the MQTT task received (on its own task, so parsing runs beside MQTT I/O)
+/// and cuts batches.
 async fn run_batcher(
-    mut rx: mpsc::Receiver<Delivery>,
+    mut rx: mpsc::Receiver<Received>,
     tx: mpsc::Sender<Vec<Delivery>>,
     limits: BatchLimits,
+    wire_limits: Limits,
 ) {
     let mut batch = Batcher::new(limits);
     loop {
         let deadline = batch.deadline();
         let flush = tokio::select! {
-            d = rx.recv() => match d {
-                Some(d) => {
+            r = rx.recv() => match r {
+                Some(r) => {
+                    let d = parse(r, &wire_limits);
                     let values = d.values;
                     batch.push(d, values, Instant::now())
                 }

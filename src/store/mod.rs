@@ -5,6 +5,7 @@ pub mod copy;
 pub mod keys;
 mod migrate;
 pub mod read;
+mod rollup;
 mod writer;
 
 pub use migrate::{migrate, Flavor, MIGRATIONS};

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{Acquire, PgConnection};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Dead-letter payloads above this are stored truncated (the size is kept).
 const DEAD_LETTER_MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -139,7 +139,7 @@ impl Store {
                 WriteMethod::Copy => values.insert_copy(&mut tx).await?,
             };
             if self.flavor.writes_rollup() {
-                values.upsert_rollup(&mut tx).await?;
+                values.mark_rollup_dirty(&mut tx).await?;
             }
         }
 
@@ -385,15 +385,7 @@ impl ValueColumns {
         Ok(done.rows_affected())
     }
 
-    async fn insert_copy(&self, tx: &mut PgConnection) -> Result<u64, StoreError> {
-        // A plain query, not raw_sql: raw_sql's executor bound makes the future non-Send.
-        sqlx::query(
-            "CREATE TEMP TABLE IF NOT EXISTS stage_telemetry
-                 (vehicle_id int4, signal_id int4, ts timestamptz, value float8)
-                 ON COMMIT DELETE ROWS",
-        )
-        .execute(&mut *tx)
-        .await?;
+    fn encode_copy(&self) -> Vec<u8> {
         let mut enc = TelemetryCopyEncoder::with_capacity(self.vehicle_id.len());
         for i in 0..self.vehicle_id.len() {
             enc.push(
@@ -403,10 +395,54 @@ impl ValueColumns {
                 self.value[i],
             );
         }
+        enc.finish()
+    }
+
+    /// Binary COPY straight into `telemetry`. The ledger already filtered redeliveries, so a
+    /// key collision means two different samples with the same (vehicle, signal, ts); then the
+    /// savepoint is rolled back and the values go through a staging table and
+    /// `ON CONFLICT DO NOTHING` instead.
+    async fn insert_copy(&self, tx: &mut PgConnection) -> Result<u64, StoreError> {
+        let data = self.encode_copy();
+        sqlx::query("SAVEPOINT copy_values")
+            .execute(&mut *tx)
+            .await?;
+        let direct = async {
+            let mut copy = tx
+                .copy_in_raw(
+                    "COPY telemetry (vehicle_id, signal_id, ts, value) FROM STDIN (FORMAT binary)",
+                )
+                .await?;
+            copy.send(data.as_slice()).await?;
+            copy.finish().await
+        }
+        .await;
+        match direct {
+            Ok(rows) => {
+                sqlx::query("RELEASE SAVEPOINT copy_values")
+                    .execute(&mut *tx)
+                    .await?;
+                return Ok(rows);
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                sqlx::query("ROLLBACK TO SAVEPOINT copy_values")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // A plain query, not raw_sql: raw_sql's executor bound makes the future non-Send.
+        sqlx::query(
+            "CREATE TEMP TABLE IF NOT EXISTS stage_telemetry
+                 (vehicle_id int4, signal_id int4, ts timestamptz, value float8)
+                 ON COMMIT DELETE ROWS",
+        )
+        .execute(&mut *tx)
+        .await?;
         let mut copy = tx
             .copy_in_raw("COPY stage_telemetry FROM STDIN (FORMAT binary)")
             .await?;
-        copy.send(enc.finish()).await?;
+        copy.send(data).await?;
         copy.finish().await?;
         let done = sqlx::query(
             "INSERT INTO telemetry (vehicle_id, signal_id, ts, value)
@@ -418,77 +454,26 @@ impl ValueColumns {
         Ok(done.rows_affected())
     }
 
-    /// Merges this batch's values into the daily rollup (plain PostgreSQL flavor).
-    async fn upsert_rollup(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
-        #[derive(Clone, Copy)]
-        struct Agg {
-            n: i64,
-            min: f64,
-            max: f64,
-            sum: f64,
-            sumsq: f64,
-        }
-        let mut days: BTreeMap<(i32, i32, DateTime<Utc>), Agg> = BTreeMap::new();
+    /// Marks the (vehicle, day) pairs this batch touched for the rollup refresh worker
+    /// (plain PostgreSQL flavor). `DO UPDATE`, not `DO NOTHING`: it locks an existing mark, so
+    /// the worker (SKIP LOCKED) cannot consume it before these values commit. Sorted, so
+    /// concurrent writers take row locks in one order.
+    async fn mark_rollup_dirty(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
+        let mut days: BTreeSet<(i32, DateTime<Utc>)> = BTreeSet::new();
         for i in 0..self.vehicle_id.len() {
             let day = self.ts[i]
                 .duration_trunc(TimeDelta::days(1))
                 .unwrap_or(self.ts[i]);
-            let v = self.value[i];
-            days.entry((self.vehicle_id[i], self.signal_id[i], day))
-                .and_modify(|a| {
-                    a.n += 1;
-                    a.min = a.min.min(v);
-                    a.max = a.max.max(v);
-                    a.sum += v;
-                    a.sumsq += v * v;
-                })
-                .or_insert(Agg {
-                    n: 1,
-                    min: v,
-                    max: v,
-                    sum: v,
-                    sumsq: v * v,
-                });
+            days.insert((self.vehicle_id[i], day));
         }
-        let mut cols = (
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-        );
-        for ((vid, sid, day), a) in days {
-            cols.0.push(vid);
-            cols.1.push(sid);
-            cols.2.push(day);
-            cols.3.push(a.n);
-            cols.4.push(a.min);
-            cols.5.push(a.max);
-            cols.6.push(a.sum);
-            cols.7.push(a.sumsq);
-        }
+        let (vid, day): (Vec<i32>, Vec<DateTime<Utc>>) = days.into_iter().unzip();
         sqlx::query(
-            "INSERT INTO signal_daily AS d (vehicle_id, signal_id, day, n, min, max, sum, sumsq)
-             SELECT * FROM UNNEST($1::int4[], $2::int4[], $3::timestamptz[], $4::int8[],
-                                  $5::float8[], $6::float8[], $7::float8[], $8::float8[])
-             ON CONFLICT (vehicle_id, signal_id, day) DO UPDATE SET
-                 n = d.n + EXCLUDED.n,
-                 min = LEAST(d.min, EXCLUDED.min),
-                 max = GREATEST(d.max, EXCLUDED.max),
-                 sum = d.sum + EXCLUDED.sum,
-                 sumsq = d.sumsq + EXCLUDED.sumsq",
+            "INSERT INTO rollup_dirty (vehicle_id, day)
+             SELECT * FROM UNNEST($1::int4[], $2::timestamptz[])
+             ON CONFLICT (vehicle_id, day) DO UPDATE SET marked_at = now()",
         )
-        .bind(cols.0)
-        .bind(cols.1)
-        .bind(cols.2)
-        .bind(cols.3)
-        .bind(cols.4)
-        .bind(cols.5)
-        .bind(cols.6)
-        .bind(cols.7)
+        .bind(vid)
+        .bind(day)
         .execute(&mut *tx)
         .await?;
         Ok(())

@@ -407,3 +407,12 @@ impl CuttablePath {
 }
 
 pub type Shared<T> = Arc<tokio::sync::Mutex<T>>;
+
+/// Waits until the rollup refresh queue is empty. A refresh deletes its marks and writes the
+/// recomputed days in one transaction, so an empty queue means every refresh has committed.
+pub async fn rollup_settled(pool: &PgPool) {
+    wait_until(Duration::from_secs(60), "rollup refreshed", || async {
+        count(pool, "SELECT count(*) FROM rollup_dirty").await == 0
+    })
+    .await;
+}
