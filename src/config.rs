@@ -26,7 +26,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -94,6 +94,8 @@ pub struct IngestConfig {
     /// How often the plain-PostgreSQL daily rollup is refreshed from dirty marks (0: never;
     /// another instance or a batch job does it).
     pub rollup_interval_ms: u64,
+    /// A dirty day is refreshed once it has been dirty this long (debounces busy days).
+    pub rollup_settle_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -109,18 +111,6 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `tracing` filter directives, e.g. `info,aftercare=debug`; `RUST_LOG` wins when set.
     pub filter: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            database: DatabaseConfig::default(),
-            mqtt: MqttConfig::default(),
-            http: HttpConfig::default(),
-            ingest: IngestConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for DatabaseConfig {
@@ -174,6 +164,7 @@ impl Default for IngestConfig {
             max_future_hours: 24,
             write_method: WriteMethod::Copy,
             rollup_interval_ms: 2000,
+            rollup_settle_ms: 10_000,
         }
     }
 }

@@ -57,11 +57,12 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     };
 
     let rollup_every = std::time::Duration::from_millis(config.ingest.rollup_interval_ms);
+    let rollup_settle = std::time::Duration::from_millis(config.ingest.rollup_settle_ms);
     let rollup = if store.flavor().writes_rollup() && !rollup_every.is_zero() {
         let (store, mut rx) = (store.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {
             loop {
-                match store.refresh_rollup(500).await {
+                match store.refresh_rollup(500, rollup_settle).await {
                     Ok(500) => continue,
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "rollup refresh failed; retrying"),

@@ -47,7 +47,7 @@ async fn each_bad_message_is_dead_lettered_with_its_reason() {
         (
             "ts of wrong type",
             tel.clone(),
-            format!(r#"{{"ts":true,"seq":1,"signals":{{}}}}"#).into_bytes(),
+            br#"{"ts":true,"seq":1,"signals":{}}"#.to_vec(),
             "wrong_type",
         ),
         (

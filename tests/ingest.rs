@@ -44,6 +44,9 @@ fn expected_lifecycles(messages: &[Generated]) -> BTreeMap<(String, String), Exp
     out
 }
 
+type Ts = Option<DateTime<Utc>>;
+type LifecycleRow = (String, String, Ts, Ts, Ts, i32);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_mixed_messages_are_stored_exactly() {
     let db = TestDb::new().await;
@@ -128,14 +131,7 @@ async fn ten_thousand_mixed_messages_are_stored_exactly() {
 
     // Lifecycles match what an independent reading of the payloads says.
     let expected = expected_lifecycles(&messages);
-    let rows: Vec<(
-        String,
-        String,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-        i32,
-    )> = sqlx::query_as(
+    let rows: Vec<LifecycleRow> = sqlx::query_as(
         "SELECT v.vin, d.code, d.first_seen, d.last_seen, d.cleared_at, d.reports
              FROM dtcs d JOIN vehicles v ON v.id = d.vehicle_id",
     )

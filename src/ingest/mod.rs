@@ -379,8 +379,7 @@ async fn run_writer(
             .observe(started.elapsed().as_secs_f64());
         metrics.batch_messages.observe(batch.len() as f64);
         metrics.values.inc_by(result.values_stored);
-        for i in 0..batch.len() {
-            let (delivery, outcome) = (&batch[i], result.outcomes[i]);
+        for (delivery, outcome) in batch.iter().zip(result.outcomes.iter().copied()) {
             metrics
                 .messages
                 .get_or_create(&OutcomeLabel {

@@ -182,6 +182,16 @@ type DtcRow = (
     i32,
 );
 
+type EventRow = (
+    String,
+    DateTime<Utc>,
+    String,
+    Option<String>,
+    Option<i16>,
+    Option<i16>,
+);
+type ActiveRow = (String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// Every code the vehicle reported, active first, each with its recent events (newest first,
 /// at most `events_per_code`).
 pub async fn dtc_history(
@@ -199,14 +209,7 @@ pub async fn dtc_history(
     .bind(vehicle_id)
     .fetch_all(pool)
     .await?;
-    let events: Vec<(
-        String,
-        DateTime<Utc>,
-        String,
-        Option<String>,
-        Option<i16>,
-        Option<i16>,
-    )> = sqlx::query_as(
+    let events: Vec<EventRow> = sqlx::query_as(
         "SELECT code, ts, status, source, oc, sa FROM (
                  SELECT code, ts, status, source, oc, sa,
                         row_number() OVER (PARTITION BY code ORDER BY ts DESC, seq DESC) AS rn
@@ -294,15 +297,14 @@ pub async fn vehicle_profile(pool: &PgPool, vehicle_id: i32) -> Result<VehiclePr
     .bind(vehicle_id)
     .fetch_all(pool)
     .await?;
-    let active: Vec<(String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
-        sqlx::query_as(
-            "SELECT code, last_status, first_seen, last_seen FROM dtcs
+    let active: Vec<ActiveRow> = sqlx::query_as(
+        "SELECT code, last_status, first_seen, last_seen FROM dtcs
          WHERE vehicle_id = $1 AND (cleared_at IS NULL OR last_seen > cleared_at)
          ORDER BY last_seen DESC NULLS LAST, code",
-        )
-        .bind(vehicle_id)
-        .fetch_all(pool)
-        .await?;
+    )
+    .bind(vehicle_id)
+    .fetch_all(pool)
+    .await?;
     Ok(VehicleProfile {
         first_seen,
         last_sample_at,

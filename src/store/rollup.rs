@@ -8,18 +8,26 @@ use chrono::{DateTime, Utc};
 use sqlx::Acquire;
 
 impl Store {
-    /// Refreshes up to `limit` dirty (vehicle, day) pairs; returns how many it did.
-    pub async fn refresh_rollup(&self, limit: i64) -> Result<u64, StoreError> {
+    /// Refreshes up to `limit` (vehicle, day) pairs marked dirty at least `settle` ago (so a
+    /// day receiving data is recomputed once per `settle`, not once per batch); returns how
+    /// many it did.
+    pub async fn refresh_rollup(
+        &self,
+        limit: i64,
+        settle: std::time::Duration,
+    ) -> Result<u64, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         let taken: Vec<(i32, DateTime<Utc>)> = sqlx::query_as(
             "DELETE FROM rollup_dirty WHERE (vehicle_id, day) IN (
                  SELECT vehicle_id, day FROM rollup_dirty
+                 WHERE marked_at <= now() - make_interval(secs => $2)
                  ORDER BY vehicle_id, day
                  LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING vehicle_id, day",
         )
         .bind(limit)
+        .bind(settle.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
         if taken.is_empty() {
@@ -58,7 +66,7 @@ impl Store {
         }
         let mut total = 0;
         loop {
-            let n = self.refresh_rollup(1000).await?;
+            let n = self.refresh_rollup(1000, std::time::Duration::ZERO).await?;
             if n == 0 {
                 return Ok(total);
             }

@@ -456,7 +456,8 @@ impl ValueColumns {
 
     /// Marks the (vehicle, day) pairs this batch touched for the rollup refresh worker
     /// (plain PostgreSQL flavor). `DO UPDATE`, not `DO NOTHING`: it locks an existing mark, so
-    /// the worker (SKIP LOCKED) cannot consume it before these values commit. Sorted, so
+    /// the worker (SKIP LOCKED) cannot consume it before these values commit; it keeps the
+    /// first-marked time, so a busy day still comes due for refresh. Sorted, so
     /// concurrent writers take row locks in one order.
     async fn mark_rollup_dirty(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
         let mut days: BTreeSet<(i32, DateTime<Utc>)> = BTreeSet::new();
@@ -470,7 +471,7 @@ impl ValueColumns {
         sqlx::query(
             "INSERT INTO rollup_dirty (vehicle_id, day)
              SELECT * FROM UNNEST($1::int4[], $2::timestamptz[])
-             ON CONFLICT (vehicle_id, day) DO UPDATE SET marked_at = now()",
+             ON CONFLICT (vehicle_id, day) DO UPDATE SET marked_at = rollup_dirty.marked_at",
         )
         .bind(vid)
         .bind(day)
@@ -678,8 +679,9 @@ async fn insert_dead_letters(
 ) -> Result<(), StoreError> {
     // One row per distinct (topic, payload); merged here first because one INSERT .. ON
     // CONFLICT DO UPDATE may not touch a row twice.
-    let mut merged: BTreeMap<Vec<u8>, (&DeadLetter, DateTime<Utc>, DateTime<Utc>, i32)> =
-        BTreeMap::new();
+    // digest -> (letter, first received, last received, deliveries)
+    type Merged<'a> = (&'a DeadLetter, DateTime<Utc>, DateTime<Utc>, i32);
+    let mut merged: BTreeMap<Vec<u8>, Merged> = BTreeMap::new();
     for (letter, at) in letters {
         let mut h = Sha256::new();
         h.update(letter.topic.as_bytes());
