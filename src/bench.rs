@@ -416,15 +416,7 @@ impl Service {
     }
 
     fn rss_kib(&self) -> u64 {
-        let Some(pid) = self.child.id() else { return 0 };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
+        self.child.id().map_or(0, rss_kib)
     }
 
     async fn stop(mut self) {
@@ -516,4 +508,16 @@ async fn end_session(url: &str, client_id: &str) {
         }
     })
     .await;
+}
+
+/// Resident set size of a process in KiB, from /proc (0 when unavailable).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }

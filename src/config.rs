@@ -56,6 +56,8 @@ pub struct MqttConfig {
     pub session_expiry_secs: u32,
     /// Unacknowledged messages the broker may have in flight to us: the back-pressure bound.
     pub receive_maximum: u16,
+    /// Generous because a broker that overshoots the receive maximum (Mosquitto 2.0.11) queues
+    /// its PINGRESP behind the backlog we are deliberately not reading yet.
     pub keep_alive_secs: u64,
     /// Largest packet the broker may send us; larger payloads than `ingest.max_payload_bytes`
     /// still arrive so they can be dead-lettered rather than dropped by the broker.
@@ -135,7 +137,7 @@ impl Default for MqttConfig {
             share_group: "aftercare".into(),
             session_expiry_secs: 7 * 24 * 3600,
             receive_maximum: 4096,
-            keep_alive_secs: 30,
+            keep_alive_secs: 120,
             max_packet_bytes: 16 * 1024 * 1024,
             username: None,
             password: None,

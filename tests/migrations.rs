@@ -71,7 +71,10 @@ async fn timescale_migrations_parse_and_reference_real_tables() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 13, "every statement of both TimescaleDB migrations checked");
+    assert_eq!(
+        checked, 13,
+        "every statement of both TimescaleDB migrations checked"
+    );
 }
 
 /// Splits on `;` at the end of a line (the migration files keep one statement per `;`).
