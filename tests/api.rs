@@ -27,6 +27,20 @@ struct Api {
     t0: DateTime<Utc>,
 }
 
+fn item(topic: &str, payload: &serde_json::Value, now: DateTime<Utc>) -> BatchItem {
+    let message = parse_message(
+        topic,
+        payload.to_string().as_bytes(),
+        now,
+        &Limits::default(),
+    )
+    .unwrap();
+    BatchItem::Message {
+        message,
+        received_at: now,
+    }
+}
+
 async fn api_with_data() -> Api {
     let db = TestDb::new().await;
     let pool = db.pool().await;
@@ -42,17 +56,7 @@ async fn api_with_data() -> Api {
             "ts": (t0 + Duration::minutes(i)).to_rfc3339(), "seq": i,
             "signals": {"Vehicle.Speed": i as f64, "Vehicle.LowVoltageBattery.CurrentVoltage": 12.0 + i as f64 / 100.0}
         });
-        let message = parse_message(
-            &format!("v1/vehicles/{VIN}/telemetry"),
-            payload.to_string().as_bytes(),
-            now,
-            &Limits::default(),
-        )
-        .unwrap();
-        items.push(BatchItem::Message {
-            message,
-            received_at: now,
-        });
+        items.push(item(&format!("v1/vehicles/{VIN}/telemetry"), &payload, now));
     }
     for (seq, status, minutes) in [
         (1000, "pending", 10),
@@ -63,17 +67,7 @@ async fn api_with_data() -> Api {
             "ts": (t0 + Duration::minutes(minutes)).to_rfc3339(), "seq": seq, "source": "obd",
             "dtcs": [{"code": "P0302", "status": status}, {"spn": 110, "fmi": 0, "oc": 2, "status": "active"}]
         });
-        let message = parse_message(
-            &format!("v1/vehicles/{VIN}/dtc"),
-            payload.to_string().as_bytes(),
-            now,
-            &Limits::default(),
-        )
-        .unwrap();
-        items.push(BatchItem::Message {
-            message,
-            received_at: now,
-        });
+        items.push(item(&format!("v1/vehicles/{VIN}/dtc"), &payload, now));
     }
     let r = store.write_batch(&items, WriteMethod::Copy).await.unwrap();
     assert_eq!(r.values_stored, 240);

@@ -218,13 +218,7 @@ async fn each_bad_message_is_dead_lettered_with_its_reason() {
     let broker = TestBroker::start().await;
     let mut cfg = config(&db.url, &broker.url(), "bad-input");
     cfg.ingest.batch_max_messages = 8; // several batches, bad and good mixed in each
-    let service = aftercare::service::start(cfg).await.unwrap();
-    wait_until(
-        std::time::Duration::from_secs(10),
-        "broker connection",
-        || async { service.metrics.mqtt_connected.get() == 1 },
-    )
-    .await;
+    let service = start_connected(cfg).await;
     // The unknown-kind topic is outside the subscription; publish it where ingest listens
     // only if a wildcard would catch it. It is checked through the parser instead (below).
     let mut messages: Vec<(String, Bytes)> = Vec::new();

@@ -51,15 +51,7 @@ type LifecycleRow = (String, String, Ts, Ts, Ts, i32);
 async fn ten_thousand_mixed_messages_are_stored_exactly() {
     let db = TestDb::new().await;
     let broker = TestBroker::start().await;
-    let service = aftercare::service::start(config(&db.url, &broker.url(), "ingest-a"))
-        .await
-        .unwrap();
-    wait_until(
-        std::time::Duration::from_secs(10),
-        "broker connection",
-        || async { service.metrics.mqtt_connected.get() == 1 },
-    )
-    .await;
+    let service = start_connected(config(&db.url, &broker.url(), "ingest-a")).await;
 
     let messages = fleet_messages(7, 200, 10_000);
     assert!(messages.iter().any(|m| m.kind == Kind::TelemetryBatch));
@@ -159,15 +151,7 @@ async fn ten_thousand_mixed_messages_are_stored_exactly() {
 async fn redelivered_and_overlapping_messages_are_stored_once() {
     let db = TestDb::new().await;
     let broker = TestBroker::start().await;
-    let service = aftercare::service::start(config(&db.url, &broker.url(), "ingest-b"))
-        .await
-        .unwrap();
-    wait_until(
-        std::time::Duration::from_secs(10),
-        "broker connection",
-        || async { service.metrics.mqtt_connected.get() == 1 },
-    )
-    .await;
+    let service = start_connected(config(&db.url, &broker.url(), "ingest-b")).await;
     let vin = "WDB1240221A000001";
     let topic = format!("v1/vehicles/{vin}/telemetry");
     let t0 = Utc::now() - Duration::hours(1);

@@ -409,3 +409,14 @@ pub async fn rollup_settled(pool: &PgPool) {
     })
     .await;
 }
+
+/// Starts the service in-process and waits until it is connected to the broker.
+pub async fn start_connected(config: Config) -> aftercare::service::RunningService {
+    let service = aftercare::service::start(config).await.unwrap();
+    let metrics = service.metrics.clone();
+    wait_until(Duration::from_secs(10), "broker connection", || async {
+        metrics.mqtt_connected.get() == 1
+    })
+    .await;
+    service
+}
