@@ -175,7 +175,8 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: LogFormat::Human,
-            filter: "info".into(),
+            // sqlx logs server notices ("already exists, skipping") at info.
+            filter: "info,sqlx=warn".into(),
         }
     }
 }

@@ -260,8 +260,10 @@ impl Fleet {
 
 /// `aftercare simulate`: publish a small fleet's messages through the broker.
 pub async fn run_live(config: &Config, args: &SimulateArgs) -> Result<String, PublishError> {
-    let start =
-        Utc::now() - Duration::seconds(10 * (args.messages / args.vehicles.max(1)) as i64 + 60);
+    // Samples are 10 s apart and a store-and-forward array carries up to 20, so start early
+    // enough that the fleet's clocks end before now.
+    let per_vehicle = (args.messages / args.vehicles.max(1)) as i64;
+    let start = Utc::now() - Duration::seconds(10 * 4 * per_vehicle + 60);
     let mut fleet = Fleet::new(args.seed, args.vehicles, start);
     let messages: Vec<Generated> = (0..args.messages).map(|_| fleet.next_message()).collect();
     let values: usize = messages.iter().map(|m| m.values).sum();
