@@ -91,11 +91,6 @@ impl Topic {
     }
 }
 
-/// Topic on which offers for a vehicle are published.
-pub fn offers_topic(vin: &Vin) -> String {
-    format!("v1/vehicles/{}/offers", vin.as_str())
-}
-
 /// Subscription filters for the inbound topics, as a shared subscription when a group is given.
 pub fn subscription_filters(share_group: Option<&str>) -> [String; 2] {
     let prefix = match share_group {

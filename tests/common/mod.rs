@@ -11,7 +11,6 @@ use sqlx::{Connection, PgConnection, PgPool};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub fn admin_url() -> String {
@@ -398,8 +397,6 @@ impl CuttablePath {
         }
     }
 }
-
-pub type Shared<T> = Arc<tokio::sync::Mutex<T>>;
 
 /// Waits until the rollup refresh queue is empty. A refresh deletes its marks and writes the
 /// recomputed days in one transaction, so an empty queue means every refresh has committed.
