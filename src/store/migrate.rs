@@ -78,6 +78,12 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::NotTsl,
         sql: include_str!("../../migrations/0003_rollup.table.sql"),
     },
+    Migration {
+        version: 4,
+        name: "service_and_risk",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0004_service_and_risk.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {
