@@ -52,3 +52,25 @@ CREATE TABLE risk_current (
     PRIMARY KEY (vehicle_id, component)
 );
 CREATE INDEX risk_current_rank ON risk_current (component, p30 DESC, vehicle_id);
+
+-- Vehicles touched by new data since their last score. The ingest writer marks them in the
+-- transaction that stores the data; the scoring worker takes marks older than its debounce as
+-- a work queue (FOR UPDATE SKIP LOCKED) and deletes a mark only if it was not marked again.
+CREATE TABLE score_dirty (
+    vehicle_id  integer PRIMARY KEY,
+    marked_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- What the OEM / dealer registry knows about a vehicle and its owner (PUT /v1/vehicles/{vin}).
+-- Offers go to the home workshop, and only with the owner's consent.
+CREATE TABLE vehicle_profiles (
+    vehicle_id     integer PRIMARY KEY REFERENCES vehicles (id),
+    make           text,
+    model          text,
+    model_year     smallint CHECK (model_year BETWEEN 1980 AND 2100),
+    powertrain     text CHECK (powertrain IN ('bev', 'phev', 'hev', 'ice')),
+    home_workshop  text,                          -- a workshop code
+    owner_ref      text,                          -- the owner's id in the OEM/dealer CRM
+    offers_consent boolean NOT NULL DEFAULT true, -- false: the owner opted out of proactive offers
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
