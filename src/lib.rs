@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod capacity;
 pub mod catalog;
 pub mod component;
 pub mod config;

@@ -3,13 +3,15 @@
 
 mod auth;
 pub mod error;
+mod input;
 mod ops;
 mod vehicles;
+mod workshops;
 
 use crate::metrics::Metrics;
 use crate::store::keys::Scope;
 use crate::store::Store;
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::Router;
 use std::sync::Arc;
 
@@ -29,12 +31,33 @@ pub fn router(state: AppState) -> Router {
             (state.clone(), Scope::FleetRead),
             auth::require_scope,
         ));
+    let planner = Router::new()
+        .route("/v1/workshops", get(workshops::list))
+        .route(
+            "/v1/workshops/{id}",
+            get(workshops::get).put(workshops::put),
+        )
+        .route("/v1/workshops/{id}/bays/{bay}", put(workshops::put_bay))
+        .route(
+            "/v1/workshops/{id}/technicians/{technician}",
+            put(workshops::put_technician),
+        )
+        .route("/v1/workshops/{id}/stock/{sku}", put(workshops::put_stock))
+        .route("/v1/workshops/{id}/slots", get(workshops::slots))
+        .route("/v1/jobs", get(workshops::list_jobs))
+        .route("/v1/jobs/{code}", put(workshops::put_job))
+        .route("/v1/parts/{sku}", put(workshops::put_part))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), Scope::Planner),
+            auth::require_scope,
+        ));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .merge(fleet_read)
+        .merge(planner)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

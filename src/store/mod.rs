@@ -1,6 +1,7 @@
 //! Storage: the PostgreSQL/TimescaleDB schema and every query against it. Ingest hands it
 //! parsed batches; the API reads through it. Nothing above this module writes SQL.
 
+pub mod capacity;
 pub mod copy;
 pub mod keys;
 mod migrate;
