@@ -4,6 +4,7 @@
 mod auth;
 pub mod error;
 mod input;
+mod offers;
 mod ops;
 mod vehicles;
 mod workshops;
@@ -11,7 +12,7 @@ mod workshops;
 use crate::metrics::Metrics;
 use crate::store::keys::Scope;
 use crate::store::Store;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::Router;
 use std::sync::Arc;
 
@@ -51,6 +52,20 @@ pub fn router(state: AppState) -> Router {
             (state.clone(), Scope::Planner),
             auth::require_scope,
         ));
+    let advisor = Router::new()
+        .route("/v1/offers", get(offers::list))
+        .route("/v1/offers/{id}", get(offers::get))
+        .route("/v1/offers/{id}/accept", post(offers::accept))
+        .route("/v1/offers/{id}/decline", post(offers::decline))
+        .route("/v1/bookings", get(offers::list_bookings))
+        .route("/v1/bookings/{id}", get(offers::get_booking))
+        .route("/v1/bookings/{id}/reschedule", post(offers::reschedule))
+        .route("/v1/bookings/{id}/cancel", post(offers::cancel))
+        .route("/v1/bookings/{id}/complete", post(offers::complete))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), Scope::Advisor),
+            auth::require_scope,
+        ));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -58,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .merge(fleet_read)
         .merge(planner)
+        .merge(advisor)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -8,7 +8,7 @@ use crate::capacity::slots::{self, Search};
 use crate::capacity::{
     BaySpec, CapacityError, JobSpec, PartSpec, StockSpec, TechnicianSpec, WorkshopSpec,
 };
-use crate::store::capacity::{self as cap, Change, Snapshot, SnapshotMissing};
+use crate::store::capacity::{self as cap, Change, SnapshotMissing};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -212,36 +212,6 @@ pub struct SlotParams {
 /// The longest period one slot search may cover.
 pub const MAX_SEARCH_DAYS: i64 = 62;
 
-/// A window as the API shows it: with bay and technician codes.
-pub fn window_json(s: &Snapshot, w: &slots::Window) -> Value {
-    let code = |id: i32, list: &[(i32, &str)]| {
-        list.iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, c)| (*c).to_owned())
-    };
-    let bays: Vec<(i32, &str)> = s
-        .capacity
-        .bays
-        .iter()
-        .map(|b| (b.id, b.code.as_str()))
-        .collect();
-    let techs: Vec<(i32, &str)> = s
-        .capacity
-        .technicians
-        .iter()
-        .map(|t| (t.id, t.code.as_str()))
-        .collect();
-    json!({
-        "workshop": s.workshop.code,
-        "start": w.start,
-        "end": w.end,
-        "local_start": w.start.with_timezone(&s.capacity.calendar.tz).to_rfc3339(),
-        "bay": code(w.bay_id, &bays),
-        "technician": code(w.technician_id, &techs),
-        "score": (w.score * 1000.0).round() / 1000.0,
-    })
-}
-
 pub fn missing(e: SnapshotMissing) -> ApiError {
     match e {
         SnapshotMissing::Workshop(_) => ApiError::NotFound(e.to_string()),
@@ -281,7 +251,7 @@ pub async fn slots(
     let windows: Vec<Value> = ranked
         .iter()
         .take(n as usize)
-        .map(|w| window_json(&snap, w))
+        .map(|w| snap.window_json(w))
         .collect();
     Ok(Json(json!({
         "workshop": snap.workshop.code,

@@ -291,31 +291,35 @@ pub fn search(cap: &Capacity, job: &JobNeed, q: &Search) -> Vec<Window> {
     out
 }
 
+/// Whether the workshop takes a job starting exactly at `start`: open (not a holiday) for
+/// the whole job, and `start` on the grid of slots from an opening time.
+pub fn open_for(cap: &Capacity, job: &JobNeed, start: DateTime<Utc>) -> bool {
+    let cal = &cap.calendar;
+    let date = start.with_timezone(&cal.tz).date_naive();
+    if cal.holidays.contains(&date) {
+        return false;
+    }
+    let end = start + Duration::minutes(job.minutes);
+    let step = cal.slot_minutes.max(1);
+    day_intervals(cal.tz, &cal.hours, date)
+        .iter()
+        .any(|(a, b)| *a <= start && end <= *b && (start - *a).num_minutes() % step == 0)
+}
+
 /// Free (bay, technician) pairs for a job starting exactly at `start`, best fit first; empty
-/// when the workshop is closed, it is a holiday, the start is off the grid of opening hours,
-/// or nothing is free.
+/// when the workshop is not open for it (`open_for`) or nothing is free.
 pub fn pairs_at(
     cap: &Capacity,
     job: &JobNeed,
     start: DateTime<Utc>,
     ignore: Option<i64>,
 ) -> Vec<(i32, i32)> {
-    let p = Prepared::new(cap, job, ignore);
-    let tz = cap.calendar.tz;
-    let end = start + Duration::minutes(job.minutes);
-    let date = start.with_timezone(&tz).date_naive();
-    let Some(day) = p.day(date) else {
-        return Vec::new();
-    };
-    let step = cap.calendar.slot_minutes.max(1);
-    let on_grid = day
-        .open
-        .iter()
-        .any(|(a, b)| *a <= start && end <= *b && (start - *a).num_minutes() % step == 0);
-    if !on_grid {
+    if !open_for(cap, job, start) {
         return Vec::new();
     }
-    p.pairs(date, start, end)
+    let p = Prepared::new(cap, job, ignore);
+    let date = start.with_timezone(&cap.calendar.tz).date_naive();
+    p.pairs(date, start, start + Duration::minutes(job.minutes))
 }
 
 /// The best `n` windows, spread over days: first the best window of each day, then the

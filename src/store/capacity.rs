@@ -522,6 +522,31 @@ impl Snapshot {
         now + Duration::days(i64::from(days))
     }
 
+    /// A window as offers and the API show it: with workshop, bay and technician codes.
+    pub fn window_json(&self, w: &crate::capacity::slots::Window) -> serde_json::Value {
+        let bay = self
+            .capacity
+            .bays
+            .iter()
+            .find(|b| b.id == w.bay_id)
+            .map(|b| b.code.as_str());
+        let tech = self
+            .capacity
+            .technicians
+            .iter()
+            .find(|t| t.id == w.technician_id)
+            .map(|t| t.code.as_str());
+        serde_json::json!({
+            "workshop": self.workshop.code,
+            "start": w.start,
+            "end": w.end,
+            "local_start": w.start.with_timezone(&self.capacity.calendar.tz).to_rfc3339(),
+            "bay": bay,
+            "technician": tech,
+            "score": (w.score * 1000.0).round() / 1000.0,
+        })
+    }
+
     pub fn estimated_cost_cents(&self) -> i64 {
         self.job.labour_price_cents
             + self
@@ -543,8 +568,20 @@ pub enum SnapshotMissing {
 /// One query: the workshop's calendar, active bays and technicians with rosters, live
 /// bookings overlapping `[from, to)`, the job and its parts with stock. `None` when the
 /// workshop or the job does not exist.
-pub async fn snapshot<'c>(
-    conn: impl sqlx::Acquire<'c, Database = sqlx::Postgres>,
+pub async fn snapshot(
+    pool: &PgPool,
+    workshop_code: &str,
+    job_code: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Result<Snapshot, SnapshotMissing>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    snapshot_on(&mut conn, workshop_code, job_code, from, to).await
+}
+
+/// `snapshot` on a given connection (inside a booking transaction).
+pub async fn snapshot_on(
+    conn: &mut PgConnection,
     workshop_code: &str,
     job_code: &str,
     from: DateTime<Utc>,
@@ -588,7 +625,6 @@ pub async fn snapshot<'c>(
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     }
-    let mut conn = conn.acquire().await?;
     let Json(row): Json<Row> = sqlx::query_scalar(&format!(
         "WITH w AS (SELECT * FROM workshops WHERE code = $1),
               j AS ({JOB_JSON} WHERE j.code = $2)
