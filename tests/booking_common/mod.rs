@@ -125,3 +125,49 @@ pub async fn vehicle(pool: &PgPool, vin: &str) -> i32 {
 pub fn vin(n: usize) -> String {
     format!("WAUZZZ8V{n:09}")
 }
+
+/// An owner profile (what the registry PUT would store).
+pub async fn profile(pool: &PgPool, vehicle: i32, home: Option<&str>, consent: bool) {
+    sqlx::query(
+        "INSERT INTO vehicle_profiles (vehicle_id, make, model, model_year, powertrain, home_workshop, owner_ref, offers_consent)
+         VALUES ($1, 'Renault', 'Megane', 2019, 'ice', $2, 'owner-' || $1, $3)
+         ON CONFLICT (vehicle_id) DO UPDATE SET home_workshop = $2, offers_consent = $3",
+    )
+    .bind(vehicle)
+    .bind(home)
+    .bind(consent)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A current score, as the model's scoring worker writes it.
+pub async fn score(
+    pool: &PgPool,
+    vehicle: i32,
+    component: &str,
+    p: [f32; 3],
+    urgency: Option<f32>,
+) {
+    let factors = serde_json::json!([
+        {"feature": "pad_wear_max", "value": 81.0, "contribution": 0.9, "text": "front-left pads 81% worn"},
+        {"feature": "km_since_service", "value": 31000.0, "contribution": 0.3, "text": "31,000 km since the last service"},
+        {"feature": "dtc_C1A20", "value": 1.0, "contribution": 1.4, "text": "pad wear sensor at limit (C1A20)"},
+        {"feature": "ambient_cold_days", "value": 4.0, "contribution": -0.05, "text": "4 cold days"}
+    ]);
+    sqlx::query(
+        "INSERT INTO risk_current (vehicle_id, component, scored_at, model_version, p7, p30, p90, urgency_days, factors)
+         VALUES ($1, $2, now(), 'test-1', $3, $4, $5, $6, $7)
+         ON CONFLICT (vehicle_id, component) DO UPDATE SET scored_at = now(), p7 = $3, p30 = $4, p90 = $5, urgency_days = $6",
+    )
+    .bind(vehicle)
+    .bind(component)
+    .bind(p[0])
+    .bind(p[1])
+    .bind(p[2])
+    .bind(urgency)
+    .bind(factors)
+    .execute(pool)
+    .await
+    .unwrap();
+}
