@@ -6,105 +6,10 @@
 mod booking_common;
 mod common;
 
-use aftercare::capacity::{Seed, WorkshopSpec};
-use aftercare::store::offers::{self, NewOffer};
 use booking_common::*;
-use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Duration, Utc};
 use common::*;
 use serde_json::{json, Value};
-use sqlx::PgPool;
-
-/// A workshop open every day 08:00-18:00 UTC: 4 lift bays, 3 brake technicians and one
-/// tyre specialist, brake pads in stock.
-async fn race_workshop(pool: &PgPool) {
-    let all_week = |r: &str| {
-        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-            .iter()
-            .map(|d| (d.to_string(), vec![r.to_string()]))
-            .collect()
-    };
-    let toml = format!(
-        r#"
-[[workshop]]
-code = "WS-10"
-name = "Race track"
-time_zone = "UTC"
-stock = [{{ sku = "BRK-PAD-FRONT", on_hand = 500, lead_time_days = 3 }}]
-[[workshop.bay]]
-code = "B1"
-capabilities = ["lift"]
-[[workshop.bay]]
-code = "B2"
-capabilities = ["lift"]
-[[workshop.bay]]
-code = "B3"
-capabilities = ["lift"]
-[[workshop.bay]]
-code = "B4"
-capabilities = ["lift"]
-[[workshop.technician]]
-code = "T1"
-name = "One"
-skills = ["brakes"]
-[[workshop.technician]]
-code = "T2"
-name = "Two"
-skills = ["brakes", "diagnostics"]
-[[workshop.technician]]
-code = "T3"
-name = "Three"
-skills = ["brakes"]
-[[workshop.technician]]
-code = "T4"
-name = "Four"
-skills = ["tyres"]
-"#
-    );
-    let mut seed: Seed = toml::from_str(&toml).unwrap();
-    let w: &mut WorkshopSpec = &mut seed.workshops[0];
-    w.hours = all_week("08:00-18:00");
-    for t in &mut w.technicians {
-        t.shifts = all_week("08:00-18:00");
-    }
-    seed.validate().unwrap();
-    aftercare::store::capacity::load_seed(pool, &seed)
-        .await
-        .unwrap();
-}
-
-async fn offer_for(pool: &PgPool, n: usize, workshop: &str, job: &str) -> i64 {
-    let vehicle = vehicle(pool, &vin(n)).await;
-    let ws: i32 = sqlx::query_scalar("SELECT id FROM workshops WHERE code = $1")
-        .bind(workshop)
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    let o = NewOffer {
-        vehicle_id: vehicle,
-        component: "brakes".into(),
-        horizon: "p30",
-        risk: 0.7,
-        urgency_days: Some(20.0),
-        model_version: "test".into(),
-        risk_scored_at: Utc::now(),
-        reasons: json!([]),
-        job_code: job.into(),
-        workshop_id: ws,
-        duration_minutes: 90,
-        estimated_cost_cents: 17_700,
-        windows: json!([]),
-        odometer_km: None,
-        expires_at: Utc::now() + Duration::days(14),
-    };
-    offers::create(pool, &o).await.unwrap().unwrap().id
-}
-
-fn day_after_tomorrow_at(hour: i64) -> DateTime<Utc> {
-    (Utc::now() + Duration::days(2))
-        .duration_trunc(TimeDelta::days(1))
-        .unwrap()
-        + Duration::hours(hour)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_parallel_accepts_book_exactly_the_feasible_number() {
@@ -527,4 +432,58 @@ async fn accept_reschedule_cancel_complete() {
     );
     let (s, _) = api.get("/v1/offers?state=nonsense", &api.advisor).await;
     assert_eq!(s, 400);
+}
+
+/// Twenty writers racing raw INSERTs for one bay and technician, no application code in the
+/// way: the database lets exactly one through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_raw_inserts_leave_one_booking() {
+    let api = api().await;
+    race_workshop(&api.pool).await;
+    let v = vehicle(&api.pool, &vin(1)).await;
+    let start = day_after_tomorrow_at(10);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(20)
+        .connect(&api.db.url)
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20i64 {
+        let pool = pool.clone();
+        tasks.spawn(async move {
+            sqlx::query(
+                "INSERT INTO bookings (workshop_id, bay_id, technician_id, job_code, vehicle_id, during, status)
+                 SELECT w.id, y.id, t.id, 'brake_pads_front', $1, tstzrange($2, $2 + interval '90 minutes'), 'booked'
+                 FROM workshops w JOIN bays y ON y.workshop_id = w.id AND y.code = 'B1'
+                 JOIN technicians t ON t.workshop_id = w.id AND t.code = 'T1' WHERE w.code = 'WS-10'",
+            )
+            .bind(v)
+            .bind(start + Duration::minutes(i))
+            .execute(&pool)
+            .await
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(_) => ok += 1,
+            Err(sqlx::Error::Database(e)) => {
+                let code = e.code().unwrap_or_default().to_string();
+                assert!(
+                    code == "23P01" || code == "40P01",
+                    "{code}: {}",
+                    e.message()
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(
+        aftercare::store::booking::overlaps(&api.pool)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(count(&api.pool, "SELECT count(*) FROM bookings").await, 1);
 }

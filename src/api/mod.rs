@@ -4,6 +4,7 @@
 mod auth;
 pub mod error;
 mod input;
+mod kpis;
 mod offers;
 mod ops;
 mod vehicles;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", get(workshops::list_jobs))
         .route("/v1/jobs/{code}", put(workshops::put_job))
         .route("/v1/parts/{sku}", put(workshops::put_part))
+        .route("/v1/kpis", get(kpis::get))
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Scope::Planner),
             auth::require_scope,

@@ -347,17 +347,6 @@ pub fn spread(ranked: &[Window], tz: Tz, n: usize) -> Vec<Window> {
     chosen
 }
 
-/// Open bay-minutes in `[from, to)`: the denominator of bay utilisation.
-pub fn open_bay_minutes(cap: &Capacity, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
-    let cal = &cap.calendar;
-    local_dates(cal.tz, from, to)
-        .filter(|d| !cal.holidays.contains(d))
-        .flat_map(|d| day_intervals(cal.tz, &cal.hours, d))
-        .map(|(a, b)| (b.min(to) - a.max(from)).num_minutes().max(0))
-        .sum::<i64>()
-        * cap.bays.len() as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,21 +600,5 @@ mod tests {
         assert_eq!(picked.len(), 4);
         let days: BTreeSet<_> = picked.iter().map(|w| w.start.date_naive()).collect();
         assert_eq!(days.len(), 4, "four windows on four days");
-    }
-
-    #[test]
-    fn open_bay_minutes_counts_local_days() {
-        let mut c = cap("Europe/Berlin", &[("sun", "00:00-06:00")], 3, 1);
-        assert_eq!(
-            open_bay_minutes(&c, t("2026-03-28T12:00:00Z"), t("2026-03-29T12:00:00Z")),
-            5 * 60 * 3
-        );
-        c.calendar
-            .holidays
-            .insert(NaiveDate::from_ymd_opt(2026, 3, 29).unwrap());
-        assert_eq!(
-            open_bay_minutes(&c, t("2026-03-28T12:00:00Z"), t("2026-03-29T12:00:00Z")),
-            0
-        );
     }
 }

@@ -95,6 +95,16 @@ async fn plan(
     start: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Result<Snapshot, Refusal>, StoreError> {
+    // Bookings at one workshop queue behind each other for the few milliseconds of this
+    // transaction. Without it, two transactions inserting rows that conflict on a bay each
+    // wait for the other in the exclusion check and one dies of a deadlock. The constraint,
+    // not this lock, is what keeps bookings apart.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('aftercare.booking'), id) FROM workshops WHERE code = $1",
+    )
+    .bind(workshop)
+    .execute(&mut **tx)
+    .await?;
     let snap = match snapshot_on(
         &mut *tx,
         workshop,

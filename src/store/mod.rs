@@ -5,6 +5,7 @@ pub mod booking;
 pub mod capacity;
 pub mod copy;
 pub mod keys;
+pub mod kpis;
 mod migrate;
 pub mod offers;
 pub mod outbox;

@@ -4,12 +4,16 @@
 
 use crate::common::TestDb;
 use aftercare::api::{router, AppState};
+use aftercare::capacity::{Seed, WorkshopSpec};
 use aftercare::metrics::Metrics;
 use aftercare::store::keys::{self, Scope};
+use aftercare::store::offers::{self, NewOffer};
 use aftercare::store::Store;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use http_body_util::BodyExt;
+use serde_json::json;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -170,4 +174,96 @@ pub async fn score(
     .execute(pool)
     .await
     .unwrap();
+}
+
+/// A workshop open every day 08:00-18:00 UTC: 4 lift bays, 3 brake technicians and one
+/// tyre specialist, brake pads in stock.
+pub async fn race_workshop(pool: &PgPool) {
+    let all_week = |r: &str| {
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .iter()
+            .map(|d| (d.to_string(), vec![r.to_string()]))
+            .collect()
+    };
+    let toml = format!(
+        r#"
+[[workshop]]
+code = "WS-10"
+name = "Race track"
+time_zone = "UTC"
+stock = [{{ sku = "BRK-PAD-FRONT", on_hand = 500, lead_time_days = 3 }}]
+[[workshop.bay]]
+code = "B1"
+capabilities = ["lift"]
+[[workshop.bay]]
+code = "B2"
+capabilities = ["lift"]
+[[workshop.bay]]
+code = "B3"
+capabilities = ["lift"]
+[[workshop.bay]]
+code = "B4"
+capabilities = ["lift"]
+[[workshop.technician]]
+code = "T1"
+name = "One"
+skills = ["brakes"]
+[[workshop.technician]]
+code = "T2"
+name = "Two"
+skills = ["brakes", "diagnostics"]
+[[workshop.technician]]
+code = "T3"
+name = "Three"
+skills = ["brakes"]
+[[workshop.technician]]
+code = "T4"
+name = "Four"
+skills = ["tyres"]
+"#
+    );
+    let mut seed: Seed = toml::from_str(&toml).unwrap();
+    let w: &mut WorkshopSpec = &mut seed.workshops[0];
+    w.hours = all_week("08:00-18:00");
+    for t in &mut w.technicians {
+        t.shifts = all_week("08:00-18:00");
+    }
+    seed.validate().unwrap();
+    aftercare::store::capacity::load_seed(pool, &seed)
+        .await
+        .unwrap();
+}
+
+pub async fn offer_for(pool: &PgPool, n: usize, workshop: &str, job: &str) -> i64 {
+    let vehicle = vehicle(pool, &vin(n)).await;
+    let ws: i32 = sqlx::query_scalar("SELECT id FROM workshops WHERE code = $1")
+        .bind(workshop)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let o = NewOffer {
+        vehicle_id: vehicle,
+        component: "brakes".into(),
+        horizon: "p30",
+        risk: 0.7,
+        urgency_days: Some(20.0),
+        model_version: "test".into(),
+        risk_scored_at: Utc::now(),
+        reasons: json!([]),
+        job_code: job.into(),
+        workshop_id: ws,
+        duration_minutes: 90,
+        estimated_cost_cents: 17_700,
+        windows: json!([]),
+        odometer_km: None,
+        expires_at: Utc::now() + Duration::days(14),
+    };
+    offers::create(pool, &o).await.unwrap().unwrap().id
+}
+
+pub fn day_after_tomorrow_at(hour: i64) -> DateTime<Utc> {
+    (Utc::now() + Duration::days(2))
+        .duration_trunc(TimeDelta::days(1))
+        .unwrap()
+        + Duration::hours(hour)
 }
