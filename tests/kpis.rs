@@ -6,7 +6,6 @@ mod common;
 
 use booking_common::*;
 use chrono::{DateTime, Duration, Utc};
-use common::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 

@@ -197,8 +197,10 @@ async fn windows_skip_holidays_at_the_home_workshop() {
             .await
             .unwrap();
     }
-    let mut cfg = OffersConfig::default();
-    cfg.nearby_workshops = 0;
+    let cfg = OffersConfig {
+        nearby_workshops: 0,
+        ..OffersConfig::default()
+    };
     let v = vehicle(pool, &vin(1)).await;
     profile(pool, v, Some("WS-03"), true).await;
     score(pool, v, "oil", [0.1, 0.6, 0.9], Some(12.0)).await;

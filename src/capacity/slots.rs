@@ -100,7 +100,7 @@ pub fn local_instant(tz: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateTim
 }
 
 /// Local intervals of one weekday plan on `date`, as instants.
-fn day_intervals(tz: Tz, plan: &WeekPlan, date: NaiveDate) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+fn day_intervals(tz: Tz, plan: &WeekPlan, date: NaiveDate) -> Vec<Span> {
     let idx = date.weekday().num_days_from_monday() as usize;
     plan[idx]
         .iter()
@@ -118,8 +118,11 @@ fn local_dates(tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> impl Iterator<
     first.iter_days().take_while(move |d| *d <= last)
 }
 
+/// An interval of instants, `[start, end)`.
+type Span = (DateTime<Utc>, DateTime<Utc>);
+
 /// Per resource, the busy intervals sorted by start.
-struct Ledger(HashMap<i32, Vec<(DateTime<Utc>, DateTime<Utc>)>>);
+struct Ledger(HashMap<i32, Vec<Span>>);
 
 impl Ledger {
     fn new(items: impl Iterator<Item = (i32, DateTime<Utc>, DateTime<Utc>)>) -> Ledger {
@@ -151,7 +154,7 @@ impl Ledger {
 
 /// One local day: its open intervals and how loaded its bays are.
 struct Day {
-    open: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    open: Vec<Span>,
     load: f64,
 }
 

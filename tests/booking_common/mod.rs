@@ -185,13 +185,12 @@ pub async fn race_workshop(pool: &PgPool) {
             .map(|d| (d.to_string(), vec![r.to_string()]))
             .collect()
     };
-    let toml = format!(
-        r#"
+    let toml = r#"
 [[workshop]]
 code = "WS-10"
 name = "Race track"
 time_zone = "UTC"
-stock = [{{ sku = "BRK-PAD-FRONT", on_hand = 500, lead_time_days = 3 }}]
+stock = [{ sku = "BRK-PAD-FRONT", on_hand = 500, lead_time_days = 3 }]
 [[workshop.bay]]
 code = "B1"
 capabilities = ["lift"]
@@ -220,9 +219,8 @@ skills = ["brakes"]
 code = "T4"
 name = "Four"
 skills = ["tyres"]
-"#
-    );
-    let mut seed: Seed = toml::from_str(&toml).unwrap();
+"#;
+    let mut seed: Seed = toml::from_str(toml).unwrap();
     let w: &mut WorkshopSpec = &mut seed.workshops[0];
     w.hours = all_week("08:00-18:00");
     for t in &mut w.technicians {
