@@ -89,22 +89,7 @@ async fn api_with_data() -> Api {
 }
 
 async fn get(api: &Api, path: &str, key: Option<&str>) -> (StatusCode, Value) {
-    let mut req = Request::get(path);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let resp = api
-        .app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    request(api, "GET", path, key).await
 }
 
 async fn request(api: &Api, method: &str, path: &str, key: Option<&str>) -> (StatusCode, Value) {

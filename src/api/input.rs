@@ -4,6 +4,21 @@
 use super::error::ApiError;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Json, Query};
+use serde::Deserialize;
+
+/// `cursor` and `limit` of a paged list.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    pub cursor: Option<String>,
+    pub limit: Option<String>,
+}
+
+impl Page {
+    /// The page size: 1 to 1000, default 100.
+    pub fn size(&self) -> Result<i64, ApiError> {
+        limit(self.limit.as_deref(), 100, 1000)
+    }
+}
 
 pub fn body<T>(r: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     r.map(|Json(v)| v)
@@ -40,4 +55,11 @@ pub fn id_cursor(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
         })
     })
     .transpose()
+}
+
+/// The cursor for the page after `rows`: the last row's key when the page is full.
+pub fn next_cursor<T>(rows: &[T], limit: i64, key: impl Fn(&T) -> String) -> Option<String> {
+    (rows.len() as i64 == limit)
+        .then(|| rows.last().map(key))
+        .flatten()
 }

@@ -1,7 +1,7 @@
 //! `/v1/offers` and `/v1/bookings` (scope advisor): the booking queue. Accepting a window
 //! books it atomically; a window that is gone is a 409 with alternatives.
 
-use super::input::{body, id_cursor, limit, query};
+use super::input::{body, id_cursor, next_cursor, query, Page};
 use super::{error::ApiError, AppState};
 use crate::booking::{self, BookingError};
 use crate::offers::state::OfferState;
@@ -59,8 +59,8 @@ fn parse_id(what: &str, raw: &str) -> Result<i64, ApiError> {
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
     state: Option<String>,
-    cursor: Option<String>,
-    limit: Option<String>,
+    #[serde(flatten)]
+    page: Page,
 }
 
 /// `GET /v1/offers?state=&cursor=&limit=`: in id order, cursor-paged.
@@ -76,14 +76,10 @@ pub async fn list(
         .map(|s| s.parse::<OfferState>())
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))?;
-    let n = limit(p.limit.as_deref(), 100, 1000)?;
-    let after = id_cursor(p.cursor.as_deref())?;
+    let n = p.page.size()?;
+    let after = id_cursor(p.page.cursor.as_deref())?;
     let rows = store::list(state.store.pool(), st, after, n).await?;
-    let next = if rows.len() as i64 == n {
-        rows.last().map(|o| o.id.to_string())
-    } else {
-        None
-    };
+    let next = next_cursor(&rows, n, |o| o.id.to_string());
     Ok(Json(json!({"offers": rows, "next_cursor": next})))
 }
 
@@ -92,13 +88,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<OfferView>, ApiError> {
     let id = parse_id("offer", &id)?;
-    let mut conn = state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(crate::store::StoreError::from)?;
-    store::get(&mut conn, id)
+    store::get(state.store.pool(), id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no offer {id}")))
@@ -145,8 +135,8 @@ pub async fn decline(
 #[derive(Debug, Deserialize)]
 pub struct BookingParams {
     status: Option<String>,
-    cursor: Option<String>,
-    limit: Option<String>,
+    #[serde(flatten)]
+    page: Page,
 }
 
 /// `GET /v1/bookings?status=&cursor=&limit=`: newest first, cursor-paged.
@@ -164,14 +154,10 @@ pub async fn list_bookings(
             ));
         }
     }
-    let n = limit(p.limit.as_deref(), 100, 1000)?;
-    let before = id_cursor(p.cursor.as_deref())?;
+    let n = p.page.size()?;
+    let before = id_cursor(p.page.cursor.as_deref())?;
     let rows = bookings::list(state.store.pool(), status, before, n).await?;
-    let next = if rows.len() as i64 == n {
-        rows.last().map(|b| b.id.to_string())
-    } else {
-        None
-    };
+    let next = next_cursor(&rows, n, |b| b.id.to_string());
     Ok(Json(json!({"bookings": rows, "next_cursor": next})))
 }
 
@@ -180,13 +166,7 @@ pub async fn get_booking(
     Path(id): Path<String>,
 ) -> Result<Json<BookingView>, ApiError> {
     let id = parse_id("booking", &id)?;
-    let mut conn = state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(crate::store::StoreError::from)?;
-    bookings::view(&mut conn, id)
+    bookings::view(state.store.pool(), id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no booking {id}")))

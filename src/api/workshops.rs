@@ -1,7 +1,7 @@
 //! `/v1/workshops`, `/v1/jobs`, `/v1/parts` (scope planner): workshop, bay, technician, stock
 //! and job catalogue management, and the slot search.
 
-use super::input::{body, limit, query};
+use super::input::{body, limit, next_cursor, query, Page};
 use super::vehicles::parse_time;
 use super::{error::ApiError, AppState};
 use crate::capacity::slots::{self, Search};
@@ -40,23 +40,15 @@ async fn workshop_id(state: &AppState, code: &str) -> Result<i32, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no workshop {code}")))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ListParams {
-    cursor: Option<String>,
-    limit: Option<String>,
-}
-
 pub async fn list(
     State(state): State<AppState>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    params: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let p = query(params)?;
-    let n = limit(p.limit.as_deref(), 100, 1000)?;
+    let n = p.size()?;
     let rows = cap::list_workshops(state.store.pool(), p.cursor.as_deref(), n).await?;
-    let next = (rows.len() as i64 == n).then(|| rows.last().map(|w| w.code.clone()));
-    Ok(Json(
-        json!({"workshops": rows, "next_cursor": next.flatten()}),
-    ))
+    let next = next_cursor(&rows, n, |w| w.code.clone());
+    Ok(Json(json!({"workshops": rows, "next_cursor": next})))
 }
 
 pub async fn get(

@@ -104,10 +104,8 @@ pub async fn accept(
     let now = Utc::now();
     let result = retrying(|| store::accept(pool, offer_id, workshop, start, now)).await?;
     if matches!(result, Err(Refusal::Taken | Refusal::Infeasible(_))) {
-        let mut conn = pool.acquire().await.map_err(StoreError::from)?;
-        if let Some(o) = crate::store::offers::get(&mut conn, offer_id).await? {
+        if let Some(o) = crate::store::offers::get(pool, offer_id).await? {
             let ws = workshop.unwrap_or(&o.workshop).to_owned();
-            drop(conn);
             return settle(pool, result, &ws, &o.job, start, now, None).await;
         }
     }
@@ -122,9 +120,7 @@ pub async fn reschedule(
     let now = Utc::now();
     let result = retrying(|| store::reschedule(pool, id, start, now)).await?;
     if matches!(result, Err(Refusal::Taken | Refusal::Infeasible(_))) {
-        let mut conn = pool.acquire().await.map_err(StoreError::from)?;
-        if let Some(b) = store::view(&mut conn, id).await? {
-            drop(conn);
+        if let Some(b) = store::view(pool, id).await? {
             return settle(pool, result, &b.workshop, &b.job, start, now, Some(id)).await;
         }
     }

@@ -58,10 +58,14 @@ const VIEW: &str = "SELECT b.id, b.offer_id, v.vin, w.code AS workshop, y.code A
     JOIN technicians t ON t.id = b.technician_id
     LEFT JOIN work_orders o ON o.booking_id = b.id";
 
-pub async fn view(conn: &mut PgConnection, id: i64) -> Result<Option<BookingView>, StoreError> {
+/// One booking, on the pool or inside a transaction.
+pub async fn view<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
+    id: i64,
+) -> Result<Option<BookingView>, StoreError> {
     Ok(sqlx::query_as(&format!("{VIEW} WHERE b.id = $1"))
         .bind(id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(ex)
         .await?)
 }
 
@@ -297,7 +301,7 @@ pub async fn accept(
     .execute(&mut *tx)
     .await?;
     set_offer_state(&mut tx, offer.id, next).await?;
-    let Some(view) = view(&mut tx, booking_id).await? else {
+    let Some(view) = view(&mut *tx, booking_id).await? else {
         return Ok(Err(Refusal::NoBooking(booking_id)));
     };
     announce(
@@ -326,7 +330,7 @@ async fn lock_booking(
     if status != "booked" {
         return Ok(Err(Refusal::NotLive(id, status)));
     }
-    match view(tx, id).await? {
+    match view(&mut *tx, id).await? {
         Some(v) => Ok(Ok((v, offer))),
         None => Ok(Err(Refusal::NoBooking(id))),
     }
@@ -369,7 +373,7 @@ pub async fn reschedule(
     if moved.is_none() {
         return Ok(Err(Refusal::Taken));
     }
-    let Some(view) = view(&mut tx, id).await? else {
+    let Some(view) = view(&mut *tx, id).await? else {
         return Ok(Err(Refusal::NoBooking(id)));
     };
     let key = format!("booking.rescheduled:{id}:{}", start.timestamp());
@@ -443,7 +447,7 @@ async fn finish(
         .execute(&mut *tx)
         .await?;
     }
-    let Some(view) = view(&mut tx, id).await? else {
+    let Some(view) = view(&mut *tx, id).await? else {
         return Ok(Err(Refusal::NoBooking(id)));
     };
     let kind = if status == "cancelled" {

@@ -46,10 +46,14 @@ const VIEW: &str = "SELECT o.id, v.vin, o.component, o.state, o.horizon, o.risk,
     FROM offers o JOIN vehicles v ON v.id = o.vehicle_id JOIN jobs j ON j.code = o.job_code
     JOIN workshops w ON w.id = o.workshop_id";
 
-pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<OfferView>, StoreError> {
+/// One offer, on the pool or inside a transaction.
+pub async fn get<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
+    id: i64,
+) -> Result<Option<OfferView>, StoreError> {
     Ok(sqlx::query_as(&format!("{VIEW} WHERE o.id = $1"))
         .bind(id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(ex)
         .await?)
 }
 
@@ -181,7 +185,7 @@ pub async fn create(pool: &PgPool, o: &NewOffer) -> Result<Option<OfferView>, St
     let Some(id) = id else {
         return Ok(None);
     };
-    let view = get(&mut tx, id).await?;
+    let view = get(&mut *tx, id).await?;
     if let Some(v) = &view {
         announce(&mut tx, "offer.created", format!("offer.created:{id}"), v).await?;
     }
@@ -227,7 +231,7 @@ pub async fn decline(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let Some(v) = get(&mut tx, id).await? else {
+    let Some(v) = get(&mut *tx, id).await? else {
         return Ok(None);
     };
     announce(
@@ -256,7 +260,7 @@ pub async fn expire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, StoreE
     .fetch_all(&mut *tx)
     .await?;
     for id in &ids {
-        if let Some(v) = get(&mut tx, *id).await? {
+        if let Some(v) = get(&mut *tx, *id).await? {
             announce(&mut tx, "offer.expired", format!("offer.expired:{id}"), &v).await?;
         }
     }
@@ -327,7 +331,7 @@ pub async fn remind(
     .rows_affected()
         == 1;
     if done {
-        if let Some(v) = get(&mut tx, id).await? {
+        if let Some(v) = get(&mut *tx, id).await? {
             let name = if level >= 2 { "hard" } else { "soft" };
             let mut data = serde_json::to_value(&v).unwrap_or(Value::Null);
             if let Some(obj) = data.as_object_mut() {
