@@ -95,27 +95,29 @@ fn slot_search(c: &mut Criterion) {
         ignore_booking: None,
     };
     let mut group = c.benchmark_group("slot_search_20_bays_40_technicians_4_weeks");
-    for (name, job) in [
-        (
-            "brake_pads_90min",
-            JobNeed {
-                minutes: 90,
-                skill: "brakes".into(),
-                bay_capability: Some("lift".into()),
-            },
-        ),
-        (
-            "hv_check_120min",
-            JobNeed {
-                minutes: 120,
-                skill: "hv_battery".into(),
-                bay_capability: Some("high_voltage".into()),
-            },
-        ),
+    let brakes = JobNeed {
+        minutes: 90,
+        skill: "brakes".into(),
+        bay_capability: Some("lift".into()),
+    };
+    let hv = JobNeed {
+        minutes: 120,
+        skill: "hv_battery".into(),
+        bay_capability: Some("high_voltage".into()),
+    };
+    // Baseline: the same workshop with nothing booked.
+    let empty = Capacity {
+        busy: Vec::new(),
+        ..cap.clone()
+    };
+    for (name, cap, job) in [
+        ("brake_pads_90min_empty_baseline", &empty, &brakes),
+        ("brake_pads_90min_third_booked", &cap, &brakes),
+        ("hv_check_120min_third_booked", &cap, &hv),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {
-                let w = search(&cap, &job, &q);
+                let w = search(cap, job, &q);
                 assert!(!w.is_empty());
                 w
             })

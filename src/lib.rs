@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_api;
 pub mod booking;
 pub mod capacity;
 pub mod catalog;

@@ -67,6 +67,8 @@ enum WorkshopsCommand {
 enum BenchCommand {
     /// Broker limit vs full pipeline vs database COPY limit, on the same messages.
     Ingest(aftercare::bench::IngestBenchArgs),
+    /// HTTP API latency under load: health baseline, offer list, slot search, accepts.
+    Api(aftercare::bench_api::ApiBenchArgs),
 }
 
 fn init_logging(config: &Config) {
@@ -128,6 +130,11 @@ async fn main() -> anyhow::Result<()> {
             command: BenchCommand::Ingest(args),
         } => {
             aftercare::bench::ingest(&config, &args).await?;
+        }
+        Command::Bench {
+            command: BenchCommand::Api(args),
+        } => {
+            aftercare::bench_api::api(&config, &args).await?;
         }
     }
     Ok(())

@@ -223,32 +223,64 @@ impl<'a> Prepared<'a> {
         })
     }
 
-    /// Free (bay, technician) pairs for `[start, end)` on `date`, best fit first.
-    fn pairs(&self, date: NaiveDate, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(i32, i32)> {
-        let bays: Vec<i32> = self
-            .bays
-            .iter()
-            .filter(|b| self.bay_busy.free(b.id, start, end))
-            .map(|b| b.id)
-            .collect();
-        if bays.is_empty() {
-            return Vec::new();
-        }
+    /// Each eligible technician's shifts on `date`, as instants (once per day, not per start).
+    fn shifts_on(&self, date: NaiveDate) -> Vec<Vec<Span>> {
         let tz = self.cap.calendar.tz;
-        let techs: Vec<i32> = self
-            .techs
+        self.techs
             .iter()
-            .filter(|t| {
-                day_intervals(tz, &t.shifts, date)
-                    .iter()
-                    .any(|(a, b)| *a <= start && end <= *b)
+            .map(|t| day_intervals(tz, &t.shifts, date))
+            .collect()
+    }
+
+    fn free_bays(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> impl Iterator<Item = i32> + '_ {
+        self.bays
+            .iter()
+            .filter(move |b| self.bay_busy.free(b.id, start, end))
+            .map(|b| b.id)
+    }
+
+    fn free_techs<'s>(
+        &'s self,
+        shifts: &'s [Vec<Span>],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> impl Iterator<Item = i32> + 's {
+        self.techs
+            .iter()
+            .zip(shifts)
+            .filter(move |(t, sh)| {
+                sh.iter().any(|(a, b)| *a <= start && end <= *b)
                     && self.tech_busy.free(t.id, start, end)
             })
-            .map(|t| t.id)
-            .collect();
-        bays.iter()
-            .flat_map(|b| techs.iter().map(move |t| (*b, *t)))
+            .map(|(t, _)| t.id)
+    }
+
+    /// Free (bay, technician) pairs for `[start, end)`, best fit first.
+    fn pairs(
+        &self,
+        shifts: &[Vec<Span>],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Vec<(i32, i32)> {
+        let techs: Vec<i32> = self.free_techs(shifts, start, end).collect();
+        self.free_bays(start, end)
+            .flat_map(|b| techs.iter().map(move |t| (b, *t)))
             .collect()
+    }
+
+    /// The best-fit free pair, without listing the others.
+    fn first_pair(
+        &self,
+        shifts: &[Vec<Span>],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Option<(i32, i32)> {
+        let bay = self.free_bays(start, end).next()?;
+        Some((bay, self.free_techs(shifts, start, end).next()?))
     }
 }
 
@@ -266,12 +298,13 @@ pub fn search(cap: &Capacity, job: &JobNeed, q: &Search) -> Vec<Window> {
     }
     for date in local_dates(tz, q.from, q.to) {
         let Some(day) = p.day(date) else { continue };
+        let shifts = p.shifts_on(date);
         for (open, close) in &day.open {
             let mut start = *open;
             while start + len <= *close && start + len <= q.to {
                 let end = start + len;
                 if start >= earliest {
-                    if let Some(&(bay, tech)) = p.pairs(date, start, end).first() {
+                    if let Some((bay, tech)) = p.first_pair(&shifts, start, end) {
                         let waited = (start - earliest).num_minutes() as f64 / 1440.0;
                         let packs =
                             start == *open || end == *close || p.bay_busy.touches(bay, start, end);
@@ -322,7 +355,11 @@ pub fn pairs_at(
     }
     let p = Prepared::new(cap, job, ignore);
     let date = start.with_timezone(&cap.calendar.tz).date_naive();
-    p.pairs(date, start, start + Duration::minutes(job.minutes))
+    p.pairs(
+        &p.shifts_on(date),
+        start,
+        start + Duration::minutes(job.minutes),
+    )
 }
 
 /// The best `n` windows, spread over days: first the best window of each day, then the

@@ -399,3 +399,13 @@ pub async fn silent_alarms(
     tx.commit().await?;
     Ok((raised.len() as u64, cleared))
 }
+
+/// The id of a vehicle, created if new (benches and tests; ingest creates them in service).
+pub async fn ensure_vehicle(pool: &PgPool, vin: &str) -> Result<i32, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO vehicles (vin) VALUES ($1) ON CONFLICT (vin) DO UPDATE SET vin = $1 RETURNING id",
+    )
+    .bind(vin)
+    .fetch_one(pool)
+    .await?)
+}
