@@ -97,6 +97,28 @@ where
     }
 }
 
+/// An open brake-pad offer at a workshop, as the offer worker would make it (benches and
+/// tests).
+pub fn brake_offer(vehicle_id: i32, workshop_id: i32, model_version: &str) -> NewOffer {
+    NewOffer {
+        vehicle_id,
+        component: "brakes".into(),
+        horizon: "p30",
+        risk: 0.7,
+        urgency_days: Some(20.0),
+        model_version: model_version.into(),
+        risk_scored_at: Utc::now(),
+        reasons: json!([]),
+        job_code: "brake_pads_front".into(),
+        workshop_id,
+        duration_minutes: 90,
+        estimated_cost_cents: 17_700,
+        windows: json!([]),
+        odometer_km: None,
+        expires_at: Utc::now() + Duration::days(14),
+    }
+}
+
 pub async fn api(config: &Config, args: &ApiBenchArgs) -> Result<(), BenchError> {
     let db_url = fresh_database(&config.database.url, &args.database).await?;
     let pool = crate::store::pool(&db_url, 4).await?;
@@ -111,23 +133,7 @@ pub async fn api(config: &Config, args: &ApiBenchArgs) -> Result<(), BenchError>
     let mut offer_ids = Vec::new();
     for i in 0..args.offers {
         let vehicle = offers::ensure_vehicle(&pool, &format!("BENCH0000{i:08}")).await?;
-        let o = NewOffer {
-            vehicle_id: vehicle,
-            component: "brakes".into(),
-            horizon: "p30",
-            risk: 0.7,
-            urgency_days: Some(20.0),
-            model_version: "bench".into(),
-            risk_scored_at: Utc::now(),
-            reasons: json!([]),
-            job_code: "brake_pads_front".into(),
-            workshop_id: ws,
-            duration_minutes: 90,
-            estimated_cost_cents: 17_700,
-            windows: json!([]),
-            odometer_km: None,
-            expires_at: Utc::now() + Duration::days(14),
-        };
+        let o = brake_offer(vehicle, ws, "bench");
         if let Some(v) = offers::create(&pool, &o).await? {
             offer_ids.push(v.id);
         }

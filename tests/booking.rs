@@ -17,7 +17,7 @@ async fn fifty_parallel_accepts_book_exactly_the_feasible_number() {
     race_workshop(&api.pool).await;
     let mut ids = Vec::new();
     for n in 0..50 {
-        ids.push(offer_for(&api.pool, n, "WS-10", "brake_pads_front").await);
+        ids.push(offer_for(&api.pool, n, "WS-10").await);
     }
     // Two starts an hour apart for a 90-minute job: every window overlaps every other, so
     // each technician can take one of them; 3 brake technicians, 4 bays: 3 bookings.
@@ -128,7 +128,7 @@ async fn fifty_parallel_accepts_book_exactly_the_feasible_number() {
 async fn the_database_refuses_overlaps_whatever_the_application_does() {
     let api = api().await;
     race_workshop(&api.pool).await;
-    let id = offer_for(&api.pool, 1, "WS-10", "brake_pads_front").await;
+    let id = offer_for(&api.pool, 1, "WS-10").await;
     let start = day_after_tomorrow_at(9);
     let (s, b) = api
         .post(
@@ -198,8 +198,8 @@ fn at(body: &Value, field: &str) -> DateTime<Utc> {
 async fn accept_reschedule_cancel_complete() {
     let api = api().await;
     race_workshop(&api.pool).await;
-    let id = offer_for(&api.pool, 1, "WS-10", "brake_pads_front").await;
-    let other = offer_for(&api.pool, 2, "WS-10", "brake_pads_front").await;
+    let id = offer_for(&api.pool, 1, "WS-10").await;
+    let other = offer_for(&api.pool, 2, "WS-10").await;
     let start = day_after_tomorrow_at(9);
     let accept = |id: i64, start: DateTime<Utc>| {
         let api = &api;
@@ -275,10 +275,10 @@ async fn accept_reschedule_cancel_complete() {
     // Fill the other technicians at 09:00 and move there: the slot is gone.
     let (s, _) = accept(other, start).await;
     assert_eq!(s, 200);
-    let third = offer_for(&api.pool, 3, "WS-10", "brake_pads_front").await;
+    let third = offer_for(&api.pool, 3, "WS-10").await;
     let (s, _) = accept(third, start).await;
     assert_eq!(s, 200);
-    let fourth = offer_for(&api.pool, 4, "WS-10", "brake_pads_front").await;
+    let fourth = offer_for(&api.pool, 4, "WS-10").await;
     let (s, _) = accept(fourth, start).await;
     assert_eq!(
         s, 200,

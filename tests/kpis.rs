@@ -35,7 +35,7 @@ async fn kpis_from_known_data() {
     // Four offers whose scores crossed 10, 20, 30 and 40 minutes before the offer.
     let mut ids = Vec::new();
     for n in 0..4 {
-        let id = offer_for(pool, n, "WS-10", "brake_pads_front").await;
+        let id = offer_for(pool, n, "WS-10").await;
         sqlx::query("UPDATE offers SET risk_scored_at = created_at - $2 * interval '1 minute' WHERE id = $1")
             .bind(id)
             .bind(10.0 * (n as f64 + 1.0))

@@ -7,13 +7,12 @@ use aftercare::api::{router, AppState};
 use aftercare::capacity::{Seed, WorkshopSpec};
 use aftercare::metrics::Metrics;
 use aftercare::store::keys::{self, Scope};
-use aftercare::store::offers::{self, NewOffer};
+use aftercare::store::offers;
 use aftercare::store::Store;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use http_body_util::BodyExt;
-use serde_json::json;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -232,30 +231,15 @@ skills = ["tyres"]
         .unwrap();
 }
 
-pub async fn offer_for(pool: &PgPool, n: usize, workshop: &str, job: &str) -> i64 {
+/// An open brake-pad offer for test vehicle `n` at `workshop`.
+pub async fn offer_for(pool: &PgPool, n: usize, workshop: &str) -> i64 {
     let vehicle = vehicle(pool, &vin(n)).await;
     let ws: i32 = sqlx::query_scalar("SELECT id FROM workshops WHERE code = $1")
         .bind(workshop)
         .fetch_one(pool)
         .await
         .unwrap();
-    let o = NewOffer {
-        vehicle_id: vehicle,
-        component: "brakes".into(),
-        horizon: "p30",
-        risk: 0.7,
-        urgency_days: Some(20.0),
-        model_version: "test".into(),
-        risk_scored_at: Utc::now(),
-        reasons: json!([]),
-        job_code: job.into(),
-        workshop_id: ws,
-        duration_minutes: 90,
-        estimated_cost_cents: 17_700,
-        windows: json!([]),
-        odometer_km: None,
-        expires_at: Utc::now() + Duration::days(14),
-    };
+    let o = aftercare::bench_api::brake_offer(vehicle, ws, "test");
     offers::create(pool, &o).await.unwrap().unwrap().id
 }
 
