@@ -11,6 +11,7 @@ pub mod component;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod model;
 pub mod service;
 pub mod simulator;
 pub mod store;
