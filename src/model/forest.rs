@@ -72,7 +72,7 @@ pub struct Forest {
 #[derive(Debug, thiserror::Error)]
 pub enum ForestError {
     #[error("cannot fit a forest: {0}")]
-    Empty(&'static str),
+    Input(&'static str),
     #[error("decision tree: {0}")]
     Linfa(#[from] linfa::Error),
 }
@@ -88,7 +88,11 @@ impl Forest {
     ) -> Result<Forest, ForestError> {
         let (n, p) = x.dim();
         if n == 0 || p == 0 || classes.len() != n || targets.len() != n {
-            return Err(ForestError::Empty("no rows, no features, or mismatched labels"));
+            return Err(ForestError::Input("no rows, no features, or mismatched labels"));
+        }
+        // linfa-trees sorts with a partial order and panics on NaN: impute before fitting.
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(ForestError::Input("missing (non-finite) values: impute them first"));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
         let mut by_class: Vec<Vec<usize>> = Vec::new();

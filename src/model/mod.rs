@@ -3,7 +3,12 @@
 //! its model card, and online scoring with reasons. SQL lives in `store::history` and
 //! `store::risk`; this module computes.
 
+pub mod cmapss;
+pub mod explain;
+pub mod features;
 pub mod forest;
+pub mod history;
 pub mod learn;
 pub mod metrics;
+pub mod rules;
 pub mod window;
