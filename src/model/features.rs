@@ -309,6 +309,8 @@ pub struct Snapshot {
     pub source_signal: Vec<Option<&'static SignalSpec>>,
     pub active_codes: Vec<ActiveCode>,
     pub powertrain: Option<Powertrain>,
+    /// The vehicle reported some catalogued signal in the 30 days before the instant.
+    pub active: bool,
 }
 
 impl Snapshot {
@@ -505,12 +507,8 @@ pub fn compute(history: &History, as_of: DateTime<Utc>) -> Snapshot {
         .filter(|o| o.0 >= today - LOOKBACK_LEVEL_DAYS)
         .map(|o| o.1)
         .unwrap_or(f64::NAN);
-    let first_data = history
-        .signals
-        .iter()
-        .filter_map(|s| s.first())
-        .map(|d| d.day)
-        .min();
+    // Known at the instant only if it lies before it.
+    let first_data = history.first_data.filter(|(day, _)| *day <= today);
     let mut values = Vec::with_capacity(defs.len());
     for def in defs {
         let v = match (def.kind, def.component) {
@@ -521,15 +519,22 @@ pub fn compute(history: &History, as_of: DateTime<Utc>) -> Snapshot {
             }
             (Kind::Dtc(s), Some(c)) => dtc_value(history, &active, c, s, as_of),
             (Kind::Service(s), Some(c)) => {
-                service_value(history, c, s, as_of, odometer_now, first_data, &odometer)
+                service_value(history, c, s, as_of, odometer_now, first_data)
             }
             (Kind::Context(s), _) => context_value(history, s, as_of, today, odometer_now, &odometer),
             _ => f64::NAN,
         };
         values.push(v);
     }
+    let reporting = (0..history.signals.len()).any(|i| {
+        history
+            .signal_until(i, as_of)
+            .last()
+            .is_some_and(|d| d.day >= today - LOOKBACK_LEVEL_DAYS)
+    });
     Snapshot {
         at: as_of,
+        active: reporting,
         values,
         source_signal: series.into_iter().map(|(_, s)| s).collect(),
         active_codes: active,
@@ -574,8 +579,7 @@ fn service_value(
     s: ServiceStat,
     as_of: DateTime<Utc>,
     odometer_now: f64,
-    first_data: Option<i64>,
-    odometer: &[(i64, f64)],
+    first_data: Option<(i64, f64)>,
 ) -> f64 {
     let past = history
         .service
@@ -592,14 +596,14 @@ fn service_value(
             .count() as f64,
         (ServiceStat::DaysSince, Some(e)) => days_between(e.performed_at, as_of),
         (ServiceStat::DaysSince, None) => first_data
-            .map(|d| (day_index(as_of) - d) as f64)
+            .map(|(d, _)| (day_index(as_of) - d) as f64)
             .unwrap_or(f64::NAN),
         (ServiceStat::KmSince, Some(e)) => e
             .odometer_km
             .map(|km| odometer_now - km)
             .unwrap_or(f64::NAN),
         (ServiceStat::KmSince, None) => {
-            odometer_now - odometer.first().map(|o| o.1).unwrap_or(f64::NAN)
+            odometer_now - first_data.map(|(_, km)| km).unwrap_or(f64::NAN)
         }
     }
 }
@@ -659,6 +663,7 @@ mod tests {
             powertrain: Some(Powertrain::Ice),
             model_year: Some(2020),
         };
+        h.first_data = Some((d0, 10_000.0));
         for d in 0..60 {
             daily(&mut h, catalog::ODOMETER, d0 + d, 10_000.0 + 100.0 * d as f64);
             for w in 0..4 {

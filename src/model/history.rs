@@ -5,7 +5,7 @@
 
 use crate::catalog;
 use crate::component::Component;
-use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
@@ -182,6 +182,10 @@ pub struct History {
     pub dtcs: Vec<DtcEvent>,
     /// Ordered by time.
     pub service: Vec<ServiceEvent>,
+    /// The vehicle's first day with an odometer reading, and that reading: the reference for
+    /// "since" features of components never serviced. Loaded whatever the signal window, so
+    /// training and live scoring agree.
+    pub first_data: Option<(i64, f64)>,
 }
 
 impl History {
@@ -193,6 +197,7 @@ impl History {
             signals: vec![Vec::new(); catalog::SIGNALS.len()],
             dtcs: Vec::new(),
             service: Vec::new(),
+            first_data: None,
         }
     }
 
@@ -240,18 +245,10 @@ pub fn days_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
     (b - a).num_seconds() as f64 / 86_400.0
 }
 
-pub fn days(n: i64) -> Duration {
-    Duration::days(n)
-}
-
-/// Whole days since the model year started, for display.
-pub fn year_of(t: DateTime<Utc>) -> i32 {
-    t.year()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration;
 
     #[test]
     fn cut_keeps_only_aggregates_complete_by_the_instant() {
@@ -269,10 +266,10 @@ mod tests {
                 sumsq: (d * d) as f64,
             });
         }
-        assert_eq!(h.signal_until(0, t0 + days(3)).len(), 3);
+        assert_eq!(h.signal_until(0, t0 + Duration::days(3)).len(), 3);
         // Mid-day: that day is not complete yet.
         assert_eq!(
-            h.signal_until(0, t0 + days(3) + Duration::hours(12)).len(),
+            h.signal_until(0, t0 + Duration::days(3) + Duration::hours(12)).len(),
             3
         );
         assert_eq!(h.signal_until(0, t0).len(), 0);

@@ -266,7 +266,7 @@ fn choose_threshold(
         .unwrap_or(1.0)
 }
 
-fn validate(name: &str, scores: &[f64], y: &[bool], threshold: f64) -> Validation {
+pub fn validate(name: &str, scores: &[f64], y: &[bool], threshold: f64) -> Validation {
     let (calibration, ece) = metrics::calibration(scores, y, 10);
     let c = metrics::Confusion::at(scores, y, threshold);
     Validation {

@@ -3,12 +3,18 @@
 //! its model card, and online scoring with reasons. SQL lives in `store::history` and
 //! `store::risk`; this module computes.
 
+pub mod artifact;
 pub mod cmapss;
+pub mod dataset;
 pub mod explain;
 pub mod features;
 pub mod forest;
 pub mod history;
+pub mod labels;
 pub mod learn;
 pub mod metrics;
 pub mod rules;
+pub mod score;
+pub mod train;
 pub mod window;
+pub mod worker;

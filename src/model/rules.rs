@@ -3,8 +3,9 @@
 //! largest ratio of a reading to its threshold (≥ 1 means the reminder fires), so it can be
 //! ranked like a probability for PR-AUC and cut at its own alert volume.
 
-use super::features::{self, Snapshot};
+use super::features;
 use crate::component::Component;
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rule {
@@ -57,14 +58,39 @@ pub fn rules(component: Component) -> &'static [Rule] {
     }
 }
 
+/// The rules with feature names resolved to indices into `features::all()`.
+fn compiled(component: Component) -> &'static [(bool, usize, f64)] {
+    static COMPILED: OnceLock<Vec<Vec<(bool, usize, f64)>>> = OnceLock::new();
+    let all = COMPILED.get_or_init(|| {
+        Component::ALL
+            .iter()
+            .map(|&c| {
+                rules(c)
+                    .iter()
+                    .filter_map(|r| match *r {
+                        AtLeast(n, t) => Some((true, features::index_of(n)?, t)),
+                        AtMost(n, t) => Some((false, features::index_of(n)?, t)),
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    let i = Component::ALL.iter().position(|&c| c == component).unwrap_or(0);
+    all.get(i).map(Vec::as_slice).unwrap_or(&[])
+}
+
 /// Largest reading-to-threshold ratio over the component's rules (0 with no readings);
-/// the reminder fires at ≥ 1.
-pub fn score(component: Component, snapshot: &Snapshot) -> f64 {
-    rules(component)
+/// the reminder fires at ≥ 1. `values` is a global feature vector (`Snapshot::values`).
+pub fn score(component: Component, values: &[f64]) -> f64 {
+    compiled(component)
         .iter()
-        .map(|rule| match *rule {
-            AtLeast(name, t) => snapshot.value(name) / t,
-            AtMost(name, t) => t / snapshot.value(name).max(t * 1e-3),
+        .map(|&(at_least, i, t)| {
+            let v = values.get(i).copied().unwrap_or(f64::NAN);
+            if at_least {
+                v / t
+            } else {
+                t / v.max(t * 1e-3)
+            }
         })
         .filter(|r| r.is_finite())
         .fold(0.0, f64::max)

@@ -84,6 +84,12 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Always,
         sql: include_str!("../../migrations/0004_service_and_risk.sql"),
     },
+    Migration {
+        version: 15,
+        name: "score_queue",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0015_score_queue.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {

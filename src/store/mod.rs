@@ -2,9 +2,11 @@
 //! parsed batches; the API reads through it. Nothing above this module writes SQL.
 
 pub mod copy;
+pub mod history;
 pub mod keys;
 mod migrate;
 pub mod read;
+pub mod risk;
 mod rollup;
 mod writer;
 
