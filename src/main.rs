@@ -1,4 +1,4 @@
-//! The `aftercare` command: serve, migrate, keys, simulate, bench.
+//! The `aftercare` command: serve, migrate, keys, simulate, bench, model.
 
 use aftercare::config::{Config, LogFormat};
 use aftercare::store::keys::Scope;
@@ -37,6 +37,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Failure-risk model: train, evaluate, external check.
+    Model {
+        #[command(subcommand)]
+        command: aftercare::model::cli::ModelCommand,
     },
 }
 
@@ -103,6 +108,9 @@ async fn main() -> anyhow::Result<()> {
             command: BenchCommand::Ingest(args),
         } => {
             aftercare::bench::ingest(&config, &args).await?;
+        }
+        Command::Model { command } => {
+            aftercare::model::cli::run(&config, command).await?;
         }
     }
     Ok(())

@@ -4,8 +4,10 @@
 //! `store::risk`; this module computes.
 
 pub mod artifact;
+pub mod cli;
 pub mod cmapss;
 pub mod dataset;
+pub mod evaluate;
 pub mod explain;
 pub mod features;
 pub mod forest;

@@ -78,37 +78,62 @@ impl Scorer {
         self.score_snapshot(&features::compute(history, as_of))
     }
 
-    pub fn score_snapshot(&self, snapshot: &Snapshot) -> Vec<ComponentScore> {
-        let mut out = Vec::with_capacity(self.resolved.len());
+    /// Probabilities (7, 30, 90 days) of every component the vehicle has, without
+    /// explanations (evaluation).
+    pub fn probabilities(&self, snapshot: &Snapshot) -> Vec<(Component, [f64; 3])> {
         let mut row = Vec::new();
-        for r in &self.resolved {
-            if !has_component(snapshot.powertrain, r.component) {
-                continue;
-            }
-            row.clear();
-            row.extend(r.columns.iter().map(|&g| snapshot.values[g]));
-            let cm = &self.artifact.components[r.model];
-            let models = r.horizons.map(|i| &cm.horizons[i].model);
-            let mut p = models.map(|m| m.probability(&row));
-            // Monotone in the horizon.
-            p[1] = p[1].max(p[0]);
-            p[2] = p[2].max(p[1]);
-            let at_risk = models.iter().zip(p).any(|(m, p)| p >= m.threshold);
-            let contributions = models[1].contributions(&row);
-            out.push(ComponentScore {
-                component: r.component,
-                p,
-                urgency_days: at_risk.then(|| urgency_days(p)),
-                factors: explain::top_factors(
-                    r.component,
-                    &r.columns,
-                    &contributions,
-                    snapshot,
-                    TOP_FACTORS,
-                ),
-            });
-        }
-        out
+        self.resolved
+            .iter()
+            .filter(|r| has_component(snapshot.powertrain, r.component))
+            .map(|r| (r.component, self.horizon_probabilities(r, snapshot, &mut row)))
+            .collect()
+    }
+
+    pub fn score_snapshot(&self, snapshot: &Snapshot) -> Vec<ComponentScore> {
+        let mut row = Vec::new();
+        self.resolved
+            .iter()
+            .filter(|r| has_component(snapshot.powertrain, r.component))
+            .map(|r| {
+                let p = self.horizon_probabilities(r, snapshot, &mut row);
+                let cm = &self.artifact.components[r.model];
+                let at_risk = r
+                    .horizons
+                    .iter()
+                    .zip(p)
+                    .any(|(&i, p)| p >= cm.horizons[i].model.threshold);
+                let contributions = cm.horizons[r.horizons[1]].model.contributions(&row);
+                ComponentScore {
+                    component: r.component,
+                    p,
+                    urgency_days: at_risk.then(|| urgency_days(p)),
+                    factors: explain::top_factors(
+                        r.component,
+                        &r.columns,
+                        &contributions,
+                        snapshot,
+                        TOP_FACTORS,
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// Fills `row` with the component model's features and returns its probabilities for
+    /// 7, 30 and 90 days, made monotone (risk within 7 days cannot exceed risk within 30).
+    fn horizon_probabilities(
+        &self,
+        r: &Resolved,
+        snapshot: &Snapshot,
+        row: &mut Vec<f64>,
+    ) -> [f64; 3] {
+        row.clear();
+        row.extend(r.columns.iter().map(|&g| snapshot.values[g]));
+        let cm = &self.artifact.components[r.model];
+        let mut p = r.horizons.map(|i| cm.horizons[i].model.probability(row));
+        p[1] = p[1].max(p[0]);
+        p[2] = p[2].max(p[1]);
+        p
     }
 }
 
