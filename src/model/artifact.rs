@@ -251,7 +251,7 @@ impl Artifact {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {} d | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} |",
+                    "| {} | {} d | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} | {:.3} | {:.2} | {:.2} | {:.2} |",
                     cm.component,
                     h.days,
                     m.learner.name(),
@@ -263,7 +263,7 @@ impl Artifact {
                     opt(v.pr_auc),
                     opt(h.rule_baseline.as_ref().and_then(|r| r.pr_auc)),
                     opt(v.brier),
-                    v.ece,
+                    opt(v.ece),
                     m.threshold,
                     v.precision,
                     v.recall,

@@ -7,7 +7,8 @@
 //! slope per 30 days, slope per 1000 km (against the odometer, 90 days) and 30-day
 //! volatility; per component: DTC counts and lifecycle (as replayed from events before the
 //! instant), time and distance since its last service record and its recent repairs; and the
-//! vehicle's odometer, usage, age and powertrain. Missing values are NaN (imputed by the
+//! vehicle's odometer, usage, age and powertrain. A component's signal series start after its
+//! last service (a new part is a new series). Missing values are NaN (imputed by the
 //! trained model); a per-source indicator says when a signal is absent.
 
 use super::history::{
@@ -449,6 +450,16 @@ fn stat(days: &[DayAgg], stat: Stat, today: i64, odometer: &[(i64, f64)]) -> f64
     }
 }
 
+fn last_service_day(history: &History, component: Component, as_of: DateTime<Utc>) -> Option<i64> {
+    history
+        .service
+        .iter()
+        .take_while(|e| e.performed_at < as_of)
+        .filter(|e| e.component == component)
+        .last()
+        .map(|e| day_index(e.performed_at))
+}
+
 /// DTC lifecycles replayed from events before `as_of`.
 fn dtc_state(history: &History, as_of: DateTime<Utc>) -> Vec<(ActiveCode, DateTime<Utc>)> {
     use std::collections::BTreeMap;
@@ -494,9 +505,18 @@ pub fn compute(history: &History, as_of: DateTime<Utc>) -> Snapshot {
     let defs = all();
     let today = day_index(as_of);
     let odometer = odometer_by_day(history, as_of);
+    // A service of the component resets what its signals measure (new pads read 10 %): each
+    // source's series starts the day after the component's last service before the instant,
+    // so levels, windows and slopes never mix the old part with the new one.
     let series: Vec<(Vec<DayAgg>, Option<&'static SignalSpec>)> = SOURCES
         .iter()
-        .map(|(_, source, _)| source_series(history, *source, as_of))
+        .map(|(component, source, _)| {
+            let (mut days, spec) = source_series(history, *source, as_of);
+            if let Some(serviced) = last_service_day(history, *component, as_of) {
+                days.drain(..days.partition_point(|d| d.day <= serviced));
+            }
+            (days, spec)
+        })
         .collect();
     let active: Vec<ActiveCode> = dtc_state(history, as_of)
         .into_iter()

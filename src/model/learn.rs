@@ -133,7 +133,8 @@ pub struct Validation {
     pub roc_auc: Option<f64>,
     pub pr_auc: Option<f64>,
     pub brier: Option<f64>,
-    pub ece: f64,
+    /// Expected calibration error (probabilities only).
+    pub ece: Option<f64>,
     pub calibration: Vec<CalibrationBin>,
     /// At the chosen threshold.
     pub precision: f64,
@@ -226,7 +227,7 @@ pub fn train_binary(
             let threshold = choose_threshold(scores, valid.y, || {
                 predict_rows(&prep, learner, xt.view())
             }, train.y);
-            (i, validate(learner.name(), scores, valid.y, threshold), threshold)
+            (i, validate(learner.name(), scores, valid.y, threshold, true), threshold)
         })
         .collect();
     // The first candidate (logistic) unless another beats it on PR-AUC by the margin.
@@ -266,8 +267,21 @@ fn choose_threshold(
         .unwrap_or(1.0)
 }
 
-pub fn validate(name: &str, scores: &[f64], y: &[bool], threshold: f64) -> Validation {
-    let (calibration, ece) = metrics::calibration(scores, y, 10);
+/// Validation figures of `scores` alerting at `threshold`. Calibration (Brier, bins) only for
+/// probabilities; a rule's ratio scores are ranked, not calibrated.
+pub fn validate(
+    name: &str,
+    scores: &[f64],
+    y: &[bool],
+    threshold: f64,
+    probabilities: bool,
+) -> Validation {
+    let (calibration, ece) = if probabilities {
+        let (bins, ece) = metrics::calibration(scores, y, 10);
+        (bins, Some(ece))
+    } else {
+        (Vec::new(), None)
+    };
     let c = metrics::Confusion::at(scores, y, threshold);
     Validation {
         learner: name.to_owned(),
@@ -275,7 +289,7 @@ pub fn validate(name: &str, scores: &[f64], y: &[bool], threshold: f64) -> Valid
         positives: y.iter().filter(|&&v| v).count(),
         roc_auc: metrics::roc_auc(scores, y),
         pr_auc: metrics::average_precision(scores, y),
-        brier: metrics::brier(scores, y),
+        brier: probabilities.then(|| metrics::brier(scores, y)).flatten(),
         ece,
         calibration,
         precision: c.precision(),

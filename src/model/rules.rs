@@ -86,7 +86,9 @@ pub fn score(component: Component, values: &[f64]) -> f64 {
         .iter()
         .map(|&(at_least, i, t)| {
             let v = values.get(i).copied().unwrap_or(f64::NAN);
-            if at_least {
+            if !v.is_finite() {
+                f64::NAN // no reading: this rule cannot fire
+            } else if at_least {
                 v / t
             } else {
                 t / v.max(t * 1e-3)
@@ -116,5 +118,18 @@ mod tests {
     #[test]
     fn every_rule_reads_an_existing_feature() {
         assert_eq!(unknown_rule_features(), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn ratios_fire_at_one_and_missing_readings_never_fire() {
+        let mut values = vec![f64::NAN; features::all().len()];
+        assert_eq!(score(Component::Oil, &values), 0.0);
+        let i = |n: &str| features::index_of(n).unwrap();
+        values[i("brakes.worst_brake_padwear.level")] = 88.0;
+        assert!((score(Component::Brakes, &values) - 1.1).abs() < 1e-12);
+        values[i("oil.engineoil_liferemaining.level")] = 20.0;
+        assert!((score(Component::Oil, &values) - 0.5).abs() < 1e-12);
+        values[i("oil.dtc.active")] = 2.0;
+        assert!((score(Component::Oil, &values) - 2.0).abs() < 1e-12);
     }
 }

@@ -121,7 +121,7 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
                 .map(|&i| rules::score(component, &data.values_f64(i)))
                 .collect();
             let rule_baseline =
-                (!valid_rows.is_empty()).then(|| learn::validate("rules", &rule_scores, &yv, 1.0));
+                (!valid_rows.is_empty()).then(|| learn::validate("rules", &rule_scores, &yv, 1.0, false));
             horizons.push(HorizonModel {
                 days,
                 model,
