@@ -50,12 +50,11 @@ async fn active_fleet(pool: &PgPool, n: usize) -> Vec<i32> {
 
 /// Score rows per (vehicle, component).
 async fn scores_per_pair(pool: &PgPool) -> BTreeMap<(i32, String), i64> {
-    let rows: Vec<(i32, String, i64)> = sqlx::query_as(
-        "SELECT vehicle_id, component, count(*) FROM risk_scores GROUP BY 1, 2",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let rows: Vec<(i32, String, i64)> =
+        sqlx::query_as("SELECT vehicle_id, component, count(*) FROM risk_scores GROUP BY 1, 2")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     rows.into_iter().map(|(v, c, n)| ((v, c), n)).collect()
 }
 
@@ -114,10 +113,16 @@ async fn a_vehicle_marked_again_while_being_scored_is_scored_again() {
     .await
     .unwrap();
     worker::score_vehicles(&pool, &scorer, &ids).await.unwrap();
-    let deleted = risk::release_marks(&pool, &claims, claimed_at).await.unwrap();
+    let deleted = risk::release_marks(&pool, &claims, claimed_at)
+        .await
+        .unwrap();
     assert_eq!(deleted, 0, "the re-marked vehicle keeps its mark");
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM score_dirty WHERE claimed_until IS NULL").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM score_dirty WHERE claimed_until IS NULL"
+        )
+        .await,
         1
     );
 
@@ -193,7 +198,10 @@ async fn two_workers_never_score_the_same_mark() {
     assert_eq!(total, 60, "every mark claimed exactly once");
     let pairs = scores_per_pair(&pool).await;
     assert_eq!(pairs.len(), 60 * 7);
-    assert!(pairs.values().all(|&n| n == 1), "a vehicle was scored twice");
+    assert!(
+        pairs.values().all(|&n| n == 1),
+        "a vehicle was scored twice"
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM score_dirty").await, 0);
 }
 
@@ -225,16 +233,26 @@ async fn the_service_swaps_in_a_new_artifact_and_rescores_the_fleet_with_it() {
         }
     };
     constant_artifact("model-a", 0.2).save(dir.path()).unwrap();
-    wait_until(Duration::from_secs(30), "model a scores", || current("model-a", 0.2)).await;
+    wait_until(Duration::from_secs(30), "model a scores", || {
+        current("model-a", 0.2)
+    })
+    .await;
     assert_eq!(service.model.version().as_deref(), Some("model-a"));
 
     // A new artifact renamed over the old one: picked up, and the whole fleet re-scored.
     constant_artifact("model-b", 0.6).save(dir.path()).unwrap();
-    wait_until(Duration::from_secs(30), "model b scores", || current("model-b", 0.6)).await;
+    wait_until(Duration::from_secs(30), "model b scores", || {
+        current("model-b", 0.6)
+    })
+    .await;
     assert_eq!(service.model.version().as_deref(), Some("model-b"));
     // History keeps both.
     assert_eq!(
-        count(&pool, "SELECT count(DISTINCT model_version) FROM risk_scores").await,
+        count(
+            &pool,
+            "SELECT count(DISTINCT model_version) FROM risk_scores"
+        )
+        .await,
         2
     );
     service.shutdown().await.unwrap();
@@ -255,7 +273,10 @@ async fn get(api: &Api, path: &str) -> (StatusCode, Value) {
     let resp = api.app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// 25 vehicles with brake and oil scores; p30 repeats every five vehicles, so pages cut
@@ -280,9 +301,15 @@ async fn api_with_scores() -> Api {
             });
         }
     }
-    risk::write_scores(&pool, &ids, "v1", Utc::now() - ChronoDuration::minutes(1), &scores)
-        .await
-        .unwrap();
+    risk::write_scores(
+        &pool,
+        &ids,
+        "v1",
+        Utc::now() - ChronoDuration::minutes(1),
+        &scores,
+    )
+    .await
+    .unwrap();
     let key = keys::create(&pool, "t", &[Scope::FleetRead]).await.unwrap();
     let app = router(AppState {
         store: Arc::new(Store::open(pool.clone()).await.unwrap()),
@@ -326,7 +353,11 @@ async fn fleet_ranking_pages_every_vehicle_once_in_risk_order() {
     let api = api_with_scores().await;
     let brakes = all_pages(&api, "&component=brakes", 4).await;
     let vins: HashSet<&str> = brakes.iter().map(|r| r["vin"].as_str().unwrap()).collect();
-    assert_eq!((brakes.len(), vins.len()), (25, 25), "each vehicle exactly once");
+    assert_eq!(
+        (brakes.len(), vins.len()),
+        (25, 25),
+        "each vehicle exactly once"
+    );
     let p = p30s(&brakes);
     assert!(p.windows(2).all(|w| w[0] >= w[1]), "ranked: {p:?}");
     assert!(brakes.iter().all(|r| r["component"] == "brakes"));
@@ -352,7 +383,10 @@ async fn vehicle_risk_and_profile_show_current_risk_with_reasons() {
     let (s, body) = get(&api, &format!("/v1/vehicles/{}/risk", vin(4))).await;
     assert_eq!(s, StatusCode::OK);
     let comps = body["components"].as_array().unwrap();
-    let names: Vec<&str> = comps.iter().map(|c| c["component"].as_str().unwrap()).collect();
+    let names: Vec<&str> = comps
+        .iter()
+        .map(|c| c["component"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["brakes", "oil"], "highest 30-day risk first");
     assert_eq!(comps[0]["p30"].as_f64().unwrap() as f32, 0.4);
     assert_eq!(comps[0]["urgency_days"], 20.0);
@@ -375,14 +409,46 @@ async fn vehicle_risk_and_profile_show_current_risk_with_reasons() {
 async fn bad_risk_requests_get_a_4xx_with_a_message() {
     let api = api_with_scores().await;
     for (path, status, code) in [
-        ("/v1/fleet/risk?component=gearbox", StatusCode::BAD_REQUEST, "invalid_parameter"),
-        ("/v1/fleet/risk?min=1.5", StatusCode::BAD_REQUEST, "invalid_parameter"),
-        ("/v1/fleet/risk?min=high", StatusCode::BAD_REQUEST, "invalid_parameter"),
-        ("/v1/fleet/risk?limit=0", StatusCode::BAD_REQUEST, "invalid_parameter"),
-        ("/v1/fleet/risk?limit=1001", StatusCode::BAD_REQUEST, "invalid_parameter"),
-        ("/v1/fleet/risk?cursor=garbage", StatusCode::BAD_REQUEST, "invalid_cursor"),
-        ("/v1/vehicles/NOTAVIN/risk", StatusCode::BAD_REQUEST, "invalid_vin"),
-        ("/v1/vehicles/1HGCM82633A004352/risk", StatusCode::NOT_FOUND, "not_found"),
+        (
+            "/v1/fleet/risk?component=gearbox",
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/fleet/risk?min=1.5",
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/fleet/risk?min=high",
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/fleet/risk?limit=0",
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/fleet/risk?limit=1001",
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/fleet/risk?cursor=garbage",
+            StatusCode::BAD_REQUEST,
+            "invalid_cursor",
+        ),
+        (
+            "/v1/vehicles/NOTAVIN/risk",
+            StatusCode::BAD_REQUEST,
+            "invalid_vin",
+        ),
+        (
+            "/v1/vehicles/1HGCM82633A004352/risk",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
     ] {
         let (s, body) = get(&api, path).await;
         assert_eq!(s, status, "{path}: {body}");

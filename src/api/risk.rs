@@ -75,7 +75,11 @@ pub async fn fleet_risk(
         None => 0.0,
         Some(s) => match s.parse::<f32>() {
             Ok(v) if (0.0..=1.0).contains(&v) => v,
-            _ => return Err(invalid(format!("min={s:?}: expected a probability from 0 to 1"))),
+            _ => {
+                return Err(invalid(format!(
+                    "min={s:?}: expected a probability from 0 to 1"
+                )))
+            }
         },
     };
     let limit = match p.limit.as_deref() {

@@ -288,11 +288,20 @@ impl Artifact {
         }
         let _ = writeln!(s, "\n## Strongest features (30-day model)\n");
         for cm in &self.components {
-            let Some(h) = cm.horizons.iter().find(|h| h.days == 30).or(cm.horizons.first())
+            let Some(h) = cm
+                .horizons
+                .iter()
+                .find(|h| h.days == 30)
+                .or(cm.horizons.first())
             else {
                 continue;
             };
-            let _ = writeln!(s, "- {}: {}", cm.component, strongest(cm, &h.model).join(", "));
+            let _ = writeln!(
+                s,
+                "- {}: {}",
+                cm.component,
+                strongest(cm, &h.model).join(", ")
+            );
         }
         if !self.skipped.is_empty() {
             let _ = writeln!(s, "\n## Not trained\n");

@@ -109,8 +109,9 @@ pub struct EvaluateArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CmapssArgs {
-    #[arg(long, default_value = "../shared/datasets/cmapss")]
-    pub data: PathBuf,
+    /// Default: ../shared/datasets/cmapss beside this directory or one of its parents.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Also write the report (markdown and JSON) into this directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -121,7 +122,13 @@ pub async fn run(config: &Config, command: ModelCommand) -> Result<(), CliError>
         ModelCommand::Train(args) => train_command(config, args).await,
         ModelCommand::Evaluate(args) => evaluate_command(config, args).await,
         ModelCommand::Cmapss(args) => {
-            let report = cmapss::run(&args.data, &cmapss::Params::default())?;
+            let cwd = std::env::current_dir().unwrap_or_default();
+            let data = args.data.or_else(|| cmapss::locate(&cwd)).ok_or_else(|| {
+                CliError::Usage(
+                    "C-MAPSS FD001 not found in ../shared/datasets/cmapss; pass --data DIR".into(),
+                )
+            })?;
+            let report = cmapss::run(&data, &cmapss::Params::default())?;
             let md = report.markdown();
             println!("{md}");
             if let Some(dir) = args.out {
@@ -196,7 +203,9 @@ async fn train_command(config: &Config, args: TrainArgs) -> Result<(), CliError>
 }
 
 async fn evaluate_command(config: &Config, args: EvaluateArgs) -> Result<(), CliError> {
-    let path = args.artifact.unwrap_or_else(|| config.model.artifact.clone());
+    let path = args
+        .artifact
+        .unwrap_or_else(|| config.model.artifact.clone());
     let artifact = Artifact::load(&path)?;
     let pool = store::pool(&config.database.url, 4).await?;
     store::migrate(&pool).await?;

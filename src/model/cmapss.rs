@@ -99,6 +99,18 @@ fn parse_engines(path: &Path) -> Result<Vec<Engine>, CmapssError> {
     Ok(engines)
 }
 
+/// Where the dataset is: `shared/datasets/cmapss` beside the repository (`../shared/...`), or
+/// beside one of its parent directories (git worktrees live deeper), or `AFTERCARE_CMAPSS_DIR`.
+pub fn locate(repo: &Path) -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("AFTERCARE_CMAPSS_DIR") {
+        return Some(dir.into());
+    }
+    repo.ancestors()
+        .skip(1)
+        .map(|a| a.join("shared/datasets/cmapss"))
+        .find(|d| d.join("train_FD001.txt").is_file())
+}
+
 pub fn load(dir: &Path) -> Result<Data, CmapssError> {
     let train = parse_engines(&dir.join("train_FD001.txt"))?;
     let test = parse_engines(&dir.join("test_FD001.txt"))?;
@@ -139,39 +151,48 @@ pub fn feature_names() -> Vec<String> {
     names
 }
 
-/// Features of `engine` after cycle `upto` (0-based), from cycles 0..=upto only.
-pub fn features(engine: &Engine, upto: usize, out: &mut Vec<f64>) {
+/// The varying sensors of an engine as series, one per sensor in `SENSORS` order.
+fn sensor_series(engine: &Engine) -> Vec<Vec<f64>> {
+    SENSORS
+        .iter()
+        .map(|&s| engine.sensors.iter().map(|row| row[s - 1]).collect())
+        .collect()
+}
+
+/// Features after cycle `upto` (0-based), from cycles 0..=upto only.
+fn features(series: &[Vec<f64>], upto: usize, out: &mut Vec<f64>) {
     out.clear();
     out.push((upto + 1) as f64);
-    let mut series = Vec::with_capacity(upto + 1);
-    for s in SENSORS {
-        series.clear();
-        series.extend(engine.sensors[..=upto].iter().map(|row| row[s - 1]));
-        let short = trailing(&series, SHORT_WINDOW);
-        let long = trailing(&series, LONG_WINDOW);
-        let all = trailing(&series, series.len());
+    for s in series {
+        let seen = &s[..=upto.min(s.len().saturating_sub(1))];
+        let short = trailing(seen, SHORT_WINDOW);
+        let long = trailing(seen, LONG_WINDOW);
+        let all = trailing(seen, seen.len());
         out.extend([short.mean, long.mean, long.std, long.slope, all.slope]);
     }
 }
 
-/// Every cycle of every engine as a feature row, with the remaining life after it.
-fn training_rows(engines: &[Engine], keep: impl Fn(&Engine) -> bool) -> (Array2<f64>, Vec<f64>) {
+/// Every cycle of every engine as a feature row, with the remaining life after it and the
+/// engine's unit number.
+fn training_rows(engines: &[Engine]) -> (Array2<f64>, Vec<f64>, Vec<u32>) {
     let p = feature_names().len();
-    let mut flat = Vec::new();
-    let mut rul = Vec::new();
+    let (mut flat, mut rul, mut unit) = (Vec::new(), Vec::new(), Vec::new());
     let mut row = Vec::with_capacity(p);
-    for e in engines.iter().filter(|e| keep(e)) {
+    for e in engines {
+        let series = sensor_series(e);
         let n = e.sensors.len();
         for i in 0..n {
-            features(e, i, &mut row);
+            features(&series, i, &mut row);
             flat.extend_from_slice(&row);
             rul.push((n - 1 - i) as f64);
+            unit.push(e.unit);
         }
     }
     let rows = rul.len();
     (
         Array2::from_shape_vec((rows, p), flat).unwrap_or_else(|_| Array2::zeros((0, p))),
         rul,
+        unit,
     )
 }
 
@@ -180,7 +201,11 @@ fn last_cycle_rows(engines: &[Engine]) -> Array2<f64> {
     let mut x = Array2::zeros((engines.len(), p));
     let mut row = Vec::with_capacity(p);
     for (i, e) in engines.iter().enumerate() {
-        features(e, e.sensors.len().saturating_sub(1), &mut row);
+        features(
+            &sensor_series(e),
+            e.sensors.len().saturating_sub(1),
+            &mut row,
+        );
         x.row_mut(i).iter_mut().zip(&row).for_each(|(d, s)| *d = *s);
     }
     x
@@ -227,12 +252,18 @@ pub struct Report {
 
 pub fn run(dir: &Path, params: &Params) -> Result<Report, CmapssError> {
     let data = load(dir)?;
-    let is_valid = |e: &Engine| e.unit % 5 == 0;
-    let (xt, rul_t) = training_rows(&data.train, |e| !is_valid(e));
-    let (xv, rul_v) = training_rows(&data.train, is_valid);
+    let (xa, rul_a, units) = training_rows(&data.train);
+    // Validation: every fifth engine, whole.
+    let (valid, train): (Vec<usize>, Vec<usize>) =
+        (0..units.len()).partition(|&i| units[i] % 5 == 0);
     let soon = |r: &f64| *r <= HORIZON_CYCLES;
-    let yt: Vec<bool> = rul_t.iter().map(soon).collect();
-    let yv: Vec<bool> = rul_v.iter().map(soon).collect();
+    let pick = |rows: &[usize]| {
+        let x = xa.select(ndarray::Axis(0), rows);
+        let y: Vec<bool> = rows.iter().map(|&i| soon(&rul_a[i])).collect();
+        (x, y)
+    };
+    let (xt, yt) = pick(&train);
+    let (xv, yv) = pick(&valid);
     let model = learn::train_binary(
         Split {
             x: xt.view(),
@@ -254,7 +285,6 @@ pub fn run(dir: &Path, params: &Params) -> Result<Report, CmapssError> {
     let confusion = metrics::Confusion::at(&scores, &y_test, model.threshold);
 
     // Remaining life: all training engines (the forest needs no validation split).
-    let (xa, rul_a) = training_rows(&data.train, |_| true);
     let prep = learn::Prep::fit(xa.view());
     let xa = prep.impute_matrix(xa.view());
     let x_test_imputed = prep.impute_matrix(x_test.view());

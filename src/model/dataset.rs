@@ -231,6 +231,9 @@ pub async fn build(
     show_progress: bool,
 ) -> Result<Dataset, StoreError> {
     let mut data = Dataset::new(horizons, label_end);
-    for_each_history(pool, window, label_end, show_progress, |h| data.add(h, window)).await?;
+    for_each_history(pool, window, label_end, show_progress, |h| {
+        data.add(h, window)
+    })
+    .await?;
     Ok(data)
 }

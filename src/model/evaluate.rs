@@ -140,7 +140,10 @@ impl Collected {
             }
             let day = (at - w.from).num_days() as i32;
             for (component, p) in scorer.probabilities(&snap) {
-                let c = Component::ALL.iter().position(|&x| x == component).unwrap_or(0);
+                let c = Component::ALL
+                    .iter()
+                    .position(|&x| x == component)
+                    .unwrap_or(0);
                 let mut positive = 0u8;
                 for (h, &days) in [7i64, 30, 90].iter().enumerate() {
                     if horizons.contains(&days) && labels::positive(&events[c], at, days) {
@@ -171,10 +174,16 @@ pub async fn evaluate(
         episodes: vec![Vec::new(); Component::ALL.len()],
     };
     let mut vehicle = 0u32;
-    let vehicles = for_each_history(pool, &spec.window, spec.window.to, spec.show_progress, |h| {
-        collected.add(&scorer, spec, h, vehicle);
-        vehicle += 1;
-    })
+    let vehicles = for_each_history(
+        pool,
+        &spec.window,
+        spec.window.to,
+        spec.show_progress,
+        |h| {
+            collected.add(&scorer, spec, h, vehicle);
+            vehicle += 1;
+        },
+    )
     .await?;
     Ok(summarise(&scorer, spec, collected, vehicles))
 }
@@ -209,7 +218,10 @@ fn summarise(scorer: &Scorer, spec: &EvalSpec, c: Collected, vehicles: usize) ->
             if eligible.is_empty() {
                 continue;
             }
-            let y: Vec<bool> = eligible.iter().map(|r| r.positive & (1 << h) != 0).collect();
+            let y: Vec<bool> = eligible
+                .iter()
+                .map(|r| r.positive & (1 << h) != 0)
+                .collect();
             let model: Vec<f64> = eligible.iter().map(|r| f64::from(r.p[h])).collect();
             let rule: Vec<f64> = eligible.iter().map(|r| f64::from(r.rule)).collect();
             let alerts = rule.iter().filter(|&&s| s >= 1.0).count();
@@ -385,7 +397,11 @@ impl EvalReport {
                 Some(format!(
                     "{}: {}",
                     c.component,
-                    if h.model_beats_rules { "beats the rules" } else { "does not beat the rules" }
+                    if h.model_beats_rules {
+                        "beats the rules"
+                    } else {
+                        "does not beat the rules"
+                    }
                 ))
             })
             .collect();

@@ -96,13 +96,18 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
     let defs = features::all();
     Some(match s {
         Subject::Source(source) => {
-            let spec = snap.source_signal.get(source).copied().flatten().or_else(|| {
-                match features::SOURCES.get(source)?.1 {
+            let spec = snap
+                .source_signal
+                .get(source)
+                .copied()
+                .flatten()
+                .or_else(|| match features::SOURCES.get(source)?.1 {
                     features::Source::Signal(name) => catalog::signal(name),
-                    features::Source::Worst { leaf, .. } => catalog::signal(&catalog::wheel_signal(0, leaf)),
+                    features::Source::Worst { leaf, .. } => {
+                        catalog::signal(&catalog::wheel_signal(0, leaf))
+                    }
                     features::Source::CellSpread => catalog::signal(catalog::TRACTION_CELL_MAX),
-                }
-            })?;
+                })?;
             let (label, unit) = match features::SOURCES.get(source)?.1 {
                 features::Source::CellSpread => ("cell voltage spread", "V"),
                 features::Source::Worst { .. } => (spec.label, spec.unit),
@@ -118,7 +123,10 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
             };
             let head = match strongest_stat {
                 Stat::Max7 if stat_value(Stat::Max7).is_finite() => {
-                    format!("{label} up to {} in the last 7 days", quantity(stat_value(Stat::Max7), unit))
+                    format!(
+                        "{label} up to {} in the last 7 days",
+                        quantity(stat_value(Stat::Max7), unit)
+                    )
                 }
                 Stat::Min7 if stat_value(Stat::Min7).is_finite() => format!(
                     "{label} down to {} in the last 7 days",
@@ -171,7 +179,11 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
                             cleared as i64
                         )
                     } else if reports >= 1.0 {
-                        format!("{} fault reported {} times in 30 days", component.label(), reports as i64)
+                        format!(
+                            "{} fault reported {} times in 30 days",
+                            component.label(),
+                            reports as i64
+                        )
                     } else {
                         return None;
                     }
@@ -192,7 +204,10 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
                     "{} {} fault codes active: {}",
                     many.len(),
                     component.label(),
-                    many.iter().map(|a| a.code.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|a| a.code.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             }
         }
@@ -226,7 +241,9 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
                 ContextStat::MeanSpeed30 => {
                     format!("average speed {} over 30 days", quantity(v, "km/h"))
                 }
-                ContextStat::AgeYears if v.is_finite() => format!("vehicle {} years old", number(v, 0)),
+                ContextStat::AgeYears if v.is_finite() => {
+                    format!("vehicle {} years old", number(v, 0))
+                }
                 ContextStat::Powertrain(p) if v >= 1.0 => p.label().to_owned(),
                 _ => return None,
             }

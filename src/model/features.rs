@@ -216,7 +216,9 @@ pub fn source_key(source: Source) -> String {
             .collect::<Vec<_>>()
             .join("_")
             .to_ascii_lowercase(),
-        Source::Worst { leaf, .. } => format!("worst_{}", leaf.replace('.', "_").to_ascii_lowercase()),
+        Source::Worst { leaf, .. } => {
+            format!("worst_{}", leaf.replace('.', "_").to_ascii_lowercase())
+        }
         Source::CellSpread => "cell_voltage_spread".into(),
     }
 }
@@ -260,11 +262,17 @@ pub fn all() -> &'static [FeatureDef] {
         let mut context = vec![
             (ContextStat::OdometerKm, "vehicle.odometer_km".to_owned()),
             (ContextStat::KmPerDay, "vehicle.km_per_day".to_owned()),
-            (ContextStat::MeanSpeed30, "vehicle.mean_speed_30d".to_owned()),
+            (
+                ContextStat::MeanSpeed30,
+                "vehicle.mean_speed_30d".to_owned(),
+            ),
             (ContextStat::AgeYears, "vehicle.age_years".to_owned()),
         ];
         for p in Powertrain::ALL {
-            context.push((ContextStat::Powertrain(p), format!("vehicle.powertrain_{}", p.as_str())));
+            context.push((
+                ContextStat::Powertrain(p),
+                format!("vehicle.powertrain_{}", p.as_str()),
+            ));
         }
         for (stat, name) in context {
             out.push(FeatureDef {
@@ -334,7 +342,10 @@ fn source_series(
 ) -> (Vec<DayAgg>, Option<&'static SignalSpec>) {
     let days_of = |name: &str| -> (Vec<DayAgg>, Option<&'static SignalSpec>) {
         match signal_index(name) {
-            Some(i) => (history.signal_until(i, as_of).to_vec(), catalog::SIGNALS.get(i)),
+            Some(i) => (
+                history.signal_until(i, as_of).to_vec(),
+                catalog::SIGNALS.get(i),
+            ),
             None => (Vec::new(), None),
         }
     };
@@ -464,8 +475,8 @@ fn last_service_day(history: &History, component: Component, as_of: DateTime<Utc
 fn dtc_state(history: &History, as_of: DateTime<Utc>) -> Vec<(ActiveCode, DateTime<Utc>)> {
     use std::collections::BTreeMap;
     // code → (component, episode start, last status, last report)
-    let mut codes: BTreeMap<&str, (Component, Option<DateTime<Utc>>, DtcStatus, DateTime<Utc>)> =
-        BTreeMap::new();
+    type Lifecycle = (Component, Option<DateTime<Utc>>, DtcStatus, DateTime<Utc>);
+    let mut codes: BTreeMap<&str, Lifecycle> = BTreeMap::new();
     for e in history.dtcs.iter().take_while(|e| e.ts < as_of) {
         let Some(component) = e.component else {
             continue;
@@ -541,7 +552,9 @@ pub fn compute(history: &History, as_of: DateTime<Utc>) -> Snapshot {
             (Kind::Service(s), Some(c)) => {
                 service_value(history, c, s, as_of, odometer_now, first_data)
             }
-            (Kind::Context(s), _) => context_value(history, s, as_of, today, odometer_now, &odometer),
+            (Kind::Context(s), _) => {
+                context_value(history, s, as_of, today, odometer_now, &odometer)
+            }
             _ => f64::NAN,
         };
         values.push(v);
@@ -685,10 +698,20 @@ mod tests {
         };
         h.first_data = Some((d0, 10_000.0));
         for d in 0..60 {
-            daily(&mut h, catalog::ODOMETER, d0 + d, 10_000.0 + 100.0 * d as f64);
+            daily(
+                &mut h,
+                catalog::ODOMETER,
+                d0 + d,
+                10_000.0 + 100.0 * d as f64,
+            );
             for w in 0..4 {
                 let rate = if w == 0 { 0.5 } else { 0.1 };
-                daily(&mut h, &catalog::wheel_signal(w, catalog::PAD_WEAR_LEAF), d0 + d, 20.0 + rate * d as f64);
+                daily(
+                    &mut h,
+                    &catalog::wheel_signal(w, catalog::PAD_WEAR_LEAF),
+                    d0 + d,
+                    20.0 + rate * d as f64,
+                );
             }
         }
         let code = |ts, status| DtcEvent {
@@ -718,7 +741,10 @@ mod tests {
     fn levels_slopes_dtcs_and_service_as_of_an_instant() {
         let (h, at) = sample();
         let s = compute(&h, at);
-        close(s.value("brakes.worst_brake_padwear.level"), 20.0 + 0.5 * 59.0);
+        close(
+            s.value("brakes.worst_brake_padwear.level"),
+            20.0 + 0.5 * 59.0,
+        );
         close(s.value("brakes.worst_brake_padwear.slope_1000km"), 5.0);
         close(s.value("brakes.worst_brake_padwear.slope_30d"), 15.0);
         close(s.value("brakes.worst_brake_padwear.missing"), 0.0);
@@ -744,7 +770,10 @@ mod tests {
         let before = compute(&h, at - Duration::days(45));
         close(before.value("ignition.dtc.active"), 0.0);
         close(before.value("brakes.service.repairs_365d"), 0.0);
-        close(before.value("brakes.worst_brake_padwear.level"), 20.0 + 0.5 * 14.0);
+        close(
+            before.value("brakes.worst_brake_padwear.level"),
+            20.0 + 0.5 * 14.0,
+        );
     }
 
     #[test]
@@ -767,7 +796,9 @@ mod tests {
         let names: std::collections::HashSet<_> = all().iter().map(|f| &f.name).collect();
         assert_eq!(names.len(), all().len());
         let brakes = for_component(Brakes);
-        assert!(brakes.iter().any(|&i| all()[i].name == "vehicle.odometer_km"));
+        assert!(brakes
+            .iter()
+            .any(|&i| all()[i].name == "vehicle.odometer_km"));
         assert!(!brakes.iter().any(|&i| all()[i].name.starts_with("oil.")));
     }
 }

@@ -9,9 +9,13 @@
 //! score explains itself. Class imbalance: each tree sees a balanced bootstrap (as many rows of
 //! every class), as in Chen, Liaw and Breiman's balanced random forest; probabilities are then
 //! recalibrated on validation data by the trainer.
+//!
+//! Reproducibility: rows and features are drawn from a seeded generator, but linfa-trees sums
+//! class weights and picks modal classes in `HashMap` order, which differs per process, so
+//! near-ties between splits can resolve differently from run to run (the C-MAPSS remaining
+//! life RMSE moves by a few hundredths).
 
-use linfa::prelude::*;
-use linfa_trees::{DecisionTree, TreeNode};
+use aftercare_learners::TreeNode;
 use ndarray::{Array1, Array2, ArrayView2};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -74,7 +78,7 @@ pub enum ForestError {
     #[error("cannot fit a forest: {0}")]
     Input(&'static str),
     #[error("decision tree: {0}")]
-    Linfa(#[from] linfa::Error),
+    Linfa(#[from] aftercare_learners::LinfaError),
 }
 
 impl Forest {
@@ -88,11 +92,15 @@ impl Forest {
     ) -> Result<Forest, ForestError> {
         let (n, p) = x.dim();
         if n == 0 || p == 0 || classes.len() != n || targets.len() != n {
-            return Err(ForestError::Input("no rows, no features, or mismatched labels"));
+            return Err(ForestError::Input(
+                "no rows, no features, or mismatched labels",
+            ));
         }
         // linfa-trees sorts with a partial order and panics on NaN: impute before fitting.
         if x.iter().any(|v| !v.is_finite()) {
-            return Err(ForestError::Input("missing (non-finite) values: impute them first"));
+            return Err(ForestError::Input(
+                "missing (non-finite) values: impute them first",
+            ));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
         let mut by_class: Vec<Vec<usize>> = Vec::new();
@@ -111,13 +119,11 @@ impl Forest {
             all_features.shuffle(&mut rng);
             let mut features = all_features[..k].to_vec();
             features.sort_unstable();
-            let records = Array2::from_shape_fn((rows.len(), k), |(r, f)| x[(rows[r], features[f])]);
+            let records =
+                Array2::from_shape_fn((rows.len(), k), |(r, f)| x[(rows[r], features[f])]);
             let labels: Array1<usize> = rows.iter().map(|&r| classes[r]).collect();
-            let fitted = DecisionTree::params()
-                .max_depth(Some(params.max_depth))
-                .min_weight_leaf(params.min_leaf)
-                .min_weight_split(2.0 * params.min_leaf)
-                .fit(&Dataset::new(records, labels))?;
+            let fitted =
+                aftercare_learners::tree(records, labels, params.max_depth, params.min_leaf)?;
             let mut tree = Tree { nodes: Vec::new() };
             convert(fitted.root_node(), &features, &mut tree.nodes);
             tree.fill_values(x, &rows, targets);
@@ -148,7 +154,11 @@ impl Forest {
                 if f == LEAF {
                     break;
                 }
-                let next = if x[f as usize] < threshold { left } else { right } as usize;
+                let next = if x[f as usize] < threshold {
+                    left
+                } else {
+                    right
+                } as usize;
                 if let Some(slot) = out.get_mut(f as usize) {
                     *slot += (tree.nodes[next].4 - value) / t;
                 }
@@ -178,7 +188,11 @@ impl Tree {
             if f == LEAF {
                 return i;
             }
-            i = if x[f as usize] < threshold { left } else { right } as usize;
+            i = if x[f as usize] < threshold {
+                left
+            } else {
+                right
+            } as usize;
         }
     }
 
@@ -198,7 +212,11 @@ impl Tree {
                 if f == LEAF {
                     break;
                 }
-                i = if row[f as usize] < threshold { left } else { right } as usize;
+                i = if row[f as usize] < threshold {
+                    left
+                } else {
+                    right
+                } as usize;
             }
         }
         // Parents precede children in `nodes`, so one forward pass can inherit.
@@ -236,7 +254,11 @@ fn sample_rows(
                 .max(1);
             by_class
                 .iter()
-                .flat_map(|rows| (0..m).map(|_| rows[rng.gen_range(0..rows.len())]).collect::<Vec<_>>())
+                .flat_map(|rows| {
+                    (0..m)
+                        .map(|_| rows[rng.gen_range(0..rows.len())])
+                        .collect::<Vec<_>>()
+                })
                 .collect()
         }
         Sampling::Bootstrap { fraction } => {
@@ -287,7 +309,10 @@ mod tests {
         let mut contrib = [0.0; 2];
         let bias = forest.contributions(&[0.97, 0.5], &mut contrib);
         assert!((bias + contrib.iter().sum::<f64>() - high).abs() < 1e-9);
-        assert!(contrib[0] > 0.3 && contrib[0] > contrib[1].abs() * 5.0, "{contrib:?}");
+        assert!(
+            contrib[0] > 0.3 && contrib[0] > contrib[1].abs() * 5.0,
+            "{contrib:?}"
+        );
         // Deterministic for a seed.
         let again = Forest::fit(x.view(), &classes, &targets, &params).unwrap();
         assert_eq!(forest, again);

@@ -158,11 +158,11 @@ impl FromStr for Powertrain {
 /// Whether a vehicle with this powertrain has the component at all (unknown: assume it may).
 pub fn has_component(powertrain: Option<Powertrain>, component: Component) -> bool {
     use Component::*;
-    match (powertrain, component) {
-        (Some(Powertrain::Bev), Cooling | Ignition | Emissions | Oil) => false,
-        (Some(Powertrain::Ice), TractionBattery) => false,
-        _ => true,
-    }
+    !matches!(
+        (powertrain, component),
+        (Some(Powertrain::Bev), Cooling | Ignition | Emissions | Oil)
+            | (Some(Powertrain::Ice), TractionBattery)
+    )
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -269,7 +269,8 @@ mod tests {
         assert_eq!(h.signal_until(0, t0 + Duration::days(3)).len(), 3);
         // Mid-day: that day is not complete yet.
         assert_eq!(
-            h.signal_until(0, t0 + Duration::days(3) + Duration::hours(12)).len(),
+            h.signal_until(0, t0 + Duration::days(3) + Duration::hours(12))
+                .len(),
             3
         );
         assert_eq!(h.signal_until(0, t0).len(), 0);
@@ -280,8 +281,14 @@ mod tests {
     #[test]
     fn components_by_powertrain() {
         assert!(!has_component(Some(Powertrain::Bev), Component::Oil));
-        assert!(has_component(Some(Powertrain::Bev), Component::TractionBattery));
-        assert!(!has_component(Some(Powertrain::Ice), Component::TractionBattery));
+        assert!(has_component(
+            Some(Powertrain::Bev),
+            Component::TractionBattery
+        ));
+        assert!(!has_component(
+            Some(Powertrain::Ice),
+            Component::TractionBattery
+        ));
         assert!(has_component(Some(Powertrain::Phev), Component::Ignition));
         assert!(has_component(None, Component::Cooling));
     }

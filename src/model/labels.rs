@@ -67,9 +67,9 @@ pub fn positive(events: &[Event], at: DateTime<Utc>, horizon_days: i64) -> bool 
 
 /// The component is broken at `at`: a failure happened and was not yet repaired.
 pub fn broken(events: &[Event], at: DateTime<Utc>) -> bool {
-    events.iter().any(|e| {
-        e.kind == EventKind::Failure && e.at <= at && e.fixed_at.is_none_or(|f| at < f)
-    })
+    events
+        .iter()
+        .any(|e| e.kind == EventKind::Failure && e.at <= at && e.fixed_at.is_none_or(|f| at < f))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +150,9 @@ impl Truth {
                 EventKind::Failure => l.failed_at,
                 EventKind::Preventive => l.performed_at.or(l.at).or(l.repaired_at).or(l.failed_at),
             }
-            .ok_or_else(|| err("no time: expected failed_at (or performed_at for preventive)".into()))?;
+            .ok_or_else(|| {
+                err("no time: expected failed_at (or performed_at for preventive)".into())
+            })?;
             truth
                 .events
                 .entry((l.vin, component))

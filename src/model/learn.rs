@@ -12,8 +12,6 @@
 
 use super::forest::{Forest, ForestParams};
 use super::metrics::{self, CalibrationBin};
-use linfa::prelude::*;
-use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2, ArrayView2};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -23,7 +21,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("logistic regression: {0}")]
-    Logistic(#[from] linfa_logistic::error::Error),
+    Logistic(#[from] aftercare_learners::LogisticError),
     #[error(transparent)]
     Forest(#[from] super::forest::ForestError),
     #[error("no training rows")]
@@ -43,7 +41,12 @@ impl Prep {
         let p = x.ncols();
         let (mut median, mut mean, mut scale) = (vec![0.0; p], vec![0.0; p], vec![1.0; p]);
         for j in 0..p {
-            let mut col: Vec<f64> = x.column(j).iter().copied().filter(|v| v.is_finite()).collect();
+            let mut col: Vec<f64> = x
+                .column(j)
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
             if col.is_empty() {
                 continue;
             }
@@ -109,9 +112,14 @@ pub struct Platt {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Learner {
     Logistic(Logistic),
-    Forest { forest: Forest, platt: Platt },
+    Forest {
+        forest: Forest,
+        platt: Platt,
+    },
     /// Too few positives to learn from: the smoothed training base rate.
-    Prior { p: f64 },
+    Prior {
+        p: f64,
+    },
 }
 
 impl Learner {
@@ -214,7 +222,11 @@ pub fn train_binary(
             let classes: Vec<usize> = train.y.iter().map(|&y| usize::from(y)).collect();
             let targets: Vec<f64> = classes.iter().map(|&c| c as f64).collect();
             let forest = Forest::fit(xt.view(), &classes, &targets, params)?;
-            let raw: Vec<f64> = xv.rows().into_iter().map(|r| forest.predict(&r.to_vec())).collect();
+            let raw: Vec<f64> = xv
+                .rows()
+                .into_iter()
+                .map(|r| forest.predict(&r.to_vec()))
+                .collect();
             let platt = fit_platt(&raw, valid.y);
             let scores = raw.iter().map(|&r| platt.apply(r)).collect();
             candidates.push((Learner::Forest { forest, platt }, scores));
@@ -224,10 +236,17 @@ pub fn train_binary(
         .iter()
         .enumerate()
         .map(|(i, (learner, scores))| {
-            let threshold = choose_threshold(scores, valid.y, || {
-                predict_rows(&prep, learner, xt.view())
-            }, train.y);
-            (i, validate(learner.name(), scores, valid.y, threshold, true), threshold)
+            let threshold = choose_threshold(
+                scores,
+                valid.y,
+                || predict_rows(&prep, learner, xt.view()),
+                train.y,
+            );
+            (
+                i,
+                validate(learner.name(), scores, valid.y, threshold, true),
+                threshold,
+            )
         })
         .collect();
     // The first candidate (logistic) unless another beats it on PR-AUC by the margin.
@@ -236,7 +255,11 @@ pub fn train_binary(
         .iter()
         .skip(1)
         .filter(|(_, v, _)| v.pr_auc.unwrap_or(0.0) >= base + cfg.forest_margin)
-        .max_by(|a, b| a.1.pr_auc.unwrap_or(0.0).total_cmp(&b.1.pr_auc.unwrap_or(0.0)))
+        .max_by(|a, b| {
+            a.1.pr_auc
+                .unwrap_or(0.0)
+                .total_cmp(&b.1.pr_auc.unwrap_or(0.0))
+        })
         .map(|(i, ..)| *i)
         .unwrap_or(0);
     let pos = reports.iter().position(|(i, ..)| *i == chosen).unwrap_or(0);
@@ -322,16 +345,11 @@ fn fit_logistic(
     let rows: Vec<usize> = pos.iter().chain(&neg).copied().collect();
     let z = Array2::from_shape_fn((rows.len(), x.ncols()), |(r, j)| prep.z(j, x[(rows[r], j)]));
     let labels: Array1<bool> = rows.iter().map(|&r| y[r]).collect();
-    let fitted = LogisticRegression::default()
-        .alpha(cfg.alpha)
-        .max_iterations(300)
-        .fit(&Dataset::new(z, labels))?;
-    // linfa reports P(labels().pos.class); make it P(true).
-    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+    let (coef, intercept) = aftercare_learners::logistic(z, labels, cfg.alpha, 300)?;
     let correction = (keep as f64 / total_neg as f64).ln();
     Ok(Logistic {
-        coef: fitted.params().iter().map(|c| sign * c).collect(),
-        intercept: sign * fitted.intercept() + correction,
+        coef,
+        intercept: intercept + correction,
     })
 }
 
@@ -357,18 +375,11 @@ impl Platt {
 fn fit_platt(raw: &[f64], y: &[bool]) -> Platt {
     let z = Array2::from_shape_fn((raw.len(), 1), |(i, _)| clip_logit(raw[i]));
     let labels: Array1<bool> = y.iter().copied().collect();
-    match LogisticRegression::default()
-        .alpha(1e-3)
-        .max_iterations(200)
-        .fit(&Dataset::new(z, labels))
-    {
-        Ok(f) => {
-            let sign = if f.labels().pos.class { 1.0 } else { -1.0 };
-            Platt {
-                a: sign * f.params()[0],
-                b: sign * f.intercept(),
-            }
-        }
+    match aftercare_learners::logistic(z, labels, 1e-3, 200) {
+        Ok((a, b)) => Platt {
+            a: a.first().copied().unwrap_or(1.0),
+            b,
+        },
         Err(_) => Platt::IDENTITY,
     }
 }
@@ -443,8 +454,14 @@ mod tests {
             ..TrainConfig::default()
         };
         let m = train_binary(
-            Split { x: xt, y: &y[..half] },
-            Split { x: xv, y: &y[half..] },
+            Split {
+                x: xt,
+                y: &y[..half],
+            },
+            Split {
+                x: xv,
+                y: &y[half..],
+            },
             &cfg,
         )
         .unwrap();
@@ -454,9 +471,16 @@ mod tests {
         let Learner::Logistic(l) = &m.learner else {
             panic!("expected logistic")
         };
-        assert!(l.coef[0] > 0.5 && l.coef[0] > 3.0 * l.coef[2].abs(), "{l:?}");
-        let mean_p: f64 =
-            xv.rows().into_iter().map(|r| m.probability(&r.to_vec())).sum::<f64>() / half as f64;
+        assert!(
+            l.coef[0] > 0.5 && l.coef[0] > 3.0 * l.coef[2].abs(),
+            "{l:?}"
+        );
+        let mean_p: f64 = xv
+            .rows()
+            .into_iter()
+            .map(|r| m.probability(&r.to_vec()))
+            .sum::<f64>()
+            / half as f64;
         let observed = y[half..].iter().filter(|&&b| b).count() as f64 / half as f64;
         assert!(
             (mean_p / observed - 1.0).abs() < 0.2,

@@ -280,7 +280,9 @@ fn order_desc(scores: &[f64]) -> Vec<usize> {
 }
 
 fn tie_groups<'a>(order: &'a [usize], scores: &'a [f64]) -> impl Iterator<Item = &'a [usize]> {
-    order.chunk_by(move |&a, &b| scores[a] == scores[b] || (scores[a].is_nan() && scores[b].is_nan()))
+    order.chunk_by(move |&a, &b| {
+        scores[a] == scores[b] || (scores[a].is_nan() && scores[b].is_nan())
+    })
 }
 
 #[cfg(test)]
@@ -298,10 +300,19 @@ mod tests {
         let s = [0.1, 0.4, 0.35, 0.8];
         let y = [false, false, true, true];
         close(roc_auc(&s, &y).unwrap(), 0.75);
-        close(average_precision(&s, &y).unwrap(), 0.5 * 1.0 + 0.5 * (2.0 / 3.0));
+        close(
+            average_precision(&s, &y).unwrap(),
+            0.5 * 1.0 + 0.5 * (2.0 / 3.0),
+        );
         // Perfect and inverted rankings.
-        close(roc_auc(&[0.9, 0.8, 0.1], &[true, true, false]).unwrap(), 1.0);
-        close(roc_auc(&[0.1, 0.2, 0.9], &[true, true, false]).unwrap(), 0.0);
+        close(
+            roc_auc(&[0.9, 0.8, 0.1], &[true, true, false]).unwrap(),
+            1.0,
+        );
+        close(
+            roc_auc(&[0.1, 0.2, 0.9], &[true, true, false]).unwrap(),
+            0.0,
+        );
         close(
             average_precision(&[0.9, 0.8, 0.1], &[true, true, false]).unwrap(),
             1.0,
@@ -389,7 +400,10 @@ mod tests {
         close(t, 0.7);
         close(f1, 0.8);
         assert_eq!(threshold_for_volume(&s, 2), 0.8);
-        assert_eq!(Confusion::at(&s, &y, threshold_for_volume(&s, 3)).alerts(), 3);
+        assert_eq!(
+            Confusion::at(&s, &y, threshold_for_volume(&s, 3)).alerts(),
+            3
+        );
         // A tie at the cut would exceed the volume, so the cut moves above it.
         let tied = [0.9, 0.5, 0.5, 0.1];
         let t = threshold_for_volume(&tied, 2);
@@ -410,6 +424,9 @@ mod tests {
 
     #[test]
     fn rmse_of_known_errors() {
-        close(rmse(&[1.0, 2.0, 3.0], &[1.0, 4.0, 1.0]), (8.0f64 / 3.0).sqrt());
+        close(
+            rmse(&[1.0, 2.0, 3.0], &[1.0, 4.0, 1.0]),
+            (8.0f64 / 3.0).sqrt(),
+        );
     }
 }

@@ -75,7 +75,10 @@ fn compiled(component: Component) -> &'static [(bool, usize, f64)] {
             })
             .collect()
     });
-    let i = Component::ALL.iter().position(|&c| c == component).unwrap_or(0);
+    let i = Component::ALL
+        .iter()
+        .position(|&c| c == component)
+        .unwrap_or(0);
     all.get(i).map(Vec::as_slice).unwrap_or(&[])
 }
 

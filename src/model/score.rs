@@ -49,16 +49,22 @@ impl Scorer {
             let columns = cm
                 .features
                 .iter()
-                .map(|f| features::index_of(f).ok_or_else(|| invalid(format!("unknown feature {f:?}"))))
+                .map(|f| {
+                    features::index_of(f).ok_or_else(|| invalid(format!("unknown feature {f:?}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut horizons = [0usize; 3];
             for (slot, days) in horizons.iter_mut().zip(SCORED_HORIZONS) {
-                *slot = cm.horizons.iter().position(|h| h.days == days).ok_or_else(|| {
-                    invalid(format!(
-                        "{} has no {days}-day model; scoring needs 7, 30 and 90 days",
-                        cm.component
-                    ))
-                })?;
+                *slot = cm
+                    .horizons
+                    .iter()
+                    .position(|h| h.days == days)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "{} has no {days}-day model; scoring needs 7, 30 and 90 days",
+                            cm.component
+                        ))
+                    })?;
             }
             resolved.push(Resolved {
                 component: cm.component,
@@ -85,7 +91,12 @@ impl Scorer {
         self.resolved
             .iter()
             .filter(|r| has_component(snapshot.powertrain, r.component))
-            .map(|r| (r.component, self.horizon_probabilities(r, snapshot, &mut row)))
+            .map(|r| {
+                (
+                    r.component,
+                    self.horizon_probabilities(r, snapshot, &mut row),
+                )
+            })
             .collect()
     }
 

@@ -51,14 +51,18 @@ impl TrainSpec {
                 w.from, self.split_at, w.to
             )));
         }
-        if self.horizons.is_empty() || self.horizons.len() > 4 || self.horizons.iter().any(|&h| h < 1)
+        if self.horizons.is_empty()
+            || self.horizons.len() > 4
+            || self.horizons.iter().any(|&h| h < 1)
         {
             return Err(TrainingError::Setup(
                 "horizons: one to four positive day counts".into(),
             ));
         }
         if w.cadence_days < 1 {
-            return Err(TrainingError::Setup("cadence must be at least one day".into()));
+            return Err(TrainingError::Setup(
+                "cadence must be at least one day".into(),
+            ));
         }
         Ok(())
     }
@@ -82,7 +86,10 @@ pub async fn train(pool: &PgPool, spec: &TrainSpec) -> Result<Artifact, Training
 pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> {
     spec.check()?;
     let bar = if spec.show_progress {
-        dataset::progress_bar((Component::ALL.len() * spec.horizons.len()) as u64, "models")
+        dataset::progress_bar(
+            (Component::ALL.len() * spec.horizons.len()) as u64,
+            "models",
+        )
     } else {
         ProgressBar::hidden()
     };
@@ -107,8 +114,14 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
             let (xt, yt) = data.matrix(&train_rows, &columns, c, h);
             let (xv, yv) = data.matrix(&valid_rows, &columns, c, h);
             let model = learn::train_binary(
-                Split { x: xt.view(), y: &yt },
-                Split { x: xv.view(), y: &yv },
+                Split {
+                    x: xt.view(),
+                    y: &yt,
+                },
+                Split {
+                    x: xv.view(),
+                    y: &yv,
+                },
                 &spec.config,
             )
             .map_err(|source| TrainingError::Fit {
@@ -120,8 +133,8 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
                 .iter()
                 .map(|&i| rules::score(component, &data.values_f64(i)))
                 .collect();
-            let rule_baseline =
-                (!valid_rows.is_empty()).then(|| learn::validate("rules", &rule_scores, &yv, 1.0, false));
+            let rule_baseline = (!valid_rows.is_empty())
+                .then(|| learn::validate("rules", &rule_scores, &yv, 1.0, false));
             horizons.push(HorizonModel {
                 days,
                 model,
@@ -131,7 +144,10 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
         if !horizons.is_empty() {
             components.push(ComponentModel {
                 component,
-                features: columns.iter().map(|&j| features::all()[j].name.clone()).collect(),
+                features: columns
+                    .iter()
+                    .map(|&j| features::all()[j].name.clone())
+                    .collect(),
                 horizons,
             });
         }

@@ -86,7 +86,11 @@ fn reload(path: &Path, last: &mut Option<FileStamp>, slot: &ModelSlot) -> bool {
 }
 
 /// Scores up to one batch of due marks; returns how many vehicles were claimed.
-pub async fn score_due(pool: &PgPool, scorer: &Scorer, cfg: &WorkerConfig) -> Result<usize, StoreError> {
+pub async fn score_due(
+    pool: &PgPool,
+    scorer: &Scorer,
+    cfg: &WorkerConfig,
+) -> Result<usize, StoreError> {
     let claimed_at = Utc::now();
     let claims = risk::claim_marks(pool, cfg.batch, cfg.debounce, cfg.max_delay, cfg.lease).await?;
     if claims.is_empty() {
@@ -100,7 +104,11 @@ pub async fn score_due(pool: &PgPool, scorer: &Scorer, cfg: &WorkerConfig) -> Re
 
 /// Scores the vehicles as of now and writes the scores. Vehicles with no data in the last 30
 /// days keep their previous scores.
-pub async fn score_vehicles(pool: &PgPool, scorer: &Scorer, ids: &[i32]) -> Result<usize, StoreError> {
+pub async fn score_vehicles(
+    pool: &PgPool,
+    scorer: &Scorer,
+    ids: &[i32],
+) -> Result<usize, StoreError> {
     let now = Utc::now();
     let histories = history::load(
         pool,
@@ -159,8 +167,11 @@ pub async fn run(
         if let Some(scorer) = slot.get() {
             if now >= next_sweep {
                 next_sweep = now + cfg.sweep_every;
-                match risk::mark_stale(&pool, scorer.version(), cfg.stale_after, cfg.debounce).await {
-                    Ok(n) if n > 0 => tracing::info!(vehicles = n, "stale scores marked for re-scoring"),
+                match risk::mark_stale(&pool, scorer.version(), cfg.stale_after, cfg.debounce).await
+                {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(vehicles = n, "stale scores marked for re-scoring")
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "stale sweep failed; retrying later"),
                 }

@@ -17,10 +17,11 @@ use std::collections::HashMap;
 /// Catalogued signal ids in this database: id → index into `catalog::SIGNALS`.
 async fn signal_ids(pool: &PgPool) -> Result<HashMap<i32, usize>, StoreError> {
     let names: Vec<&str> = catalog::SIGNALS.iter().map(|s| s.name).collect();
-    let rows: Vec<(i32, String)> = sqlx::query_as("SELECT id, name FROM signals WHERE name = ANY($1)")
-        .bind(&names)
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<(i32, String)> =
+        sqlx::query_as("SELECT id, name FROM signals WHERE name = ANY($1)")
+            .bind(&names)
+            .fetch_all(pool)
+            .await?;
     Ok(rows
         .into_iter()
         .filter_map(|(id, name)| Some((id, catalog::SIGNALS.iter().position(|s| s.name == name)?)))
@@ -61,6 +62,7 @@ pub async fn data_range(
 
 type ProfileRow = (i32, String, Option<String>, Option<i16>);
 type DailyRow = (i32, i32, DateTime<Utc>, i64, f64, f64, f64, f64);
+type RecordRow = (i32, DateTime<Utc>, Option<f64>, String, String);
 
 /// Histories of `vehicle_ids` (unknown ids are skipped) with signal aggregates from
 /// `signals_from`, DTC events from `events_from`, and everything before `until`.
@@ -179,7 +181,7 @@ pub async fn load(
         });
     }
 
-    let records: Vec<(i32, DateTime<Utc>, Option<f64>, String, String)> = sqlx::query_as(
+    let records: Vec<RecordRow> = sqlx::query_as(
         "SELECT vehicle_id, performed_at, odometer_km, component, kind FROM service_records
          WHERE vehicle_id = ANY($1) AND performed_at < $2",
     )
@@ -188,11 +190,9 @@ pub async fn load(
     .fetch_all(pool)
     .await?;
     for (vid, performed_at, odometer_km, component, kind) in records {
-        let (Some(&h), Ok(component), Ok(kind)) = (
-            slot.get(&vid),
-            component.parse::<Component>(),
-            kind.parse(),
-        ) else {
+        let (Some(&h), Ok(component), Ok(kind)) =
+            (slot.get(&vid), component.parse::<Component>(), kind.parse())
+        else {
             continue;
         };
         histories[h].service.push(ServiceEvent {

@@ -203,7 +203,7 @@ pub async fn mark_stale(
     .rows_affected())
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Risk {
     pub component: String,
     pub p7: f32,
@@ -215,48 +215,24 @@ pub struct Risk {
     pub scored_at: DateTime<Utc>,
 }
 
-type RiskRow = (
-    String,
-    f32,
-    f32,
-    f32,
-    Option<f32>,
-    serde_json::Value,
-    String,
-    DateTime<Utc>,
-);
-
-fn risk((component, p7, p30, p90, urgency_days, factors, model_version, scored_at): RiskRow) -> Risk {
-    Risk {
-        component,
-        p7,
-        p30,
-        p90,
-        urgency_days,
-        factors,
-        model_version,
-        scored_at,
-    }
-}
-
 /// Current risk of one vehicle, highest 30-day risk first.
 pub async fn vehicle_risk(pool: &PgPool, vehicle_id: i32) -> Result<Vec<Risk>, StoreError> {
-    let rows: Vec<RiskRow> = sqlx::query_as(
+    Ok(sqlx::query_as(
         "SELECT component, p7, p30, p90, urgency_days, factors, model_version, scored_at
          FROM risk_current WHERE vehicle_id = $1 ORDER BY p30 DESC, component",
     )
     .bind(vehicle_id)
     .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(risk).collect())
+    .await?)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct FleetRisk {
     pub vin: String,
     #[serde(skip)]
     pub vehicle_id: i32,
     #[serde(flatten)]
+    #[sqlx(flatten)]
     pub risk: Risk,
 }
 
@@ -274,9 +250,8 @@ pub async fn fleet_risk(
     limit: i64,
 ) -> Result<(Vec<FleetRisk>, Option<FleetCursor>), StoreError> {
     let (after_p, after_id) = after.unwrap_or((f32::INFINITY, i32::MIN));
-    let rows: Vec<(String, i32, String, f32, f32, f32, Option<f32>, serde_json::Value, String, DateTime<Utc>)> =
-        sqlx::query_as(
-            "SELECT v.vin, r.vehicle_id, r.component, r.p7, r.p30, r.p90, r.urgency_days,
+    let rows: Vec<FleetRisk> = sqlx::query_as(
+        "SELECT v.vin, r.vehicle_id, r.component, r.p7, r.p30, r.p90, r.urgency_days,
                     r.factors, r.model_version, r.scored_at
              FROM (
                  SELECT * FROM risk_current WHERE component = $1
@@ -289,26 +264,16 @@ pub async fn fleet_risk(
              WHERE r.p30 >= $2 AND (r.p30 < $3 OR (r.p30 = $3 AND r.vehicle_id > $4))
              ORDER BY r.p30 DESC, r.vehicle_id
              LIMIT $5",
-        )
-        .bind(component)
-        .bind(min)
-        .bind(after_p)
-        .bind(after_id)
-        .bind(limit + 1)
-        .fetch_all(pool)
-        .await?;
+    )
+    .bind(component)
+    .bind(min)
+    .bind(after_p)
+    .bind(after_id)
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await?;
     let more = rows.len() as i64 > limit;
-    let rows: Vec<FleetRisk> = rows
-        .into_iter()
-        .take(limit.max(0) as usize)
-        .map(
-            |(vin, vehicle_id, component, p7, p30, p90, urgency, factors, version, scored_at)| FleetRisk {
-                vin,
-                vehicle_id,
-                risk: risk((component, p7, p30, p90, urgency, factors, version, scored_at)),
-            },
-        )
-        .collect();
+    let rows: Vec<FleetRisk> = rows.into_iter().take(limit.max(0) as usize).collect();
     let next = if more {
         rows.last().map(|r| (r.risk.p30, r.vehicle_id))
     } else {

@@ -190,14 +190,20 @@ pub async fn brake_fleet(
                 wear = 10.0;
             }
             for (w, name) in pads.iter().enumerate() {
-                let v = if w == 0 { wear } else { 10.0 + (wear - 10.0) / 10.0 };
+                let v = if w == 0 {
+                    wear
+                } else {
+                    10.0 + (wear - 10.0) / 10.0
+                };
                 rows.push((id, name.clone(), ts, v + rng.gen::<f64>() - 0.5));
             }
         }
         wear_now.push(wear);
     }
-    let borrowed: Vec<(i32, &str, DateTime<Utc>, f64)> =
-        rows.iter().map(|(a, b, c, d)| (*a, b.as_str(), *c, *d)).collect();
+    let borrowed: Vec<(i32, &str, DateTime<Utc>, f64)> = rows
+        .iter()
+        .map(|(a, b, c, d)| (*a, b.as_str(), *c, *d))
+        .collect();
     telemetry(pool, &borrowed).await;
     refresh_rollup(pool).await;
     Fleet {
