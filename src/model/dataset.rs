@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 
-/// Vehicles loaded per round trip.
-const CHUNK: usize = 100;
+/// Vehicles loaded per round trip (two years of rollups for 25 vehicles: about 0.5 M rows).
+const CHUNK: usize = 25;
 /// Signal history a snapshot's features look back over (longest window plus a day).
 pub const SIGNAL_LOOKBACK_DAYS: i64 = 91;
 /// DTC history a snapshot's features look back over.

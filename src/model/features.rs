@@ -342,10 +342,7 @@ fn source_series(
 ) -> (Vec<DayAgg>, Option<&'static SignalSpec>) {
     let days_of = |name: &str| -> (Vec<DayAgg>, Option<&'static SignalSpec>) {
         match signal_index(name) {
-            Some(i) => (
-                history.signal_until(i, as_of).to_vec(),
-                catalog::SIGNALS.get(i),
-            ),
+            Some(i) => (recent(history, i, as_of).to_vec(), catalog::SIGNALS.get(i)),
             None => (Vec::new(), None),
         }
     };
@@ -411,11 +408,18 @@ fn pooled(days: &[DayAgg]) -> Moments {
 }
 
 /// Daily maximum odometer by day, for slopes against distance.
+/// The aggregates of signal `i` in the longest window any feature looks at.
+fn recent(history: &History, i: usize, as_of: DateTime<Utc>) -> &[DayAgg] {
+    within(
+        history.signal_until(i, as_of),
+        day_index(as_of) - KM_SLOPE_DAYS,
+    )
+}
+
 fn odometer_by_day(history: &History, as_of: DateTime<Utc>) -> Vec<(i64, f64)> {
     signal_index(catalog::ODOMETER)
         .map(|i| {
-            history
-                .signal_until(i, as_of)
+            recent(history, i, as_of)
                 .iter()
                 .map(|d| (d.day, d.max))
                 .collect()
