@@ -6,9 +6,7 @@
 
 use aftercare::catalog;
 use aftercare::component::Component;
-use aftercare::model::artifact::{
-    Artifact, ComponentModel, DataSummary, HorizonModel, Training, FORMAT,
-};
+use aftercare::model::artifact::{Artifact, ComponentModel, DataSummary, HorizonModel, Training};
 use aftercare::model::dataset::Window;
 use aftercare::model::features;
 use aftercare::model::forest::ForestParams;
@@ -132,41 +130,27 @@ fn artifact(forest: bool) -> Artifact {
                     }
                 })
                 .collect();
-            ComponentModel {
-                component,
-                features: columns
-                    .iter()
-                    .map(|&j| features::all()[j].name.clone())
-                    .collect(),
-                horizons,
-            }
+            ComponentModel::new(component, horizons)
         })
         .collect();
     let t = Utc::now();
-    Artifact {
-        format: FORMAT,
-        version: "bench".into(),
-        created_at: t,
-        training: Training {
-            window: Window {
-                from: t,
-                to: t,
-                cadence_days: 7,
-            },
-            split_at: t,
-            horizons: vec![7, 30, 90],
-            config,
-            labels: String::new(),
+    let training = Training {
+        window: Window {
+            from: t,
+            to: t,
+            cadence_days: 7,
         },
-        data: DataSummary {
-            vehicles: 0,
-            snapshots: 0,
-            weeks: 1.0,
-            jobs: BTreeMap::new(),
-        },
+        split_at: t,
+        horizons: vec![7, 30, 90],
+        config,
+        labels: String::new(),
+    };
+    Artifact::new(
+        training,
+        DataSummary::default(),
         components,
-        skipped: BTreeMap::new(),
-    }
+        BTreeMap::new(),
+    )
 }
 
 fn scoring(c: &mut Criterion) {

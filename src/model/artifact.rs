@@ -45,7 +45,7 @@ pub struct Training {
     pub labels: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DataSummary {
     pub vehicles: usize,
     pub snapshots: usize,
@@ -79,6 +79,20 @@ pub struct ComponentModel {
     pub horizons: Vec<HorizonModel>,
 }
 
+impl ComponentModel {
+    /// A component's models, over the features `features::for_component` gives it.
+    pub fn new(component: Component, horizons: Vec<HorizonModel>) -> ComponentModel {
+        ComponentModel {
+            component,
+            features: features::for_component(component)
+                .into_iter()
+                .map(|j| features::all()[j].name.clone())
+                .collect(),
+            horizons,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Artifact {
     pub format: u32,
@@ -93,6 +107,26 @@ pub struct Artifact {
 }
 
 impl Artifact {
+    /// A new artifact, created now and versioned by its content.
+    pub fn new(
+        training: Training,
+        data: DataSummary,
+        components: Vec<ComponentModel>,
+        skipped: BTreeMap<Component, String>,
+    ) -> Artifact {
+        let mut artifact = Artifact {
+            format: FORMAT,
+            version: String::new(),
+            created_at: Utc::now(),
+            training,
+            data,
+            components,
+            skipped,
+        };
+        artifact.assign_version();
+        artifact
+    }
+
     /// A version that names the instant and the content: `risk-20261125T101500Z-1a2b3c4d`.
     pub fn assign_version(&mut self) {
         let body = serde_json::to_vec(&(&self.training, &self.components)).unwrap_or_default();

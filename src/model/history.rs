@@ -5,6 +5,7 @@
 
 use crate::catalog;
 use crate::component::Component;
+pub use crate::wire::DtcStatus;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -29,42 +30,6 @@ impl DayAgg {
             self.sum / self.n
         } else {
             f64::NAN
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DtcStatus {
-    Pending,
-    Confirmed,
-    Permanent,
-    Active,
-    Cleared,
-}
-
-impl FromStr for DtcStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "pending" => DtcStatus::Pending,
-            "confirmed" => DtcStatus::Confirmed,
-            "permanent" => DtcStatus::Permanent,
-            "active" => DtcStatus::Active,
-            "cleared" => DtcStatus::Cleared,
-            _ => return Err(format!("unknown DTC status {s:?}")),
-        })
-    }
-}
-
-impl DtcStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DtcStatus::Pending => "pending",
-            DtcStatus::Confirmed => "confirmed",
-            DtcStatus::Permanent => "permanent",
-            DtcStatus::Active => "active",
-            DtcStatus::Cleared => "cleared",
         }
     }
 }

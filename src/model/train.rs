@@ -3,7 +3,7 @@
 //! (an embargo as long as the horizon), validation snapshots start at it, so no label is
 //! shared across the split.
 
-use super::artifact::{Artifact, ComponentModel, DataSummary, HorizonModel, Training, FORMAT};
+use super::artifact::{Artifact, ComponentModel, DataSummary, HorizonModel, Training};
 use super::dataset::{self, Dataset, Window};
 use super::features;
 use super::learn::{self, Split, TrainConfig};
@@ -142,29 +142,19 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
             });
         }
         if !horizons.is_empty() {
-            components.push(ComponentModel {
-                component,
-                features: columns
-                    .iter()
-                    .map(|&j| features::all()[j].name.clone())
-                    .collect(),
-                horizons,
-            });
+            components.push(ComponentModel::new(component, horizons));
         }
     }
     bar.finish_and_clear();
-    let mut artifact = Artifact {
-        format: FORMAT,
-        version: String::new(),
-        created_at: Utc::now(),
-        training: Training {
+    Ok(Artifact::new(
+        Training {
             window: spec.window,
             split_at: spec.split_at,
             horizons: spec.horizons.clone(),
             config: spec.config,
             labels: LABEL_RULE.to_owned(),
         },
-        data: DataSummary {
+        DataSummary {
             vehicles: data.vehicles,
             snapshots: data.rows.len(),
             weeks: (spec.window.to - spec.window.from).num_seconds() as f64 / (7.0 * 86_400.0),
@@ -172,7 +162,5 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
         },
         components,
         skipped,
-    };
-    artifact.assign_version();
-    Ok(artifact)
+    ))
 }

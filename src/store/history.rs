@@ -8,7 +8,7 @@ use super::StoreError;
 use crate::catalog;
 use crate::component::Component;
 use crate::model::history::{
-    day_index, day_start, floor_day, DayAgg, DtcEvent, History, ServiceEvent,
+    day_index, day_start, floor_day, DayAgg, DtcEvent, DtcStatus, History, ServiceEvent,
 };
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -169,7 +169,7 @@ pub async fn load(
     .fetch_all(pool)
     .await?;
     for (vid, ts, code, status) in events {
-        let (Some(&h), Ok(status)) = (slot.get(&vid), status.parse()) else {
+        let (Some(&h), Some(status)) = (slot.get(&vid), DtcStatus::parse(&status)) else {
             continue;
         };
         let component = catalog::dtc_component(&code).map(|d| d.component);

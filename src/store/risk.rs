@@ -116,31 +116,19 @@ pub async fn write_scores(
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     sqlx::query(
-        "INSERT INTO risk_scores (vehicle_id, component, scored_at, model_version, p7, p30, p90,
-                                  urgency_days, factors)
-         SELECT k.vehicle_id, k.component, $8, $9, k.p7, k.p30, k.p90, k.urgency, k.factors::jsonb
-         FROM UNNEST($1::int4[], $2::text[], $3::real[], $4::real[], $5::real[], $6::real[], $7::text[])
-              AS k(vehicle_id, component, p7, p30, p90, urgency, factors)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&vid)
-    .bind(&component)
-    .bind(&p7)
-    .bind(&p30)
-    .bind(&p90)
-    .bind(&urgency)
-    .bind(&factors)
-    .bind(scored_at)
-    .bind(model_version)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO risk_current (vehicle_id, component, scored_at, model_version, p7, p30, p90,
+        "WITH k AS (
+             SELECT * FROM UNNEST($1::int4[], $2::text[], $3::real[], $4::real[], $5::real[],
+                                  $6::real[], $7::text[])
+                 AS k(vehicle_id, component, p7, p30, p90, urgency, factors)),
+         history AS (
+             INSERT INTO risk_scores (vehicle_id, component, scored_at, model_version, p7, p30,
+                                      p90, urgency_days, factors)
+             SELECT vehicle_id, component, $8, $9, p7, p30, p90, urgency, factors::jsonb FROM k
+             ON CONFLICT DO NOTHING)
+         INSERT INTO risk_current (vehicle_id, component, scored_at, model_version, p7, p30, p90,
                                    urgency_days, factors)
-         SELECT k.vehicle_id, k.component, $8, $9, k.p7, k.p30, k.p90, k.urgency, k.factors::jsonb
-         FROM UNNEST($1::int4[], $2::text[], $3::real[], $4::real[], $5::real[], $6::real[], $7::text[])
-              AS k(vehicle_id, component, p7, p30, p90, urgency, factors)
-         ORDER BY k.vehicle_id, k.component
+         SELECT vehicle_id, component, $8, $9, p7, p30, p90, urgency, factors::jsonb FROM k
+         ORDER BY vehicle_id, component
          ON CONFLICT (vehicle_id, component) DO UPDATE SET
              scored_at = EXCLUDED.scored_at, model_version = EXCLUDED.model_version,
              p7 = EXCLUDED.p7, p30 = EXCLUDED.p30, p90 = EXCLUDED.p90,

@@ -5,9 +5,7 @@
 #![allow(dead_code)]
 
 use aftercare::component::Component;
-use aftercare::model::artifact::{
-    Artifact, ComponentModel, DataSummary, HorizonModel, Training, FORMAT,
-};
+use aftercare::model::artifact::{Artifact, ComponentModel, DataSummary, HorizonModel, Training};
 use aftercare::model::dataset::Window;
 use aftercare::model::features;
 use aftercare::model::learn::{BinaryModel, Learner, Prep, TrainConfig};
@@ -229,62 +227,50 @@ pub async fn mark(pool: &PgPool, ids: &[i32]) {
 /// An artifact whose every component scores `p` for every horizon (base-rate learners), so
 /// tests can tell which artifact scored a vehicle.
 pub fn constant_artifact(version: &str, p: f64) -> Artifact {
-    let t = Utc::now();
     let components = Component::ALL
         .iter()
         .map(|&component| {
-            let columns = features::for_component(component);
-            let n = columns.len();
-            ComponentModel {
-                component,
-                features: columns
-                    .iter()
-                    .map(|&j| features::all()[j].name.clone())
-                    .collect(),
-                horizons: [7, 30, 90]
-                    .into_iter()
-                    .map(|days| HorizonModel {
-                        days,
-                        model: BinaryModel {
-                            prep: Prep {
-                                median: vec![0.0; n],
-                                mean: vec![0.0; n],
-                                scale: vec![1.0; n],
-                            },
-                            learner: Learner::Prior { p },
-                            threshold: 0.5,
-                            train_rows: 0,
-                            train_positives: 0,
-                            validation: Vec::new(),
+            let n = features::for_component(component).len();
+            let horizons = [7, 30, 90]
+                .into_iter()
+                .map(|days| HorizonModel {
+                    days,
+                    model: BinaryModel {
+                        prep: Prep {
+                            median: vec![0.0; n],
+                            mean: vec![0.0; n],
+                            scale: vec![1.0; n],
                         },
-                        rule_baseline: None,
-                    })
-                    .collect(),
-            }
+                        learner: Learner::Prior { p },
+                        threshold: 0.5,
+                        train_rows: 0,
+                        train_positives: 0,
+                        validation: Vec::new(),
+                    },
+                    rule_baseline: None,
+                })
+                .collect();
+            ComponentModel::new(component, horizons)
         })
         .collect();
-    Artifact {
-        format: FORMAT,
-        version: version.to_owned(),
-        created_at: t,
-        training: Training {
-            window: Window {
-                from: t - Duration::days(30),
-                to: t,
-                cadence_days: 7,
-            },
-            split_at: t - Duration::days(10),
-            horizons: vec![7, 30, 90],
-            config: TrainConfig::default(),
-            labels: "test".into(),
+    let t = Utc::now();
+    let training = Training {
+        window: Window {
+            from: t - Duration::days(30),
+            to: t,
+            cadence_days: 7,
         },
-        data: DataSummary {
-            vehicles: 0,
-            snapshots: 0,
-            weeks: 1.0,
-            jobs: BTreeMap::new(),
-        },
+        split_at: t - Duration::days(10),
+        horizons: vec![7, 30, 90],
+        config: TrainConfig::default(),
+        labels: "test".into(),
+    };
+    let mut artifact = Artifact::new(
+        training,
+        DataSummary::default(),
         components,
-        skipped: BTreeMap::new(),
-    }
+        BTreeMap::new(),
+    );
+    artifact.version = version.to_owned();
+    artifact
 }
