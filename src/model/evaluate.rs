@@ -40,8 +40,8 @@ pub struct EvalSpec {
 struct EvalRow {
     vehicle: u32,
     day: i32,
-    p: [f32; 3],
-    rule: f32,
+    p: [f64; 3],
+    rule: f64,
     /// Bit h: an event within horizon h.
     positive: u8,
     broken: bool,
@@ -72,7 +72,8 @@ pub struct HorizonEval {
     pub days: i64,
     pub snapshots: usize,
     pub positives: usize,
-    /// Alerts of each side: the rule baseline's own volume.
+    /// Alerts of each side over all snapshots of the window (the rule baseline's own
+    /// volume; the model's threshold is set to match it).
     pub alerts: usize,
     pub model_threshold_at_volume: f64,
     pub brier: Option<f64>,
@@ -80,8 +81,9 @@ pub struct HorizonEval {
     pub calibration: Vec<CalibrationBin>,
     pub model: Side,
     pub rules: Side,
-    /// Model PR-AUC above the rules' and at least as many failures caught ≥ 7 days ahead.
-    pub model_beats_rules: bool,
+    /// Model PR-AUC above the rules' and at least as many failures caught ≥ 7 days ahead;
+    /// `None` when the window holds no positive snapshot or no failure to judge by.
+    pub model_beats_rules: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,8 +155,8 @@ impl Collected {
                 self.rows[c].push(EvalRow {
                     vehicle,
                     day,
-                    p: p.map(|v| v as f32),
-                    rule: rules::score(component, &snap.values) as f32,
+                    p,
+                    rule: rules::score(component, &snap.values),
                     positive,
                     broken: labels::broken(&events[c], at),
                 });
@@ -222,10 +224,14 @@ fn summarise(scorer: &Scorer, spec: &EvalSpec, c: Collected, vehicles: usize) ->
                 .iter()
                 .map(|r| r.positive & (1 << h) != 0)
                 .collect();
-            let model: Vec<f64> = eligible.iter().map(|r| f64::from(r.p[h])).collect();
-            let rule: Vec<f64> = eligible.iter().map(|r| f64::from(r.rule)).collect();
-            let alerts = rule.iter().filter(|&&s| s >= 1.0).count();
-            let threshold = metrics::threshold_for_volume(&model, alerts);
+            let model: Vec<f64> = eligible.iter().map(|r| r.p[h]).collect();
+            let rule: Vec<f64> = eligible.iter().map(|r| r.rule).collect();
+            // Equal volume over the whole alert stream (every snapshot of a working part in
+            // the window), the same stream lead times are measured on.
+            let stream: Vec<&EvalRow> = rows.iter().filter(|r| !r.broken).collect();
+            let alerts = stream.iter().filter(|r| r.rule >= 1.0).count();
+            let stream_model: Vec<f64> = stream.iter().map(|r| r.p[h]).collect();
+            let threshold = metrics::threshold_for_volume(&stream_model, alerts);
             let side = |scores: &[f64], thr: f64, pick: &dyn Fn(&EvalRow) -> f64| {
                 let confusion = metrics::Confusion::at(scores, &y, thr);
                 Side {
@@ -237,11 +243,16 @@ fn summarise(scorer: &Scorer, spec: &EvalSpec, c: Collected, vehicles: usize) ->
                     lead: lead_times(rows, &c.episodes[ci], w.from, thr, pick, spec.min_lead_days),
                 }
             };
-            let model_side = side(&model, threshold, &|r: &EvalRow| f64::from(r.p[h]));
-            let rules_side = side(&rule, 1.0, &|r: &EvalRow| f64::from(r.rule));
+            let model_side = side(&model, threshold, &|r: &EvalRow| r.p[h]);
+            let rules_side = side(&rule, 1.0, &|r: &EvalRow| r.rule);
             let (calibration, ece) = metrics::calibration(&model, &y, 10);
-            let beats = model_side.pr_auc.unwrap_or(0.0) > rules_side.pr_auc.unwrap_or(0.0)
-                && model_side.lead.caught_ahead_share >= rules_side.lead.caught_ahead_share;
+            let beats = match (model_side.pr_auc, rules_side.pr_auc) {
+                (Some(m), Some(r)) if model_side.lead.failures > 0 => Some(
+                    m > r
+                        && model_side.lead.caught_ahead_share >= rules_side.lead.caught_ahead_share,
+                ),
+                _ => None,
+            };
             horizons.push(HorizonEval {
                 days,
                 snapshots: eligible.len(),
@@ -317,11 +328,22 @@ fn lead_times(
     metrics::lead_summary(&leads, min_days)
 }
 
+fn verdict(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "–",
+    }
+}
+
 fn opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
 }
 
 fn lead(l: &LeadSummary) -> String {
+    if l.failures == 0 {
+        return "–".into();
+    }
     format!(
         "{:.0}% ({}/{}), median {}",
         100.0 * l.caught_ahead_share,
@@ -365,7 +387,7 @@ impl EvalReport {
                     h.alerts,
                     lead(&h.model.lead),
                     lead(&h.rules.lead),
-                    if h.model_beats_rules { "yes" } else { "no" }
+                    verdict(h.model_beats_rules)
                 );
             }
         }
@@ -397,10 +419,10 @@ impl EvalReport {
                 Some(format!(
                     "{}: {}",
                     c.component,
-                    if h.model_beats_rules {
-                        "beats the rules"
-                    } else {
-                        "does not beat the rules"
+                    match h.model_beats_rules {
+                        Some(true) => "beats the rules",
+                        Some(false) => "does not beat the rules",
+                        None => "no failures to judge by",
                     }
                 ))
             })

@@ -65,11 +65,20 @@ pub fn positive(events: &[Event], at: DateTime<Utc>, horizon_days: i64) -> bool 
     events.iter().any(|e| e.at >= at && e.at < end)
 }
 
-/// The component is broken at `at`: a failure happened and was not yet repaired.
+/// The component is broken at `at`: a failure happened and was not yet repaired. A failure
+/// without a repair time is taken as never repaired when it is the component's last event,
+/// and as repaired at once when another event follows (its repair time is unknown, and
+/// excluding the whole gap would drop every snapshot before the next failure). `events` are
+/// in time order.
 pub fn broken(events: &[Event], at: DateTime<Utc>) -> bool {
-    events
-        .iter()
-        .any(|e| e.kind == EventKind::Failure && e.at <= at && e.fixed_at.is_none_or(|f| at < f))
+    events.iter().enumerate().any(|(i, e)| {
+        let fixed = match (e.fixed_at, events.get(i + 1)) {
+            (Some(f), _) => Some(f),
+            (None, Some(_)) => Some(e.at),
+            (None, None) => None,
+        };
+        e.kind == EventKind::Failure && e.at <= at && fixed.is_none_or(|f| at < f)
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +215,17 @@ mod tests {
         // Never repaired: broken ever after.
         let oil = t.for_vehicle("V2", Component::Oil);
         assert!(broken(&oil, t0 + Duration::days(365)));
+        // No repair time, but a later failure: repaired at some unknown point, so no
+        // snapshot before the next failure is dropped; after the last one it stays broken.
+        let twice = [t0, t0 + Duration::days(20)].map(|at| Event {
+            at,
+            kind: EventKind::Failure,
+            fixed_at: None,
+            precursor_start: None,
+        });
+        assert!(!broken(&twice, t0 + Duration::days(5)));
+        assert!(!broken(&twice, t0 + Duration::days(19)));
+        assert!(broken(&twice, t0 + Duration::days(25)));
         assert!(Truth::parse("{\"vin\":\"V\"}", "t").is_err());
         assert!(Truth::parse("{\"vin\":\"V\",\"component\":\"oil\"}", "t").is_err());
     }
