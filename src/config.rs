@@ -34,6 +34,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub ingest: IngestConfig,
     pub log: LogConfig,
+    pub model: ModelConfig,
     pub offers: OffersConfig,
     pub notify: NotifyConfig,
 }
@@ -100,6 +101,63 @@ pub struct IngestConfig {
     pub rollup_interval_ms: u64,
     /// A dirty day is refreshed once it has been dirty this long (debounces busy days).
     pub rollup_settle_ms: u64,
+}
+
+/// Online risk scoring (see `src/model/worker.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Run the scoring worker on this instance.
+    pub enabled: bool,
+    /// The artifact to score with; a new file renamed over it is picked up without restart.
+    pub artifact: std::path::PathBuf,
+    /// A vehicle is scored once no new data has marked it for this long...
+    pub debounce_ms: u64,
+    /// ...or once it has waited this long since it first became dirty (busy vehicles).
+    pub max_delay_ms: u64,
+    /// How long a worker holds a claimed mark before another worker may take it.
+    pub lease_secs: u64,
+    pub poll_ms: u64,
+    /// Vehicles scored per round trip.
+    pub batch: i64,
+    /// How often vehicles with stale scores (or scores of another model) are marked.
+    pub sweep_interval_secs: u64,
+    pub stale_after_hours: u64,
+    /// How often the artifact file is checked for a new version.
+    pub reload_check_ms: u64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            enabled: true,
+            artifact: "models/current.json".into(),
+            debounce_ms: 5_000,
+            max_delay_ms: 60_000,
+            lease_secs: 120,
+            poll_ms: 1_000,
+            batch: 100,
+            sweep_interval_secs: 3_600,
+            stale_after_hours: 24,
+            reload_check_ms: 5_000,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn worker(&self) -> crate::model::worker::WorkerConfig {
+        crate::model::worker::WorkerConfig {
+            artifact: self.artifact.clone(),
+            debounce: Duration::from_millis(self.debounce_ms),
+            max_delay: Duration::from_millis(self.max_delay_ms),
+            lease: Duration::from_secs(self.lease_secs),
+            poll: Duration::from_millis(self.poll_ms.max(10)),
+            batch: self.batch,
+            sweep_every: Duration::from_secs(self.sweep_interval_secs),
+            stale_after: Duration::from_secs(self.stale_after_hours * 3600),
+            reload_check: Duration::from_millis(self.reload_check_ms.max(10)),
+        }
+    }
 }
 
 /// Risk thresholds of one component: an offer is due when any horizon's probability
@@ -298,8 +356,8 @@ impl Default for LogConfig {
     }
 }
 
-const SECTIONS: [&str; 7] = [
-    "database", "mqtt", "http", "ingest", "log", "offers", "notify",
+const SECTIONS: [&str; 8] = [
+    "database", "mqtt", "http", "ingest", "log", "model", "offers", "notify",
 ];
 
 impl Config {
@@ -383,6 +441,11 @@ impl Config {
                 "mqtt.client_id must not be empty".into(),
             ));
         }
+        if self.model.batch < 1 || self.model.lease_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "model.batch and model.lease_secs must be positive".into(),
+            ));
+        }
         if self.mqtt.share_group.contains(['/', '+', '#']) {
             return Err(ConfigError::Invalid(
                 "mqtt.share_group must not contain '/', '+' or '#'".into(),
@@ -456,6 +519,8 @@ mod tests {
             ("AFTERCARE_MQTT_URL", "mqtt://env:1884"),
             ("AFTERCARE_INGEST_BATCH_MAX_MESSAGES", "17"),
             ("AFTERCARE_HTTP_ADDR", "0.0.0.0:9000"),
+            ("AFTERCARE_MODEL_ARTIFACT", "/srv/models/current.json"),
+            ("AFTERCARE_MODEL_DEBOUNCE_MS", "250"),
             ("PATH", "/bin"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
@@ -465,6 +530,9 @@ mod tests {
         assert_eq!(c.mqtt.share_group, "g");
         assert_eq!(c.ingest.batch_max_messages, 17);
         assert_eq!(c.http.addr.port(), 9000);
+        assert_eq!(c.model.artifact.to_str(), Some("/srv/models/current.json"));
+        assert_eq!(c.model.debounce_ms, 250);
+        assert!(c.model.enabled);
         assert_eq!(
             c.database.url,
             "postgres://postgres@127.0.0.1:5432/aftercare"

@@ -14,6 +14,7 @@ pub mod component;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod model;
 pub mod offers;
 pub mod outbox;
 pub mod service;

@@ -1,4 +1,4 @@
-//! The `aftercare` command: serve, migrate, keys, workshops, simulate, bench.
+//! The `aftercare` command: serve, migrate, keys, workshops, simulate, bench, model.
 
 use aftercare::config::{Config, LogFormat};
 use aftercare::store::keys::Scope;
@@ -42,6 +42,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Failure-risk model: train, evaluate, external check.
+    Model {
+        #[command(subcommand)]
+        command: aftercare::model::cli::ModelCommand,
     },
 }
 
@@ -135,6 +140,9 @@ async fn main() -> anyhow::Result<()> {
             command: BenchCommand::Api(args),
         } => {
             aftercare::bench_api::api(&config, &args).await?;
+        }
+        Command::Model { command } => {
+            aftercare::model::cli::run(&config, command).await?;
         }
     }
     Ok(())

@@ -1,11 +1,12 @@
-//! Wires the pipeline into one running service: database pools, migrations, ingest, the
-//! offer worker, the outbox dispatcher and the HTTP API, with a graceful shutdown that
-//! commits and acknowledges what is in flight.
+//! Wires the pipeline into one running service: database pools, migrations, ingest, risk
+//! scoring, the offer worker, the outbox dispatcher and the HTTP API, with a graceful shutdown
+//! that commits and acknowledges what is in flight.
 
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::ingest::{self, IngestError};
 use crate::metrics::Metrics;
+use crate::model::worker::{self, ModelSlot};
 use crate::store::{self, Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,9 +30,12 @@ pub struct RunningService {
     pub http_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub store: Arc<Store>,
+    /// The risk model in use (none until an artifact is loaded).
+    pub model: Arc<ModelSlot>,
     shutdown: watch::Sender<bool>,
     ingest: Option<JoinHandle<Result<(), IngestError>>>,
     rollup: Option<JoinHandle<()>>,
+    scoring: Option<JoinHandle<()>>,
     offers: Option<JoinHandle<()>>,
     outbox: Option<JoinHandle<Result<(), crate::outbox::OutboxError>>>,
     http: JoinHandle<()>,
@@ -80,6 +84,16 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         None
     };
 
+    let model = Arc::new(ModelSlot::default());
+    let scoring = config.model.enabled.then(|| {
+        let (pool, cfg, slot, rx) = (
+            store.pool().clone(),
+            config.model.worker(),
+            model.clone(),
+            shutdown_rx.clone(),
+        );
+        tokio::spawn(worker::run(pool, cfg, slot, rx))
+    });
     let offers = config.offers.enabled.then(|| {
         let (pool, cfg, metrics, rx) = (
             store.pool().clone(),
@@ -128,9 +142,11 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         http_addr,
         metrics,
         store,
+        model,
         shutdown,
         ingest,
         rollup,
+        scoring,
         offers,
         outbox,
         http,
@@ -147,6 +163,9 @@ impl RunningService {
         };
         if let Some(rollup) = self.rollup {
             let _ = rollup.await;
+        }
+        if let Some(scoring) = self.scoring {
+            let _ = scoring.await;
         }
         if let Some(offers) = self.offers {
             let _ = offers.await;

@@ -39,6 +39,7 @@ async fn plain_postgres_flavor_is_detected_and_migrations_are_idempotent() {
             "core",
             "rollup_table",
             "service_and_risk",
+            "score_queue",
             "capacity",
             "booking"
         ]

@@ -7,6 +7,7 @@ mod input;
 mod kpis;
 mod offers;
 mod ops;
+mod risk;
 mod vehicles;
 mod workshops;
 
@@ -29,6 +30,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/vehicles/{vin}", get(vehicles::profile))
         .route("/v1/vehicles/{vin}/telemetry", get(vehicles::telemetry))
         .route("/v1/vehicles/{vin}/dtcs", get(vehicles::dtcs))
+        .route("/v1/vehicles/{vin}/risk", get(risk::vehicle_risk))
+        .route("/v1/fleet/risk", get(risk::fleet_risk))
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Scope::FleetRead),
             auth::require_scope,

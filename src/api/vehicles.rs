@@ -1,5 +1,5 @@
-//! `/v1/vehicles/{vin}`: profile with latest values and active DTCs, telemetry (raw or
-//! bucketed, cursor-paged) and DTC history with lifecycle.
+//! `/v1/vehicles/{vin}`: profile with latest values, active DTCs and current risk, telemetry
+//! (raw or bucketed, cursor-paged) and DTC history with lifecycle.
 
 use super::{error::ApiError, AppState};
 use crate::store::read::{self, TelemetryQuery};
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 const DEFAULT_LIMIT: i64 = 10_000;
 const MAX_LIMIT: i64 = 100_000;
 
-async fn vehicle(state: &AppState, vin: &str) -> Result<(Vin, i32), ApiError> {
+pub(super) async fn vehicle(state: &AppState, vin: &str) -> Result<(Vin, i32), ApiError> {
     let vin = Vin::parse(vin).map_err(|e| ApiError::bad_request("invalid_vin", e.detail))?;
     let id = read::vehicle_id(state.store.pool(), vin.as_str())
         .await?
@@ -28,12 +28,14 @@ pub async fn profile(
 ) -> Result<Json<Value>, ApiError> {
     let (vin, id) = vehicle(&state, &vin).await?;
     let profile = read::vehicle_profile(state.store.pool(), id).await?;
+    let risk = crate::store::risk::vehicle_risk(state.store.pool(), id).await?;
     Ok(Json(json!({
         "vin": vin,
         "first_seen": profile.first_seen,
         "last_sample_at": profile.last_sample_at,
         "signals": profile.latest,
         "active_dtcs": profile.active_dtcs,
+        "risk": risk,
     })))
 }
 

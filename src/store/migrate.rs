@@ -85,6 +85,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0004_service_and_risk.sql"),
     },
     Migration {
+        version: 15,
+        name: "score_queue",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0015_score_queue.sql"),
+    },
+    Migration {
         version: 20,
         name: "capacity",
         applies: Applies::Always,

@@ -4,12 +4,14 @@
 pub mod booking;
 pub mod capacity;
 pub mod copy;
+pub mod history;
 pub mod keys;
 pub mod kpis;
 mod migrate;
 pub mod offers;
 pub mod outbox;
 pub mod read;
+pub mod risk;
 mod rollup;
 mod writer;
 

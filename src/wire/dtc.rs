@@ -64,7 +64,7 @@ impl DtcStatus {
         }
     }
 
-    fn parse(s: &str) -> Option<DtcStatus> {
+    pub fn parse(s: &str) -> Option<DtcStatus> {
         Some(match s {
             "pending" => DtcStatus::Pending,
             "confirmed" => DtcStatus::Confirmed,

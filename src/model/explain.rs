@@ -1,0 +1,336 @@
+//! Why a score is what it is, in a service advisor's words. The model's per-feature
+//! contributions are summed per subject (one signal, the component's fault codes, its service
+//! history, one fact about the vehicle), the subjects that push the risk up most are kept, and
+//! each is rendered with the catalogue's labels and units: "front-left brake pad wear 86%,
+//! rising 4%/1000 km".
+
+use super::features::{self, ContextStat, DtcStat, Kind, ServiceStat, Snapshot, Stat};
+use crate::catalog;
+use crate::component::Component;
+use serde::{Deserialize, Serialize};
+
+/// One reason, as stored in `risk_scores.factors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Factor {
+    /// The model feature that contributed most within this subject.
+    pub feature: String,
+    pub value: f64,
+    /// The subject's summed contribution (log-odds for logistic models, probability points
+    /// for forests).
+    pub contribution: f64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    Source(usize),
+    Dtc,
+    Service,
+    Context(ContextStat),
+}
+
+fn subject(kind: Kind) -> Subject {
+    match kind {
+        Kind::Signal { source, .. } | Kind::Missing { source } => Subject::Source(source),
+        Kind::Dtc(_) => Subject::Dtc,
+        Kind::Service(_) => Subject::Service,
+        Kind::Context(c) => Subject::Context(c),
+    }
+}
+
+/// The `n` subjects with the largest positive summed contribution, strongest first.
+/// `features[j]` is the global index of the model's j-th feature.
+pub fn top_factors(
+    component: Component,
+    features: &[usize],
+    contributions: &[f64],
+    snapshot: &Snapshot,
+    n: usize,
+) -> Vec<Factor> {
+    let defs = features::all();
+    // (subject, summed contribution, strongest feature, its contribution)
+    let mut subjects: Vec<(Subject, f64, usize, f64)> = Vec::new();
+    for (&g, &c) in features.iter().zip(contributions) {
+        let Some(def) = defs.get(g) else { continue };
+        if !c.is_finite() {
+            continue;
+        }
+        let s = subject(def.kind);
+        match subjects.iter_mut().find(|e| e.0 == s) {
+            Some(e) => {
+                e.1 += c;
+                if c > e.3 {
+                    e.2 = g;
+                    e.3 = c;
+                }
+            }
+            None => subjects.push((s, c, g, c)),
+        }
+    }
+    subjects.retain(|e| e.1 > 1e-9);
+    subjects.sort_by(|a, b| b.1.total_cmp(&a.1));
+    subjects
+        .into_iter()
+        .filter_map(|(s, total, g, _)| {
+            let text = render(component, s, g, snapshot)?;
+            Some(Factor {
+                feature: defs[g].name.clone(),
+                value: snapshot.values.get(g).copied().unwrap_or(f64::NAN),
+                contribution: total,
+                text,
+            })
+        })
+        .take(n)
+        .collect()
+}
+
+fn value_of(snapshot: &Snapshot, kind: Kind) -> f64 {
+    features::all()
+        .iter()
+        .position(|f| f.kind == kind)
+        .and_then(|i| snapshot.values.get(i).copied())
+        .unwrap_or(f64::NAN)
+}
+
+fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -> Option<String> {
+    let defs = features::all();
+    Some(match s {
+        Subject::Source(source) => {
+            let spec = snap
+                .source_signal
+                .get(source)
+                .copied()
+                .flatten()
+                .or_else(|| match features::SOURCES.get(source)?.1 {
+                    features::Source::Signal(name) => catalog::signal(name),
+                    features::Source::Worst { leaf, .. } => {
+                        catalog::signal(&catalog::wheel_signal(0, leaf))
+                    }
+                    features::Source::CellSpread => catalog::signal(catalog::TRACTION_CELL_MAX),
+                })?;
+            let (label, unit) = match features::SOURCES.get(source)?.1 {
+                features::Source::CellSpread => ("cell voltage spread", "V"),
+                features::Source::Worst { .. } => (spec.label, spec.unit),
+                features::Source::Signal(_) => (spec.label, spec.unit),
+            };
+            let stat_value = |stat: Stat| value_of(snap, Kind::Signal { source, stat });
+            if defs[strongest].kind == (Kind::Missing { source }) {
+                return Some(format!("no {label} reported in the last 30 days"));
+            }
+            let strongest_stat = match defs[strongest].kind {
+                Kind::Signal { stat, .. } => stat,
+                _ => Stat::Level,
+            };
+            let head = match strongest_stat {
+                Stat::Max7 if stat_value(Stat::Max7).is_finite() => {
+                    format!(
+                        "{label} up to {} in the last 7 days",
+                        quantity(stat_value(Stat::Max7), unit)
+                    )
+                }
+                Stat::Min7 if stat_value(Stat::Min7).is_finite() => format!(
+                    "{label} down to {} in the last 7 days",
+                    quantity(stat_value(Stat::Min7), unit)
+                ),
+                Stat::Std30 if stat_value(Stat::Std30).is_finite() => format!(
+                    "{label} unsteady (±{} over 30 days)",
+                    quantity(stat_value(Stat::Std30), unit)
+                ),
+                _ => {
+                    let level = [Stat::Level, Stat::Mean30, Stat::Max7, Stat::Min7]
+                        .into_iter()
+                        .map(stat_value)
+                        .find(|v| v.is_finite())?;
+                    format!("{label} {}", quantity(level, unit))
+                }
+            };
+            let per_km = stat_value(Stat::SlopeKm);
+            let per_month = stat_value(Stat::Slope30);
+            let trend = if per_km.is_finite() && per_km.abs() >= 0.05 {
+                Some((per_km, "/1000 km"))
+            } else if per_month.is_finite() && per_month.abs() >= 0.05 {
+                Some((per_month, " a month"))
+            } else {
+                None
+            };
+            match trend {
+                Some((v, per)) => format!(
+                    "{head}, {} {}{per}",
+                    if v > 0.0 { "rising" } else { "falling" },
+                    quantity(v.abs(), unit)
+                ),
+                None => head,
+            }
+        }
+        Subject::Dtc => {
+            let mine: Vec<_> = snap
+                .active_codes
+                .iter()
+                .filter(|a| a.component == component)
+                .collect();
+            match mine.as_slice() {
+                [] => {
+                    let cleared = value_of(snap, Kind::Dtc(DtcStat::Cleared90));
+                    let reports = value_of(snap, Kind::Dtc(DtcStat::Reports30));
+                    if cleared >= 1.0 {
+                        format!(
+                            "{} fault codes came and went ({} cleared in 90 days)",
+                            component.label(),
+                            cleared as i64
+                        )
+                    } else if reports >= 1.0 {
+                        format!(
+                            "{} fault reported {} times in 30 days",
+                            component.label(),
+                            reports as i64
+                        )
+                    } else {
+                        return None;
+                    }
+                }
+                [one] => {
+                    let days = (snap.at - one.since).num_days();
+                    let meaning = catalog::dtc_component(&one.code)
+                        .map(|d| format!(" ({})", d.meaning))
+                        .unwrap_or_default();
+                    format!(
+                        "fault code {}{meaning} {}, active for {days} day{}",
+                        one.code,
+                        one.status.as_str(),
+                        if days == 1 { "" } else { "s" }
+                    )
+                }
+                many => format!(
+                    "{} {} fault codes active: {}",
+                    many.len(),
+                    component.label(),
+                    many.iter()
+                        .map(|a| a.code.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+        Subject::Service => {
+            let never = value_of(snap, Kind::Service(ServiceStat::Never)) >= 1.0;
+            let days = value_of(snap, Kind::Service(ServiceStat::DaysSince));
+            let km = value_of(snap, Kind::Service(ServiceStat::KmSince));
+            let repairs = value_of(snap, Kind::Service(ServiceStat::Repairs365));
+            if defs[strongest].kind == Kind::Service(ServiceStat::Repairs365) && repairs >= 1.0 {
+                format!(
+                    "{} repaired {} time{} in the last 12 months",
+                    component.label(),
+                    repairs as i64,
+                    if repairs >= 2.0 { "s" } else { "" }
+                )
+            } else if never {
+                format!("no {} service on record", component.label())
+            } else {
+                let mut text = format!("last {} service {} ago", component.label(), span(days));
+                if km.is_finite() {
+                    text.push_str(&format!(" ({})", quantity(km, "km")));
+                }
+                text
+            }
+        }
+        Subject::Context(c) => {
+            let v = value_of(snap, Kind::Context(c));
+            match c {
+                ContextStat::OdometerKm => format!("odometer {}", quantity(v, "km")),
+                ContextStat::KmPerDay => format!("drives {} a day", quantity(v, "km")),
+                ContextStat::MeanSpeed30 => {
+                    format!("average speed {} over 30 days", quantity(v, "km/h"))
+                }
+                ContextStat::AgeYears if v.is_finite() => {
+                    format!("vehicle {} years old", number(v, 0))
+                }
+                ContextStat::Powertrain(p) if v >= 1.0 => p.label().to_owned(),
+                _ => return None,
+            }
+        }
+    })
+}
+
+/// "3 weeks", "14 months", "2.5 years".
+fn span(days: f64) -> String {
+    if !days.is_finite() {
+        "an unknown time".into()
+    } else if days < 14.0 {
+        format!("{} days", days.round() as i64)
+    } else if days < 60.0 {
+        format!("{} weeks", (days / 7.0).round() as i64)
+    } else if days < 730.0 {
+        format!("{} months", (days / 30.44).round() as i64)
+    } else {
+        format!("{} years", number(days / 365.25, 0))
+    }
+}
+
+/// A number rounded for people: `decimals` places from 10 up (thousands separated), at least
+/// one below 10 (a trailing ".0" dropped), two below 1.
+pub fn number(v: f64, decimals: usize) -> String {
+    if !v.is_finite() {
+        return "unknown".into();
+    }
+    let a = v.abs();
+    if a < 1.0 {
+        return format!("{v:.2}");
+    }
+    if a < 10.0 {
+        let s = format!("{v:.*}", decimals.max(1));
+        return s.strip_suffix(".0").map(str::to_owned).unwrap_or(s);
+    }
+    let s = format!("{a:.decimals$}");
+    let (int, frac) = s.split_once('.').unwrap_or((&s, ""));
+    let mut out = String::new();
+    for (i, ch) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    if v < 0.0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// A value with its catalogue unit written as people write it.
+pub fn quantity(v: f64, unit: &str) -> String {
+    let decimals = match unit {
+        "V" | "mm" => 1,
+        _ => 0,
+    };
+    let n = number(v, decimals);
+    match unit {
+        "percent" => format!("{n}%"),
+        "celsius" => format!("{n} °C"),
+        "count" | "" => n,
+        u => format!("{n} {u}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_units_read_naturally() {
+        assert_eq!(quantity(86.4, "percent"), "86%");
+        assert_eq!(quantity(4.0, "percent"), "4%");
+        assert_eq!(quantity(12.18, "V"), "12.2 V");
+        assert_eq!(quantity(0.052, "V"), "0.05 V");
+        assert_eq!(quantity(38_214.0, "km"), "38,214 km");
+        assert_eq!(quantity(-1234.0, "km"), "-1,234 km");
+        assert_eq!(quantity(118.0, "celsius"), "118 °C");
+        assert_eq!(quantity(4.3, "percent"), "4.3%");
+        assert_eq!(quantity(0.4, "percent"), "0.40%");
+        assert_eq!(quantity(3.0, "mm"), "3 mm");
+        assert_eq!(span(400.0), "13 months");
+        assert_eq!(span(21.0), "3 weeks");
+    }
+}

@@ -1,0 +1,195 @@
+//! The online scoring worker. It keeps the current artifact loaded, swapping in a new one when
+//! the file changes (checked by modification time, size and inode every `reload_check`; write
+//! a new artifact next to it and rename it over the old, as `aftercare model train` does),
+//! consumes `score_dirty` marks (debounced; see `store::risk::claim_marks`), scores the
+//! vehicles as of now, writes history and current scores, and releases the marks. A periodic
+//! sweep marks vehicles whose scores are stale or come from another model version, so risk
+//! moves with time (days since service grow) and a new model re-scores the fleet.
+//! Any number of workers (instances) can share the queue.
+
+use super::artifact::Artifact;
+use super::dataset::{EVENT_LOOKBACK_DAYS, SIGNAL_LOOKBACK_DAYS};
+use super::features;
+use super::score::Scorer;
+use crate::store::{history, risk, StoreError};
+use chrono::Utc;
+use sqlx::PgPool;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub artifact: PathBuf,
+    pub debounce: Duration,
+    pub max_delay: Duration,
+    pub lease: Duration,
+    pub poll: Duration,
+    pub batch: i64,
+    pub sweep_every: Duration,
+    pub stale_after: Duration,
+    pub reload_check: Duration,
+}
+
+/// The model in use, shared with whoever wants to know its version.
+#[derive(Default)]
+pub struct ModelSlot(RwLock<Option<Arc<Scorer>>>);
+
+impl ModelSlot {
+    pub fn get(&self) -> Option<Arc<Scorer>> {
+        self.0.read().ok().and_then(|g| g.clone())
+    }
+
+    pub fn version(&self) -> Option<String> {
+        self.get().map(|s| s.version().to_owned())
+    }
+
+    fn set(&self, scorer: Scorer) {
+        if let Ok(mut g) = self.0.write() {
+            *g = Some(Arc::new(scorer));
+        }
+    }
+}
+
+/// What identifies a version of the artifact file on disk.
+type FileStamp = (std::time::SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// Loads the artifact if the file changed since `last`; keeps the current model on errors.
+fn reload(path: &Path, last: &mut Option<FileStamp>, slot: &ModelSlot) -> bool {
+    let now = stamp(path);
+    if now.is_none() || now == *last {
+        if now.is_none() && last.is_some() {
+            tracing::warn!(path = %path.display(), "model artifact disappeared; keeping the loaded model");
+            *last = None;
+        }
+        return false;
+    }
+    *last = now;
+    match Artifact::load(path).and_then(Scorer::new) {
+        Ok(scorer) => {
+            tracing::info!(version = scorer.version(), path = %path.display(), "model loaded");
+            slot.set(scorer);
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot use the new model artifact; keeping the loaded model");
+            false
+        }
+    }
+}
+
+/// Scores up to one batch of due marks; returns how many vehicles were claimed.
+pub async fn score_due(
+    pool: &PgPool,
+    scorer: &Scorer,
+    cfg: &WorkerConfig,
+) -> Result<usize, StoreError> {
+    let claimed_at = Utc::now();
+    let claims = risk::claim_marks(pool, cfg.batch, cfg.debounce, cfg.max_delay, cfg.lease).await?;
+    if claims.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i32> = claims.iter().map(|c| c.vehicle_id).collect();
+    score_vehicles(pool, scorer, &ids).await?;
+    risk::release_marks(pool, &claims, claimed_at).await?;
+    Ok(claims.len())
+}
+
+/// Scores the vehicles as of now and writes the scores. Vehicles with no data in the last 30
+/// days keep their previous scores.
+pub async fn score_vehicles(
+    pool: &PgPool,
+    scorer: &Scorer,
+    ids: &[i32],
+) -> Result<usize, StoreError> {
+    let now = Utc::now();
+    let histories = history::load(
+        pool,
+        ids,
+        now - chrono::Duration::days(SIGNAL_LOOKBACK_DAYS),
+        now - chrono::Duration::days(EVENT_LOOKBACK_DAYS),
+        now,
+    )
+    .await?;
+    let mut scored_ids = Vec::new();
+    let mut rows = Vec::new();
+    for h in &histories {
+        let snapshot = features::compute(h, now);
+        if !snapshot.active {
+            continue;
+        }
+        scored_ids.push(h.vehicle_id);
+        for s in scorer.score_snapshot(&snapshot) {
+            rows.push(risk::NewScore {
+                vehicle_id: h.vehicle_id,
+                component: s.component.as_str(),
+                p: s.p.map(|p| p as f32),
+                urgency_days: s.urgency_days.map(|u| u as f32),
+                factors: serde_json::to_value(&s.factors).unwrap_or_default(),
+            });
+        }
+    }
+    if !scored_ids.is_empty() {
+        risk::write_scores(pool, &scored_ids, scorer.version(), now, &rows).await?;
+    }
+    Ok(scored_ids.len())
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(
+    pool: PgPool,
+    cfg: WorkerConfig,
+    slot: Arc<ModelSlot>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut stamp_seen = None;
+    if stamp(&cfg.artifact).is_none() {
+        tracing::warn!(path = %cfg.artifact.display(),
+            "no model artifact yet; scoring starts when one appears (aftercare model train)");
+    }
+    let mut next_sweep = tokio::time::Instant::now();
+    let mut next_reload = tokio::time::Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= next_reload {
+            next_reload = now + cfg.reload_check;
+            if reload(&cfg.artifact, &mut stamp_seen, &slot) {
+                next_sweep = now; // re-score the fleet with the new model
+            }
+        }
+        if let Some(scorer) = slot.get() {
+            if now >= next_sweep {
+                next_sweep = now + cfg.sweep_every;
+                match risk::mark_stale(&pool, scorer.version(), cfg.stale_after, cfg.debounce).await
+                {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(vehicles = n, "stale scores marked for re-scoring")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "stale sweep failed; retrying later"),
+                }
+            }
+            loop {
+                match score_due(&pool, &scorer, &cfg).await {
+                    Ok(n) if n as i64 >= cfg.batch && !*shutdown.borrow() => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scoring failed; retrying");
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.poll) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
