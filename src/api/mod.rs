@@ -2,6 +2,7 @@
 //! read through `store` and never write SQL themselves.
 
 mod auth;
+mod console;
 pub mod error;
 mod ops;
 mod vehicles;
@@ -34,6 +35,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/", get(console::root))
+        .route("/console", get(console::root))
+        .route("/console/", get(console::index))
+        .route("/console/assets/{*path}", get(console::asset))
         .merge(fleet_read)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(tower_http::trace::TraceLayer::new_for_http())
