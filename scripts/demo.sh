@@ -27,6 +27,7 @@ export AFTERCARE_MQTT_SHARE_GROUP=""
 psql "${AFTERCARE_DATABASE_URL%/*}/postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'aftercare_demo'" | grep -q 1 \
   || psql "${AFTERCARE_DATABASE_URL%/*}/postgres" -qc "CREATE DATABASE aftercare_demo"
 $BIN migrate
+$BIN workshops load deploy/workshops.toml
 
 if [ -f $DEMO/serve.pid ] && kill -0 "$(cat $DEMO/serve.pid)" 2>/dev/null; then kill "$(cat $DEMO/serve.pid)"; sleep 1; fi
 $BIN serve > $DEMO/serve.log 2>&1 &

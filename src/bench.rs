@@ -211,7 +211,7 @@ pub async fn ingest(config: &Config, args: &IngestBenchArgs) -> Result<(), Bench
 }
 
 /// Drops and creates `name` next to the configured database; returns its URL, migrated.
-async fn fresh_database(url: &str, name: &str) -> Result<String, BenchError> {
+pub(crate) async fn fresh_database(url: &str, name: &str) -> Result<String, BenchError> {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
     let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -34,6 +34,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub ingest: IngestConfig,
     pub log: LogConfig,
+    pub offers: OffersConfig,
+    pub notify: NotifyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +100,121 @@ pub struct IngestConfig {
     pub rollup_interval_ms: u64,
     /// A dirty day is refreshed once it has been dirty this long (debounces busy days).
     pub rollup_settle_ms: u64,
+}
+
+/// Risk thresholds of one component: an offer is due when any horizon's probability
+/// reaches its threshold (absent: that horizon never triggers).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    pub p7: Option<f64>,
+    pub p30: Option<f64>,
+    pub p90: Option<f64>,
+}
+
+/// The offer policy (`[offers]`). Thresholds per component are file-only:
+/// `[offers.thresholds.brakes] p30 = 0.4`; `default` applies to components not listed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffersConfig {
+    /// Run the offer worker on this instance (several may; they do not double offers).
+    pub enabled: bool,
+    pub interval_ms: u64,
+    pub thresholds: std::collections::BTreeMap<String, Thresholds>,
+    /// No new offer for a vehicle and component this long after the owner declined one.
+    pub cooldown_days: f64,
+    /// An unanswered offer expires after this.
+    pub ttl_days: f64,
+    /// Windows per offer (3 to 5).
+    pub windows: usize,
+    /// How far ahead windows are sought, at most; sooner when failure is likely sooner.
+    pub search_days: i64,
+    /// ... but never less than this, so an urgent offer still has windows.
+    pub min_search_days: i64,
+    /// Nearby workshops asked when the home workshop has too few windows.
+    pub nearby_workshops: i64,
+    /// Used when a vehicle's profile names no home workshop; empty: such vehicles get none.
+    pub default_workshop: String,
+    /// Reminders, whichever comes first: time, distance or risk rise since the last notice.
+    pub reminder_after_hours: f64,
+    pub reminder_km: f64,
+    pub reminder_risk_rise: f64,
+    /// A reminder is hard (urgent) when p7 reaches this or failure is this close.
+    pub hard_p7: f64,
+    pub hard_urgency_days: f64,
+    /// Alarm for a vehicle with a profile that has sent nothing for this long.
+    pub silent_after_hours: f64,
+    /// Risk rows considered per worker pass.
+    pub batch: i64,
+}
+
+impl Default for OffersConfig {
+    fn default() -> Self {
+        let mut thresholds = std::collections::BTreeMap::new();
+        thresholds.insert(
+            "default".to_owned(),
+            Thresholds {
+                p7: Some(0.35),
+                p30: Some(0.5),
+                p90: Some(0.75),
+            },
+        );
+        OffersConfig {
+            enabled: true,
+            interval_ms: 5000,
+            thresholds,
+            cooldown_days: 14.0,
+            ttl_days: 14.0,
+            windows: 4,
+            search_days: 21,
+            min_search_days: 3,
+            nearby_workshops: 2,
+            default_workshop: String::new(),
+            reminder_after_hours: 72.0,
+            reminder_km: 300.0,
+            reminder_risk_rise: 0.15,
+            hard_p7: 0.6,
+            hard_urgency_days: 7.0,
+            silent_after_hours: 48.0,
+            batch: 200,
+        }
+    }
+}
+
+/// Notifications (`[notify]`): the outbox dispatcher.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Run the dispatcher on this instance (several may share the outbox).
+    pub enabled: bool,
+    /// Where webhooks go (http only); empty: webhook events wait in the outbox.
+    pub webhook_url: String,
+    /// HMAC-SHA256 key for the `Aftercare-Signature` header.
+    pub webhook_secret: String,
+    pub webhook_timeout_ms: u64,
+    /// Publish vehicle events to `v1/vehicles/{vin}/offers` (QoS 1).
+    pub mqtt: bool,
+    pub interval_ms: u64,
+    /// Retry backoff: base doubled per attempt, capped.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub batch: i64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            enabled: true,
+            webhook_url: String::new(),
+            webhook_secret: String::new(),
+            webhook_timeout_ms: 10_000,
+            mqtt: true,
+            interval_ms: 1000,
+            retry_base_ms: 1000,
+            retry_max_ms: 3_600_000,
+            batch: 50,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -181,7 +298,9 @@ impl Default for LogConfig {
     }
 }
 
-const SECTIONS: [&str; 5] = ["database", "mqtt", "http", "ingest", "log"];
+const SECTIONS: [&str; 7] = [
+    "database", "mqtt", "http", "ingest", "log", "offers", "notify",
+];
 
 impl Config {
     /// Loads defaults, then `file` (or `AFTERCARE_CONFIG`) if given, then the environment.
@@ -220,6 +339,43 @@ impl Config {
         if self.mqtt.receive_maximum == 0 {
             return Err(ConfigError::Invalid(
                 "mqtt.receive_maximum must be positive".into(),
+            ));
+        }
+        let o = &self.offers;
+        if !(3..=5).contains(&o.windows) {
+            return Err(ConfigError::Invalid("offers.windows must be 3 to 5".into()));
+        }
+        for (name, t) in &o.thresholds {
+            if name != "default" && name.parse::<crate::component::Component>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "offers.thresholds.{name}: not a component"
+                )));
+            }
+            if [t.p7, t.p30, t.p90]
+                .iter()
+                .flatten()
+                .any(|p| !(0.0..=1.0).contains(p))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "offers.thresholds.{name}: probabilities are 0 to 1"
+                )));
+            }
+        }
+        if o.cooldown_days < 0.0 || o.ttl_days <= 0.0 || o.search_days < 1 || o.min_search_days < 1
+        {
+            return Err(ConfigError::Invalid(
+                "offers: cooldown_days >= 0, ttl_days > 0, search_days and min_search_days >= 1"
+                    .into(),
+            ));
+        }
+        if !self.notify.webhook_url.is_empty() && !self.notify.webhook_url.starts_with("http://") {
+            return Err(ConfigError::Invalid(
+                "notify.webhook_url must be http:// (this build has no TLS; terminate TLS in a proxy)".into(),
+            ));
+        }
+        if !self.notify.webhook_url.is_empty() && self.notify.webhook_secret.is_empty() {
+            return Err(ConfigError::Invalid(
+                "notify.webhook_secret is required with a webhook_url".into(),
             ));
         }
         if self.mqtt.client_id.is_empty() {

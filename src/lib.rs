@@ -6,11 +6,16 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_api;
+pub mod booking;
+pub mod capacity;
 pub mod catalog;
 pub mod component;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod offers;
+pub mod outbox;
 pub mod service;
 pub mod simulator;
 pub mod store;

@@ -1,4 +1,4 @@
-//! The `aftercare` command: serve, migrate, keys, simulate, bench.
+//! The `aftercare` command: serve, migrate, keys, workshops, simulate, bench.
 
 use aftercare::config::{Config, LogFormat};
 use aftercare::store::keys::Scope;
@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Workshops, job catalogue and parts.
+    Workshops {
+        #[command(subcommand)]
+        command: WorkshopsCommand,
+    },
     /// Publish a synthetic fleet through the broker.
     Simulate(aftercare::simulator::SimulateArgs),
     /// End-to-end benchmarks.
@@ -53,9 +58,17 @@ enum KeysCommand {
 }
 
 #[derive(Subcommand)]
+enum WorkshopsCommand {
+    /// Load a seed file (parts, jobs, workshops); loading it again changes nothing.
+    Load { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Broker limit vs full pipeline vs database COPY limit, on the same messages.
     Ingest(aftercare::bench::IngestBenchArgs),
+    /// HTTP API latency under load: health baseline, offer list, slot search, accepts.
+    Api(aftercare::bench_api::ApiBenchArgs),
 }
 
 fn init_logging(config: &Config) {
@@ -95,6 +108,20 @@ async fn main() -> anyhow::Result<()> {
             let secret = aftercare::store::keys::create(&pool, &name, &scopes).await?;
             println!("{secret}");
         }
+        Command::Workshops {
+            command: WorkshopsCommand::Load { file },
+        } => {
+            let seed = aftercare::capacity::Seed::from_file(&file)?;
+            let pool = aftercare::store::pool(&config.database.url, 1).await?;
+            aftercare::store::migrate(&pool).await?;
+            aftercare::store::capacity::load_seed(&pool, &seed).await?;
+            eprintln!(
+                "loaded {} parts, {} jobs, {} workshops",
+                seed.parts.len(),
+                seed.jobs.len(),
+                seed.workshops.len()
+            );
+        }
         Command::Simulate(args) => {
             let summary = aftercare::simulator::run_live(&config, &args).await?;
             eprintln!("{summary}");
@@ -103,6 +130,11 @@ async fn main() -> anyhow::Result<()> {
             command: BenchCommand::Ingest(args),
         } => {
             aftercare::bench::ingest(&config, &args).await?;
+        }
+        Command::Bench {
+            command: BenchCommand::Api(args),
+        } => {
+            aftercare::bench_api::api(&config, &args).await?;
         }
     }
     Ok(())

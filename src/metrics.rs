@@ -18,8 +18,22 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    pub channel: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Offers entering each state (the design's `aftercare_offers_total{state}`).
+    pub offers: Family<StateLabel, Counter>,
+    pub outbox_delivered: Family<ChannelLabel, Counter>,
+    pub outbox_failures: Family<ChannelLabel, Counter>,
     pub received: Counter,
     pub messages: Family<OutcomeLabel, Counter>,
     pub values: Counter,
@@ -45,6 +59,9 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("aftercare");
         let m = Metrics {
+            offers: Family::default(),
+            outbox_delivered: Family::default(),
+            outbox_failures: Family::default(),
             received: Counter::default(),
             messages: Family::default(),
             values: Counter::default(),
@@ -121,7 +138,22 @@ impl Metrics {
             "Failed batch writes (retried)",
             m.db_write_errors.clone(),
         );
+        registry.register("offers", "Offers entering each state", m.offers.clone());
+        registry.register(
+            "outbox_delivered",
+            "Notifications delivered, by channel",
+            m.outbox_delivered.clone(),
+        );
+        registry.register(
+            "outbox_failures",
+            "Failed notification attempts (retried with backoff), by channel",
+            m.outbox_failures.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    pub fn offer_entered(&self, state: &'static str) {
+        self.offers.get_or_create(&StateLabel { state }).inc();
     }
 
     pub fn render(&self) -> String {

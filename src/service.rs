@@ -1,5 +1,6 @@
-//! Wires the pipeline into one running service: database pools, migrations, ingest and the
-//! HTTP API, with a graceful shutdown that commits and acknowledges what is in flight.
+//! Wires the pipeline into one running service: database pools, migrations, ingest, the
+//! offer worker, the outbox dispatcher and the HTTP API, with a graceful shutdown that
+//! commits and acknowledges what is in flight.
 
 use crate::api::{self, AppState};
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub struct RunningService {
     shutdown: watch::Sender<bool>,
     ingest: Option<JoinHandle<Result<(), IngestError>>>,
     rollup: Option<JoinHandle<()>>,
+    offers: Option<JoinHandle<()>>,
+    outbox: Option<JoinHandle<Result<(), crate::outbox::OutboxError>>>,
     http: JoinHandle<()>,
 }
 
@@ -77,6 +80,25 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         None
     };
 
+    let offers = config.offers.enabled.then(|| {
+        let (pool, cfg, metrics, rx) = (
+            store.pool().clone(),
+            config.offers.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        );
+        tokio::spawn(crate::offers::run(pool, cfg, metrics, rx))
+    });
+    let outbox = config.notify.enabled.then(|| {
+        let (pool, config, metrics, rx) = (
+            store.pool().clone(),
+            config.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        );
+        tokio::spawn(crate::outbox::run(pool, config, metrics, rx))
+    });
+
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .map_err(|source| ServiceError::Bind {
@@ -109,6 +131,8 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         shutdown,
         ingest,
         rollup,
+        offers,
+        outbox,
         http,
     })
 }
@@ -123,6 +147,14 @@ impl RunningService {
         };
         if let Some(rollup) = self.rollup {
             let _ = rollup.await;
+        }
+        if let Some(offers) = self.offers {
+            let _ = offers.await;
+        }
+        if let Some(outbox) = self.outbox {
+            if let Ok(Err(e)) = outbox.await {
+                tracing::error!(error = %e, "outbox dispatcher stopped");
+            }
         }
         let _ = self.http.await;
         Ok(ingest?)

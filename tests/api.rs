@@ -89,14 +89,24 @@ async fn api_with_data() -> Api {
 }
 
 async fn get(api: &Api, path: &str, key: Option<&str>) -> (StatusCode, Value) {
-    let mut req = Request::get(path);
+    request(api, "GET", path, key).await
+}
+
+async fn request(api: &Api, method: &str, path: &str, key: Option<&str>) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
     if let Some(k) = key {
         req = req.header("authorization", format!("Bearer {k}"));
     }
+    let body = if method == "GET" {
+        Body::empty()
+    } else {
+        req = req.header("content-type", "application/json");
+        Body::from("{}")
+    };
     let resp = api
         .app
         .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
+        .oneshot(req.body(body).unwrap())
         .await
         .unwrap();
     let status = resp.status();
@@ -107,40 +117,63 @@ async fn get(api: &Api, path: &str, key: Option<&str>) -> (StatusCode, Value) {
     )
 }
 
-/// Every /v1 path in the OpenAPI document refuses a missing, wrong or under-scoped key.
+/// Every /v1 operation in the OpenAPI document refuses a missing, wrong or under-scoped key,
+/// and lets the right scope (and admin) through.
 #[tokio::test]
 async fn every_v1_route_refuses_missing_wrong_and_underscoped_keys() {
     let api = api_with_data().await;
     let pool = api._db.pool().await;
-    let planner = keys::create(&pool, "planner", &[Scope::Planner])
-        .await
-        .unwrap();
+    let mut keys_by_scope = std::collections::HashMap::new();
+    keys_by_scope.insert("fleet-read", api.key.clone());
+    for scope in [Scope::Advisor, Scope::Planner] {
+        let k = keys::create(&pool, scope.as_str(), &[scope]).await.unwrap();
+        keys_by_scope.insert(scope.as_str(), k);
+    }
     let admin = keys::create(&pool, "admin", &[Scope::Admin]).await.unwrap();
     let (status, doc) = get(&api, "/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
-    let v1: Vec<&String> = paths.keys().filter(|p| p.starts_with("/v1/")).collect();
-    assert!(v1.len() >= 3);
-    for path in v1 {
-        let scope = paths[path]["get"]["x-scope"].as_str().unwrap();
-        assert_eq!(scope, "fleet-read");
-        let concrete = path.replace("{vin}", VIN);
-        let (s, body) = get(&api, &concrete, None).await;
-        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path} without a key");
-        assert_eq!(body["error"]["code"], "unauthorized");
-        let (s, _) = get(&api, &concrete, Some("ack_not-a-real-key")).await;
-        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path} with a wrong key");
-        let (s, body) = get(&api, &concrete, Some(&planner)).await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{path} with an under-scoped key");
-        assert!(body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("fleet-read"));
-        let (s, _) = get(&api, &concrete, Some(&api.key)).await;
-        assert_eq!(s, StatusCode::OK, "{path} with the right key");
-        let (s, _) = get(&api, &concrete, Some(&admin)).await;
-        assert_eq!(s, StatusCode::OK, "{path}: admin implies every scope");
+    let mut checked = 0;
+    for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/v1/")) {
+        for (method, op) in item.as_object().unwrap() {
+            let method = method.to_uppercase();
+            let scope = op["x-scope"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path}: x-scope"));
+            let right = &keys_by_scope[scope];
+            let other = if scope == "planner" {
+                "advisor"
+            } else {
+                "planner"
+            };
+            let under = &keys_by_scope[other];
+            let mut concrete = path.replace("{vin}", VIN);
+            while let (Some(a), Some(b)) = (concrete.find('{'), concrete.find('}')) {
+                concrete.replace_range(a..=b, "1");
+            }
+            let what = format!("{method} {path}");
+            let (s, body) = request(&api, &method, &concrete, None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} without a key");
+            assert_eq!(body["error"]["code"], "unauthorized");
+            let (s, _) = request(&api, &method, &concrete, Some("ack_not-a-real-key")).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} with a wrong key");
+            let (s, body) = request(&api, &method, &concrete, Some(under)).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{what} with an under-scoped key");
+            assert!(body["error"]["message"].as_str().unwrap().contains(scope));
+            for (who, key) in [("right", right.as_str()), ("admin", admin.as_str())] {
+                let (s, body) = request(&api, &method, &concrete, Some(key)).await;
+                assert!(
+                    s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
+                    "{what} with the {who} key: {s} {body}"
+                );
+                if scope == "fleet-read" {
+                    assert_eq!(s, StatusCode::OK, "{what} with the {who} key");
+                }
+            }
+            checked += 1;
+        }
     }
+    assert!(checked >= 23, "every operation walked ({checked})");
     // A revoked key is refused.
     sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = 'admin'")
         .execute(&pool)

@@ -33,7 +33,16 @@ async fn plain_postgres_flavor_is_detected_and_migrations_are_idempotent() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(applied, vec!["core", "rollup_table", "service_and_risk"]);
+    assert_eq!(
+        applied,
+        vec![
+            "core",
+            "rollup_table",
+            "service_and_risk",
+            "capacity",
+            "booking"
+        ]
+    );
 }
 
 #[tokio::test]

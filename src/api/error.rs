@@ -14,11 +14,27 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request lost to a concurrent one or the resource's state; `extra` fields
+    /// (e.g. alternative windows) ride beside the error object.
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        extra: serde_json::Map<String, serde_json::Value>,
+    },
     #[error("internal error")]
     Internal(#[from] crate::store::StoreError),
 }
 
 impl ApiError {
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Conflict {
+            code,
+            message: message.into(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::BadRequest {
             code,
@@ -34,6 +50,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
             ApiError::Internal(e) => {
                 tracing::error!(error = %e, "request failed");
                 let status = if e.is_transient() {
@@ -44,7 +61,10 @@ impl IntoResponse for ApiError {
                 (status, "internal")
             }
         };
-        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let mut body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        if let (ApiError::Conflict { extra, .. }, Some(obj)) = (&self, body.as_object_mut()) {
+            obj.extend(extra.clone());
+        }
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -84,6 +84,18 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Always,
         sql: include_str!("../../migrations/0004_service_and_risk.sql"),
     },
+    Migration {
+        version: 20,
+        name: "capacity",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0020_capacity.sql"),
+    },
+    Migration {
+        version: 21,
+        name: "booking",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0021_booking.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {

@@ -1,9 +1,14 @@
 //! Storage: the PostgreSQL/TimescaleDB schema and every query against it. Ingest hands it
 //! parsed batches; the API reads through it. Nothing above this module writes SQL.
 
+pub mod booking;
+pub mod capacity;
 pub mod copy;
 pub mod keys;
+pub mod kpis;
 mod migrate;
+pub mod offers;
+pub mod outbox;
 pub mod read;
 mod rollup;
 mod writer;

@@ -1,0 +1,327 @@
+//! Offers: turning risk into proposals an owner can accept. Owns the policy (`policy`, pure),
+//! the queue's state machine (`state`), and the worker that reads `risk_current`, creates
+//! offers with windows at the home workshop (or nearby ones) before the likely failure,
+//! sends reminders, expires unanswered offers and raises alarms for silent vehicles.
+
+pub mod policy;
+pub mod state;
+
+use crate::capacity::slots::{search, spread, Search};
+use crate::component::Component;
+use crate::config::OffersConfig;
+use crate::metrics::Metrics;
+use crate::store::capacity::{self as cap, Snapshot};
+use crate::store::offers::{self as store, Candidate, NewOffer};
+use crate::store::StoreError;
+use chrono::{DateTime, Duration, Utc};
+use policy::{Context, Decision, Horizon, Notice, Risk};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use tokio::sync::watch;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    pub created: u64,
+    pub skipped: HashMap<&'static str, u64>,
+    pub reminded: u64,
+    pub expired: u64,
+    pub alarms_raised: u64,
+    pub alarms_cleared: u64,
+}
+
+/// The best windows for a job at `workshop`, topped up from nearby workshops when it has
+/// fewer than `n` before `until`.
+pub async fn windows_for(
+    pool: &PgPool,
+    workshop: &str,
+    job: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    n: usize,
+    nearby: i64,
+) -> Result<(Option<Snapshot>, Vec<Value>), StoreError> {
+    let home = match cap::snapshot(pool, workshop, job, now, until).await? {
+        Ok(s) => s,
+        Err(_) => return Ok((None, Vec::new())),
+    };
+    let mut out = best(&home, now, until, n);
+    if out.len() < n && nearby > 0 {
+        for other in cap::nearby_workshops(pool, home.capacity.workshop_id, nearby).await? {
+            if let Ok(snap) = cap::snapshot(pool, &other.code, job, now, until).await? {
+                out.extend(best(&snap, now, until, n - out.len()));
+            }
+            if out.len() >= n {
+                break;
+            }
+        }
+    }
+    Ok((Some(home), out))
+}
+
+fn best(snap: &Snapshot, now: DateTime<Utc>, until: DateTime<Utc>, n: usize) -> Vec<Value> {
+    let ranked = search(
+        &snap.capacity,
+        &snap.need(),
+        &Search {
+            from: now,
+            to: until,
+            earliest: snap.parts_ready_at(now).max(now),
+            ignore_booking: None,
+        },
+    );
+    spread(&ranked, snap.capacity.calendar.tz, n)
+        .iter()
+        .map(|w| snap.window_json(w))
+        .collect()
+}
+
+/// The score's top factors, most contributing first, as the offer's reasons.
+pub fn reasons(factors: &Value) -> Value {
+    let mut list: Vec<Value> = factors.as_array().cloned().unwrap_or_default();
+    list.sort_by(|a, b| {
+        let c = |v: &Value| v["contribution"].as_f64().unwrap_or(0.0).abs();
+        c(b).total_cmp(&c(a))
+    });
+    list.truncate(3);
+    Value::Array(list)
+}
+
+fn risk(c: &Candidate) -> Risk {
+    Risk {
+        p7: f64::from(c.p7),
+        p30: f64::from(c.p30),
+        p90: f64::from(c.p90),
+        urgency_days: c.urgency_days.map(f64::from),
+    }
+}
+
+/// The lowest threshold of each horizon across components: the worker's SQL prefilter.
+fn min_thresholds(cfg: &OffersConfig) -> [f64; 3] {
+    let mut min = [f64::INFINITY; 3];
+    let all = Component::ALL.map(|c| policy::thresholds(cfg, c));
+    for t in all {
+        for (i, p) in [t.p7, t.p30, t.p90].into_iter().enumerate() {
+            if let Some(p) = p {
+                min[i] = min[i].min(p);
+            }
+        }
+    }
+    // A horizon nobody uses never matches.
+    min.map(|m| if m.is_finite() { m } else { 2.0 })
+}
+
+fn skip(pass: &mut Pass, why: &'static str) {
+    *pass.skipped.entry(why).or_default() += 1;
+}
+
+/// One pass of the policy over the current scores and open offers.
+pub async fn run_once(
+    pool: &PgPool,
+    cfg: &OffersConfig,
+    metrics: &Metrics,
+    now: DateTime<Utc>,
+) -> Result<Pass, StoreError> {
+    let mut pass = Pass {
+        expired: store::expire_due(pool, now).await?,
+        ..Pass::default()
+    };
+    for _ in 0..pass.expired {
+        metrics.offer_entered("expired");
+    }
+    let min = min_thresholds(cfg);
+    let mut after = (0, String::new());
+    loop {
+        let page = store::candidates(pool, min, (after.0, &after.1), cfg.batch).await?;
+        for c in &page {
+            let Ok(component) = c.component.parse::<Component>() else {
+                skip(&mut pass, "unknown_component");
+                continue;
+            };
+            let ctx = Context {
+                consent: c.has_profile.then_some(c.offers_consent.unwrap_or(true)),
+                has_home_workshop: c.home_workshop.as_deref().is_some_and(|w| !w.is_empty()),
+                open_offer: c.open_offer,
+                last_declined_at: c.last_declined_at,
+            };
+            let r = risk(c);
+            let (horizon, p) = match policy::decide(cfg, component, &r, &ctx, now) {
+                Decision::Offer { horizon, risk } => (horizon, risk),
+                Decision::Skip(s) => {
+                    skip(&mut pass, skip_name(s));
+                    continue;
+                }
+            };
+            match propose(pool, cfg, c, component, horizon, p, &r, now).await? {
+                Ok(()) => {
+                    pass.created += 1;
+                    metrics.offer_entered("proposed");
+                }
+                Err(why) => skip(&mut pass, why),
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == cfg.batch => {
+                after = (last.vehicle_id, last.component.clone())
+            }
+            _ => break,
+        }
+    }
+    pass.reminded = reminders(pool, cfg, now).await?;
+    let silent_since = now - Duration::seconds((cfg.silent_after_hours * 3600.0) as i64);
+    (pass.alarms_raised, pass.alarms_cleared) = store::silent_alarms(pool, silent_since).await?;
+    Ok(pass)
+}
+
+fn skip_name(s: policy::Skip) -> &'static str {
+    match s {
+        policy::Skip::BelowThreshold => "below_threshold",
+        policy::Skip::OpenOffer => "open_offer",
+        policy::Skip::Cooldown => "cooldown",
+        policy::Skip::OptedOut => "opted_out",
+        policy::Skip::NoProfile => "no_profile",
+        policy::Skip::NoWorkshop => "no_workshop",
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn propose(
+    pool: &PgPool,
+    cfg: &OffersConfig,
+    c: &Candidate,
+    component: Component,
+    horizon: Horizon,
+    p: f64,
+    r: &Risk,
+    now: DateTime<Utc>,
+) -> Result<Result<(), &'static str>, StoreError> {
+    let Some(job) = cap::default_job(pool, component).await? else {
+        return Ok(Err("no_job"));
+    };
+    let workshop = c
+        .home_workshop
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| cfg.default_workshop.clone());
+    let until = policy::search_until(cfg, r, now);
+    let (home, windows) = windows_for(
+        pool,
+        &workshop,
+        &job.code,
+        now,
+        until,
+        cfg.windows,
+        cfg.nearby_workshops,
+    )
+    .await?;
+    let Some(home) = home else {
+        return Ok(Err("unknown_workshop"));
+    };
+    if windows.is_empty() {
+        return Ok(Err("no_capacity"));
+    }
+    let offer = NewOffer {
+        vehicle_id: c.vehicle_id,
+        component: component.as_str().to_owned(),
+        horizon: horizon.as_str(),
+        risk: p,
+        urgency_days: c.urgency_days,
+        model_version: c.model_version.clone(),
+        risk_scored_at: c.scored_at,
+        reasons: reasons(&c.factors),
+        job_code: job.code.clone(),
+        workshop_id: home.capacity.workshop_id,
+        duration_minutes: job.labour_minutes,
+        estimated_cost_cents: home.estimated_cost_cents(),
+        windows: Value::Array(windows),
+        odometer_km: c.odometer_km,
+        expires_at: now + Duration::seconds((cfg.ttl_days * 86_400.0) as i64),
+    };
+    Ok(match store::create(pool, &offer).await? {
+        Some(_) => Ok(()),
+        None => Err("open_offer"),
+    })
+}
+
+async fn reminders(
+    pool: &PgPool,
+    cfg: &OffersConfig,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut sent = 0;
+    let mut after = 0;
+    loop {
+        let page = store::reminding(pool, after, cfg.batch).await?;
+        for o in &page {
+            let (Some(horizon), Some(at)) = (Horizon::parse(&o.horizon), o.last_notice_at) else {
+                continue;
+            };
+            let r = Risk {
+                p7: f64::from(o.p7),
+                p30: f64::from(o.p30),
+                p90: f64::from(o.p90),
+                urgency_days: o.urgency_days.map(f64::from),
+            };
+            let notice = Notice {
+                level: o.reminder_level,
+                last_notice_at: at,
+                last_notice_risk: o.last_notice_risk.map(f64::from).unwrap_or(r.at(horizon)),
+                odometer_at_notice: o.odometer_at_notice,
+            };
+            if let Some((level, trigger)) =
+                policy::reminder(cfg, &notice, horizon, &r, o.odometer_km, now)
+            {
+                let trigger = serde_json::to_value(trigger)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                if store::remind(
+                    pool,
+                    o.id,
+                    level as i16,
+                    &trigger,
+                    r.at(horizon),
+                    o.odometer_km,
+                )
+                .await?
+                {
+                    sent += 1;
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == cfg.batch => after = last.id,
+            _ => return Ok(sent),
+        }
+    }
+}
+
+/// Runs passes every `interval_ms` until `shutdown` turns true.
+pub async fn run(
+    pool: PgPool,
+    cfg: OffersConfig,
+    metrics: std::sync::Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = std::time::Duration::from_millis(cfg.interval_ms.max(100));
+    loop {
+        match run_once(&pool, &cfg, &metrics, Utc::now()).await {
+            Ok(p) if p.created + p.reminded + p.expired + p.alarms_raised > 0 => {
+                tracing::info!(
+                    created = p.created,
+                    reminded = p.reminded,
+                    expired = p.expired,
+                    alarms = p.alarms_raised,
+                    "offer pass"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "offer pass failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! Booking SQL: accepting an offer's window (booking, work order, offer state and outbox
+//! event in one transaction), rescheduling, cancelling and completing. The exclusion
+//! constraints `bookings_bay_free` / `bookings_technician_free` are what keeps two bookings
+//! off one bay or technician; this code only picks which free pair to try, and tries the
+//! next when the database says a concurrent booking took it.
+
+use super::capacity::{snapshot_on, Snapshot, SnapshotMissing};
+use super::outbox::{self, Event};
+use super::StoreError;
+use crate::capacity::slots::{open_for, pairs_at};
+use crate::offers::state::{IllegalTransition, OfferEvent, OfferState};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+/// Why a booking was not made (none of these is a fault of the database).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no offer {0}")]
+    NoOffer(i64),
+    #[error("no booking {0}")]
+    NoBooking(i64),
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("booking {0} is {1}; only a booked visit can change")]
+    NotLive(i64, String),
+    #[error(transparent)]
+    Missing(#[from] SnapshotMissing),
+    #[error("{0}")]
+    Infeasible(String),
+    #[error("the window was taken: no bay and technician are free for it any more")]
+    Taken,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct BookingView {
+    pub id: i64,
+    pub offer_id: Option<i64>,
+    pub vin: String,
+    pub workshop: String,
+    pub bay: String,
+    pub technician: String,
+    pub job: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub status: String,
+    pub work_order: Option<String>,
+    pub estimated_cost_cents: Option<i64>,
+}
+
+const VIEW: &str = "SELECT b.id, b.offer_id, v.vin, w.code AS workshop, y.code AS bay,
+        t.code AS technician, b.job_code AS job, lower(b.during) AS start,
+        upper(b.during) AS end, b.status, o.number AS work_order,
+        o.estimated_cost_cents
+    FROM bookings b JOIN vehicles v ON v.id = b.vehicle_id
+    JOIN workshops w ON w.id = b.workshop_id JOIN bays y ON y.id = b.bay_id
+    JOIN technicians t ON t.id = b.technician_id
+    LEFT JOIN work_orders o ON o.booking_id = b.id";
+
+/// One booking, on the pool or inside a transaction.
+pub async fn view<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
+    id: i64,
+) -> Result<Option<BookingView>, StoreError> {
+    Ok(sqlx::query_as(&format!("{VIEW} WHERE b.id = $1"))
+        .bind(id)
+        .fetch_optional(ex)
+        .await?)
+}
+
+/// Bookings, newest first after `before` (an id cursor), optionally of one status.
+pub async fn list(
+    pool: &PgPool,
+    status: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<BookingView>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "{VIEW} WHERE ($1::text IS NULL OR b.status = $1) AND b.id < coalesce($2, 9223372036854775807)
+         ORDER BY b.id DESC LIMIT $3"
+    ))
+    .bind(status)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+fn is_exclusion_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23P01"))
+}
+
+/// Loads the capacity around `start` and checks the start is one the job can take.
+async fn plan(
+    tx: &mut Transaction<'_, Postgres>,
+    workshop: &str,
+    job: &str,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Result<Snapshot, Refusal>, StoreError> {
+    // Bookings at one workshop queue behind each other for the few milliseconds of this
+    // transaction. Without it, two transactions inserting rows that conflict on a bay each
+    // wait for the other in the exclusion check and one dies of a deadlock. The constraint,
+    // not this lock, is what keeps bookings apart.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('aftercare.booking'), id) FROM workshops WHERE code = $1",
+    )
+    .bind(workshop)
+    .execute(&mut **tx)
+    .await?;
+    let snap = match snapshot_on(
+        &mut *tx,
+        workshop,
+        job,
+        start - Duration::days(1),
+        start + Duration::days(2),
+    )
+    .await?
+    {
+        Ok(s) => s,
+        Err(m) => return Ok(Err(m.into())),
+    };
+    if start < now {
+        return Ok(Err(Refusal::Infeasible(format!("{start} is in the past"))));
+    }
+    let ready = snap.parts_ready_at(now);
+    if start < ready {
+        return Ok(Err(Refusal::Infeasible(format!(
+            "the parts for {} can be at {} only from {ready}",
+            snap.job.code, snap.workshop.code
+        ))));
+    }
+    if !open_for(&snap.capacity, &snap.need(), start) {
+        return Ok(Err(Refusal::Infeasible(format!(
+            "{} does not take a {}-minute job at {start}: closed then, or not on its {}-minute grid",
+            snap.workshop.code, snap.job.labour_minutes, snap.capacity.calendar.slot_minutes
+        ))));
+    }
+    Ok(Ok(snap))
+}
+
+/// Tries the free pairs at `start` in order until one holds; `place` inserts or moves the
+/// booking to (bay, technician) and returns its id. A pair a concurrent transaction took is
+/// refused by the exclusion constraint, rolled back to a savepoint, and the next is tried.
+async fn hold<F>(
+    tx: &mut Transaction<'_, Postgres>,
+    snap: &Snapshot,
+    start: DateTime<Utc>,
+    ignore: Option<i64>,
+    mut place: F,
+) -> Result<Option<i64>, StoreError>
+where
+    F: for<'t> FnMut(
+        &'t mut PgConnection,
+        i32,
+        i32,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<i64, sqlx::Error>> + Send + 't>,
+    >,
+{
+    for (bay, tech) in pairs_at(&snap.capacity, &snap.need(), start, ignore) {
+        let mut sp = sqlx::Acquire::begin(&mut **tx).await?;
+        match place(&mut sp, bay, tech).await {
+            Ok(id) => {
+                sp.commit().await?;
+                return Ok(Some(id));
+            }
+            Err(e) if is_exclusion_violation(&e) => sp.rollback().await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+struct LockedOffer {
+    id: i64,
+    vehicle_id: i32,
+    state: OfferState,
+    job_code: String,
+    workshop: String,
+}
+
+async fn lock_offer(tx: &mut PgConnection, id: i64) -> Result<Option<LockedOffer>, StoreError> {
+    let row: Option<(i64, i32, String, String, String)> = sqlx::query_as(
+        "SELECT o.id, o.vehicle_id, o.state, o.job_code, w.code
+         FROM offers o JOIN workshops w ON w.id = o.workshop_id
+         WHERE o.id = $1 FOR UPDATE OF o",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(
+        row.map(|(id, vehicle_id, state, job_code, workshop)| LockedOffer {
+            id,
+            vehicle_id,
+            // The column's CHECK lists exactly the machine's states.
+            state: state.parse().unwrap_or(OfferState::Expired),
+            job_code,
+            workshop,
+        }),
+    )
+}
+
+async fn set_offer_state(
+    tx: &mut PgConnection,
+    id: i64,
+    state: OfferState,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE offers SET state = $2, updated_at = now(),
+             decided_at = CASE WHEN $2 IN ('booked', 'declined') THEN now() ELSE decided_at END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn announce(
+    tx: &mut PgConnection,
+    kind: &'static str,
+    key: String,
+    booking: &BookingView,
+) -> Result<(), StoreError> {
+    let data = serde_json::to_value(booking).unwrap_or(Value::Null);
+    outbox::enqueue(
+        tx,
+        &Event {
+            key,
+            kind,
+            vin: Some(booking.vin.clone()),
+            data,
+        },
+    )
+    .await
+}
+
+/// Accepts an offer's window: books a bay and a technician for `[start, start + job)`,
+/// creates the work order, moves the offer to booked and writes the event, all in one
+/// transaction. `workshop` overrides the offer's (a nearby workshop it also proposed).
+pub async fn accept(
+    pool: &PgPool,
+    offer_id: i64,
+    workshop: Option<&str>,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Result<BookingView, Refusal>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let Some(offer) = lock_offer(&mut tx, offer_id).await? else {
+        return Ok(Err(Refusal::NoOffer(offer_id)));
+    };
+    let next = match offer.state.next(OfferEvent::Accept) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    let ws = workshop.unwrap_or(&offer.workshop).to_owned();
+    let snap = match plan(&mut tx, &ws, &offer.job_code, start, now).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(Err(r)),
+    };
+    let end = start + Duration::minutes(i64::from(snap.job.labour_minutes));
+    let (ws_id, job, vehicle) = (
+        snap.capacity.workshop_id,
+        snap.job.code.clone(),
+        offer.vehicle_id,
+    );
+    let booked = hold(&mut tx, &snap, start, None, |conn, bay, tech| {
+        let job = job.clone();
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "INSERT INTO bookings (workshop_id, bay_id, technician_id, job_code, vehicle_id,
+                                       offer_id, during, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, tstzrange($7, $8, '[)'), 'booked') RETURNING id",
+            )
+            .bind(ws_id)
+            .bind(bay)
+            .bind(tech)
+            .bind(job)
+            .bind(vehicle)
+            .bind(offer_id)
+            .bind(start)
+            .bind(end)
+            .fetch_one(conn)
+            .await
+        })
+    })
+    .await?;
+    let Some(booking_id) = booked else {
+        return Ok(Err(Refusal::Taken));
+    };
+    sqlx::query(
+        "INSERT INTO work_orders (booking_id, number, status, parts, estimated_cost_cents)
+         VALUES ($1, 'WO-' || lpad($1::text, 8, '0'), 'open', $2, $3)",
+    )
+    .bind(booking_id)
+    .bind(json!(snap.parts))
+    .bind(snap.estimated_cost_cents())
+    .execute(&mut *tx)
+    .await?;
+    set_offer_state(&mut tx, offer.id, next).await?;
+    let Some(view) = view(&mut *tx, booking_id).await? else {
+        return Ok(Err(Refusal::NoBooking(booking_id)));
+    };
+    announce(
+        &mut tx,
+        "booking.created",
+        format!("booking.created:{booking_id}"),
+        &view,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(view))
+}
+
+async fn lock_booking(
+    tx: &mut PgConnection,
+    id: i64,
+) -> Result<Result<(BookingView, Option<i64>), Refusal>, StoreError> {
+    let row: Option<(String, Option<i64>)> =
+        sqlx::query_as("SELECT status, offer_id FROM bookings WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((status, offer)) = row else {
+        return Ok(Err(Refusal::NoBooking(id)));
+    };
+    if status != "booked" {
+        return Ok(Err(Refusal::NotLive(id, status)));
+    }
+    match view(&mut *tx, id).await? {
+        Some(v) => Ok(Ok((v, offer))),
+        None => Ok(Err(Refusal::NoBooking(id))),
+    }
+}
+
+/// Moves a booking to a new start at the same workshop (any free bay and technician).
+pub async fn reschedule(
+    pool: &PgPool,
+    id: i64,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Result<BookingView, Refusal>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let (old, _) = match lock_booking(&mut tx, id).await? {
+        Ok(b) => b,
+        Err(r) => return Ok(Err(r)),
+    };
+    let snap = match plan(&mut tx, &old.workshop, &old.job, start, now).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(Err(r)),
+    };
+    let end = start + Duration::minutes(i64::from(snap.job.labour_minutes));
+    let moved = hold(&mut tx, &snap, start, Some(id), |conn, bay, tech| {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "UPDATE bookings SET bay_id = $2, technician_id = $3,
+                     during = tstzrange($4, $5, '[)'), updated_at = now()
+                 WHERE id = $1 RETURNING id",
+            )
+            .bind(id)
+            .bind(bay)
+            .bind(tech)
+            .bind(start)
+            .bind(end)
+            .fetch_one(conn)
+            .await
+        })
+    })
+    .await?;
+    if moved.is_none() {
+        return Ok(Err(Refusal::Taken));
+    }
+    let Some(view) = view(&mut *tx, id).await? else {
+        return Ok(Err(Refusal::NoBooking(id)));
+    };
+    let key = format!("booking.rescheduled:{id}:{}", start.timestamp());
+    announce(&mut tx, "booking.rescheduled", key, &view).await?;
+    tx.commit().await?;
+    Ok(Ok(view))
+}
+
+/// Cancels a booking: bay and technician are free again, the work order is cancelled and
+/// the offer is open again for another window.
+pub async fn cancel(pool: &PgPool, id: i64) -> Result<Result<BookingView, Refusal>, StoreError> {
+    finish(pool, id, "cancelled", OfferEvent::CancelBooking, None).await
+}
+
+/// Completes a booking: the job was done. Writes the service record the model learns from
+/// (`kind` preventive or repair, source aftercare).
+pub async fn complete(
+    pool: &PgPool,
+    id: i64,
+    kind: &str,
+) -> Result<Result<BookingView, Refusal>, StoreError> {
+    finish(pool, id, "completed", OfferEvent::Complete, Some(kind)).await
+}
+
+async fn finish(
+    pool: &PgPool,
+    id: i64,
+    status: &'static str,
+    event: OfferEvent,
+    record_kind: Option<&str>,
+) -> Result<Result<BookingView, Refusal>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let (_, offer) = match lock_booking(&mut tx, id).await? {
+        Ok(b) => b,
+        Err(r) => return Ok(Err(r)),
+    };
+    if let Some(offer_id) = offer {
+        if let Some(o) = lock_offer(&mut tx, offer_id).await? {
+            match o.state.next(event) {
+                Ok(next) => set_offer_state(&mut tx, o.id, next).await?,
+                Err(e) => return Ok(Err(e.into())),
+            }
+        }
+    }
+    sqlx::query("UPDATE bookings SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(status)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE work_orders SET status = $2 WHERE booking_id = $1")
+        .bind(id)
+        .bind(status)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(kind) = record_kind {
+        sqlx::query(
+            "INSERT INTO service_records (vehicle_id, source, external_id, performed_at, odometer_km,
+                                          workshop, component, kind, job)
+             SELECT b.vehicle_id, 'aftercare', 'booking-' || b.id, now(),
+                    (SELECT t.value FROM telemetry t JOIN signals s ON s.id = t.signal_id
+                     WHERE t.vehicle_id = b.vehicle_id AND s.name = $3
+                     ORDER BY t.ts DESC LIMIT 1),
+                    w.code, j.component, $2, j.code
+             FROM bookings b JOIN workshops w ON w.id = b.workshop_id JOIN jobs j ON j.code = b.job_code
+             WHERE b.id = $1
+             ON CONFLICT (source, external_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(crate::catalog::ODOMETER)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let Some(view) = view(&mut *tx, id).await? else {
+        return Ok(Err(Refusal::NoBooking(id)));
+    };
+    let kind = if status == "cancelled" {
+        "booking.cancelled"
+    } else {
+        "booking.completed"
+    };
+    announce(&mut tx, kind, format!("{kind}:{id}"), &view).await?;
+    tx.commit().await?;
+    Ok(Ok(view))
+}
+
+/// Pairs of live bookings that overlap on a bay or a technician (must always be empty).
+pub async fn overlaps(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM bookings a JOIN bookings b ON a.id < b.id
+         WHERE a.status <> 'cancelled' AND b.status <> 'cancelled' AND a.during && b.during
+           AND (a.bay_id = b.bay_id OR a.technician_id = b.technician_id)",
+    )
+    .fetch_one(pool)
+    .await?)
+}

@@ -1,0 +1,411 @@
+//! Offer SQL: the booking queue's rows, what the policy worker reads (current risk with owner
+//! consent, open offers, declines, odometer), and its writes. Every state change writes its
+//! outbox event in the same transaction. Creation relies on the unique index
+//! `offers_one_open` and the reminder/expiry updates are conditional, so several workers can
+//! run at once without doubling anything.
+
+use super::outbox::{self, Event};
+use super::StoreError;
+use crate::offers::state::{IllegalTransition, OfferEvent, OfferState};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OfferView {
+    pub id: i64,
+    pub vin: String,
+    pub component: String,
+    pub state: String,
+    pub horizon: String,
+    pub risk: f32,
+    pub urgency_days: Option<f32>,
+    pub model_version: String,
+    pub reasons: Value,
+    pub job: String,
+    pub job_name: String,
+    pub workshop: String,
+    pub duration_minutes: i32,
+    pub estimated_cost_cents: i64,
+    pub windows: Value,
+    pub reminder_level: i16,
+    pub risk_scored_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub booking_id: Option<i64>,
+}
+
+const VIEW: &str = "SELECT o.id, v.vin, o.component, o.state, o.horizon, o.risk, o.urgency_days,
+        o.model_version, o.reasons, o.job_code AS job, j.name AS job_name, w.code AS workshop,
+        o.duration_minutes, o.estimated_cost_cents, o.windows, o.reminder_level,
+        o.risk_scored_at, o.created_at, o.expires_at, o.decided_at,
+        (SELECT b.id FROM bookings b WHERE b.offer_id = o.id AND b.status <> 'cancelled'
+         ORDER BY b.id DESC LIMIT 1) AS booking_id
+    FROM offers o JOIN vehicles v ON v.id = o.vehicle_id JOIN jobs j ON j.code = o.job_code
+    JOIN workshops w ON w.id = o.workshop_id";
+
+/// One offer, on the pool or inside a transaction.
+pub async fn get<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
+    id: i64,
+) -> Result<Option<OfferView>, StoreError> {
+    Ok(sqlx::query_as(&format!("{VIEW} WHERE o.id = $1"))
+        .bind(id)
+        .fetch_optional(ex)
+        .await?)
+}
+
+/// Offers in id order after `after`, optionally in one state.
+pub async fn list(
+    pool: &PgPool,
+    state: Option<OfferState>,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<OfferView>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "{VIEW} WHERE ($1::text IS NULL OR o.state = $1) AND o.id > coalesce($2, 0)
+         ORDER BY o.id LIMIT $3"
+    ))
+    .bind(state.map(|s| s.as_str()))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A current score with what the policy needs to know about its vehicle.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Candidate {
+    pub vehicle_id: i32,
+    pub vin: String,
+    pub component: String,
+    pub scored_at: DateTime<Utc>,
+    pub model_version: String,
+    pub p7: f32,
+    pub p30: f32,
+    pub p90: f32,
+    pub urgency_days: Option<f32>,
+    pub factors: Value,
+    pub has_profile: bool,
+    pub offers_consent: Option<bool>,
+    pub home_workshop: Option<String>,
+    pub open_offer: bool,
+    pub last_declined_at: Option<DateTime<Utc>>,
+    pub odometer_km: Option<f64>,
+}
+
+/// Scores at or above the lowest thresholds in use (a prefilter; the policy decides), in
+/// (vehicle, component) order after `after`.
+pub async fn candidates(
+    pool: &PgPool,
+    min: [f64; 3],
+    after: (i32, &str),
+    limit: i64,
+) -> Result<Vec<Candidate>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT rc.vehicle_id, v.vin, rc.component, rc.scored_at, rc.model_version,
+                rc.p7, rc.p30, rc.p90, rc.urgency_days, rc.factors,
+                vp.vehicle_id IS NOT NULL AS has_profile, vp.offers_consent, vp.home_workshop,
+                EXISTS (SELECT 1 FROM offers o WHERE o.vehicle_id = rc.vehicle_id
+                        AND o.component = rc.component
+                        AND o.state IN ('proposed', 'notified', 'booked')) AS open_offer,
+                (SELECT max(d.decided_at) FROM offers d WHERE d.vehicle_id = rc.vehicle_id
+                 AND d.component = rc.component AND d.state = 'declined') AS last_declined_at,
+                (SELECT t.value FROM telemetry t WHERE t.vehicle_id = rc.vehicle_id
+                 AND t.signal_id = (SELECT id FROM signals WHERE name = $6)
+                 ORDER BY t.ts DESC LIMIT 1) AS odometer_km
+         FROM risk_current rc JOIN vehicles v ON v.id = rc.vehicle_id
+         LEFT JOIN vehicle_profiles vp ON vp.vehicle_id = rc.vehicle_id
+         WHERE (rc.p7 >= $1 OR rc.p30 >= $2 OR rc.p90 >= $3)
+           AND (rc.vehicle_id, rc.component) > ($4, $5)
+         ORDER BY rc.vehicle_id, rc.component
+         LIMIT $7",
+    )
+    .bind(min[0])
+    .bind(min[1])
+    .bind(min[2])
+    .bind(after.0)
+    .bind(after.1)
+    .bind(crate::catalog::ODOMETER)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOffer {
+    pub vehicle_id: i32,
+    pub component: String,
+    pub horizon: &'static str,
+    pub risk: f64,
+    pub urgency_days: Option<f32>,
+    pub model_version: String,
+    pub risk_scored_at: DateTime<Utc>,
+    pub reasons: Value,
+    pub job_code: String,
+    pub workshop_id: i32,
+    pub duration_minutes: i32,
+    pub estimated_cost_cents: i64,
+    pub windows: Value,
+    pub odometer_km: Option<f64>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Creates the offer and its `offer.created` event, unless an open one exists for the
+/// vehicle and component (another worker was first): then `None`.
+pub async fn create(pool: &PgPool, o: &NewOffer) -> Result<Option<OfferView>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO offers (vehicle_id, component, state, horizon, risk, urgency_days,
+             model_version, risk_scored_at, reasons, job_code, workshop_id, duration_minutes,
+             estimated_cost_cents, windows, odometer_km, last_notice_risk, expires_at)
+         VALUES ($1, $2, 'proposed', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $4, $15)
+         ON CONFLICT (vehicle_id, component) WHERE state IN ('proposed', 'notified', 'booked')
+         DO NOTHING RETURNING id",
+    )
+    .bind(o.vehicle_id)
+    .bind(&o.component)
+    .bind(o.horizon)
+    .bind(o.risk as f32)
+    .bind(o.urgency_days)
+    .bind(&o.model_version)
+    .bind(o.risk_scored_at)
+    .bind(&o.reasons)
+    .bind(&o.job_code)
+    .bind(o.workshop_id)
+    .bind(o.duration_minutes)
+    .bind(o.estimated_cost_cents)
+    .bind(&o.windows)
+    .bind(o.odometer_km)
+    .bind(o.expires_at)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let view = get(&mut *tx, id).await?;
+    if let Some(v) = &view {
+        announce(&mut tx, "offer.created", format!("offer.created:{id}"), v).await?;
+    }
+    tx.commit().await?;
+    Ok(view)
+}
+
+async fn announce(
+    conn: &mut PgConnection,
+    kind: &'static str,
+    key: String,
+    v: &OfferView,
+) -> Result<(), StoreError> {
+    outbox::enqueue(
+        conn,
+        &Event {
+            key,
+            kind,
+            vin: Some(v.vin.clone()),
+            data: serde_json::to_value(v).unwrap_or(Value::Null),
+        },
+    )
+    .await
+}
+
+/// The owner declined. Refused (with the reason) unless the offer is proposed or notified.
+pub async fn decline(
+    pool: &PgPool,
+    id: i64,
+) -> Result<Option<Result<OfferView, IllegalTransition>>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM offers WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(state) = state else { return Ok(None) };
+    let from: OfferState = state.parse().unwrap_or(OfferState::Expired);
+    if let Err(e) = from.next(OfferEvent::Decline) {
+        return Ok(Some(Err(e)));
+    }
+    sqlx::query("UPDATE offers SET state = 'declined', decided_at = now(), updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let Some(v) = get(&mut *tx, id).await? else {
+        return Ok(None);
+    };
+    announce(
+        &mut tx,
+        "offer.declined",
+        format!("offer.declined:{id}"),
+        &v,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(Ok(v)))
+}
+
+/// Expires unanswered offers past their time, and those whose owner has since opted out.
+/// Returns how many.
+pub async fn expire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE offers o SET state = 'expired', updated_at = now()
+         WHERE o.state IN ('proposed', 'notified')
+           AND (o.expires_at <= $1 OR EXISTS (SELECT 1 FROM vehicle_profiles p
+                WHERE p.vehicle_id = o.vehicle_id AND NOT p.offers_consent))
+         RETURNING o.id",
+    )
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in &ids {
+        if let Some(v) = get(&mut *tx, *id).await? {
+            announce(&mut tx, "offer.expired", format!("offer.expired:{id}"), &v).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(ids.len() as u64)
+}
+
+/// A notified offer with its vehicle's current score and odometer, for reminders.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Reminding {
+    pub id: i64,
+    pub horizon: String,
+    pub reminder_level: i16,
+    pub last_notice_at: Option<DateTime<Utc>>,
+    pub last_notice_risk: Option<f32>,
+    pub odometer_at_notice: Option<f64>,
+    pub p7: f32,
+    pub p30: f32,
+    pub p90: f32,
+    pub urgency_days: Option<f32>,
+    pub odometer_km: Option<f64>,
+}
+
+pub async fn reminding(
+    pool: &PgPool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Reminding>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT o.id, o.horizon, o.reminder_level, o.last_notice_at, o.last_notice_risk,
+                o.odometer_km AS odometer_at_notice, rc.p7, rc.p30, rc.p90, rc.urgency_days,
+                (SELECT t.value FROM telemetry t WHERE t.vehicle_id = o.vehicle_id
+                 AND t.signal_id = (SELECT id FROM signals WHERE name = $1)
+                 ORDER BY t.ts DESC LIMIT 1) AS odometer_km
+         FROM offers o JOIN risk_current rc
+           ON rc.vehicle_id = o.vehicle_id AND rc.component = o.component
+         WHERE o.state = 'notified' AND o.reminder_level < 2 AND o.id > $2
+         ORDER BY o.id LIMIT $3",
+    )
+    .bind(crate::catalog::ODOMETER)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Raises an offer's reminder level and announces it, unless another worker already did.
+pub async fn remind(
+    pool: &PgPool,
+    id: i64,
+    level: i16,
+    trigger: &str,
+    risk_now: f64,
+    odometer_now: Option<f64>,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE offers SET reminder_level = $2, last_notice_at = now(), last_notice_risk = $3,
+             odometer_km = coalesce($4, odometer_km), updated_at = now()
+         WHERE id = $1 AND state = 'notified' AND reminder_level < $2",
+    )
+    .bind(id)
+    .bind(level)
+    .bind(risk_now as f32)
+    .bind(odometer_now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if done {
+        if let Some(v) = get(&mut *tx, id).await? {
+            let name = if level >= 2 { "hard" } else { "soft" };
+            let mut data = serde_json::to_value(&v).unwrap_or(Value::Null);
+            if let Some(obj) = data.as_object_mut() {
+                obj.insert("level".into(), name.into());
+                obj.insert("trigger".into(), trigger.into());
+            }
+            outbox::enqueue(
+                &mut tx,
+                &Event {
+                    key: format!("offer.reminder:{id}:{name}"),
+                    kind: "offer.reminder",
+                    vin: Some(v.vin.clone()),
+                    data,
+                },
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// Raises an alarm for vehicles with a profile that have sent nothing since `silent_since`
+/// (one open alarm each), and clears alarms of vehicles reporting again. Returns
+/// (raised, cleared).
+pub async fn silent_alarms(
+    pool: &PgPool,
+    silent_since: DateTime<Utc>,
+) -> Result<(u64, u64), StoreError> {
+    let mut tx = pool.begin().await?;
+    let raised: Vec<(i64, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "WITH last AS (
+             SELECT p.vehicle_id, (SELECT max(s.ts) FROM samples s WHERE s.vehicle_id = p.vehicle_id) AS seen
+             FROM vehicle_profiles p)
+         INSERT INTO vehicle_alarms (vehicle_id, kind, last_seen)
+         SELECT l.vehicle_id, 'silent', l.seen FROM last l
+         WHERE l.seen IS NOT NULL AND l.seen < $1
+         ON CONFLICT (vehicle_id, kind) WHERE cleared_at IS NULL DO NOTHING
+         RETURNING id, (SELECT vin FROM vehicles WHERE id = vehicle_id), last_seen",
+    )
+    .bind(silent_since)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id, vin, seen) in &raised {
+        outbox::enqueue(
+            &mut tx,
+            &Event {
+                key: format!("vehicle.silent:{id}"),
+                kind: "vehicle.silent",
+                vin: None,
+                data: serde_json::json!({"vin": vin, "last_seen": seen}),
+            },
+        )
+        .await?;
+    }
+    let cleared = sqlx::query(
+        "UPDATE vehicle_alarms a SET cleared_at = now()
+         WHERE a.cleared_at IS NULL AND a.kind = 'silent'
+           AND EXISTS (SELECT 1 FROM samples s WHERE s.vehicle_id = a.vehicle_id AND s.ts >= $1)",
+    )
+    .bind(silent_since)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok((raised.len() as u64, cleared))
+}
+
+/// The id of a vehicle, created if new (benches and tests; ingest creates them in service).
+pub async fn ensure_vehicle(pool: &PgPool, vin: &str) -> Result<i32, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO vehicles (vin) VALUES ($1) ON CONFLICT (vin) DO UPDATE SET vin = $1 RETURNING id",
+    )
+    .bind(vin)
+    .fetch_one(pool)
+    .await?)
+}

@@ -1,0 +1,291 @@
+//! Notifications end to end, with a real HTTP receiver (axum, in the test) and a real MQTT
+//! subscriber: webhooks are signed, carry an idempotency key and are retried with backoff;
+//! offers reach `v1/vehicles/{vin}/offers`; a service killed mid-delivery and restarted
+//! loses none and every repeat carries the key already seen. Accepting through the API of
+//! the restarted service books and notifies.
+
+mod booking_common;
+mod common;
+
+use aftercare::outbox::{verify, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use booking_common::*;
+use common::*;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SECRET: &str = "test-webhook-secret";
+
+#[derive(Clone, Default)]
+struct Receiver {
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Answer 500 to this many requests first.
+    fail_first: Arc<Mutex<usize>>,
+    delay_ms: u64,
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let ts: i64 = h(TIMESTAMP_HEADER).parse().unwrap_or(0);
+    assert!(
+        verify(SECRET.as_bytes(), ts, &body, &h(SIGNATURE_HEADER)),
+        "bad signature"
+    );
+    let payload: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        payload["id"],
+        h(IDEMPOTENCY_HEADER),
+        "idempotency key is the event id"
+    );
+    tokio::time::sleep(Duration::from_millis(r.delay_ms)).await;
+    {
+        let mut fail = r.fail_first.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+    r.seen
+        .lock()
+        .unwrap()
+        .push((h(IDEMPOTENCY_HEADER), payload));
+    StatusCode::NO_CONTENT
+}
+
+async fn start_receiver(r: Receiver) -> u16 {
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(r);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// Subscribes to every vehicle's offers topic and collects payloads.
+async fn subscriber(broker: &TestBroker) -> Arc<Mutex<Vec<Value>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut opts = MqttOptions::new("offers-subscriber", "127.0.0.1", broker.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    client
+        .subscribe("v1/vehicles/+/offers", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let sink = got.clone();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let topic = String::from_utf8_lossy(&p.topic).to_string();
+                    let mut v: Value = serde_json::from_slice(&p.payload).unwrap();
+                    v["topic"] = topic.into();
+                    sink.lock().unwrap().push(v);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    subscribed.await.unwrap();
+    got
+}
+
+async fn at_risk_fleet(pool: &PgPool, n: usize) {
+    for i in 0..n {
+        let v = vehicle(pool, &vin(i)).await;
+        let home = format!("WS-0{}", 1 + i % 5);
+        profile(pool, v, Some(&home), true).await;
+        score(pool, v, "brakes", [0.2, 0.8, 0.9], Some(15.0)).await;
+    }
+}
+
+async fn delivered_everything(pool: &PgPool) -> bool {
+    count(
+        pool,
+        "SELECT count(*) FROM outbox WHERE delivered_at IS NULL",
+    )
+    .await
+        == 0
+        && count(pool, "SELECT count(*) FROM outbox").await > 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_and_retried_and_offers_reach_the_vehicle_topic() {
+    let api = api().await;
+    let broker = TestBroker::start().await;
+    at_risk_fleet(&api.pool, 6).await;
+    let receiver = Receiver {
+        fail_first: Arc::new(Mutex::new(3)),
+        ..Receiver::default()
+    };
+    let port = start_receiver(receiver.clone()).await;
+    let mqtt = subscriber(&broker).await;
+    let mut c = config(&api.db.url, &broker.url(), "notify-test");
+    c.ingest.enabled = false;
+    c.offers.interval_ms = 200;
+    c.notify.webhook_url = format!("http://127.0.0.1:{port}/hook");
+    c.notify.webhook_secret = SECRET.into();
+    c.notify.interval_ms = 50;
+    c.notify.retry_base_ms = 100;
+    let service = aftercare::service::start(c).await.unwrap();
+    wait_until(Duration::from_secs(30), "every event delivered", || {
+        delivered_everything(&api.pool)
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "MQTT offers", || async {
+        mqtt.lock().unwrap().len() >= 6
+    })
+    .await;
+    service.shutdown().await.unwrap();
+
+    let seen = receiver.seen.lock().unwrap().clone();
+    let keys: BTreeSet<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.len(), 6, "six offers, one webhook each");
+    assert_eq!(seen.len(), 6, "accepted once each");
+    assert!(seen.iter().all(|(_, p)| p["kind"] == "offer.created"));
+    // The first three attempts were refused and retried with backoff.
+    let retried = count(
+        &api.pool,
+        "SELECT count(*) FROM outbox WHERE channel = 'webhook' AND attempts > 1",
+    )
+    .await;
+    assert!(retried >= 1, "a refused delivery was retried");
+    assert_eq!(
+        count(
+            &api.pool,
+            "SELECT count(*) FROM offers WHERE state = 'notified'"
+        )
+        .await,
+        6,
+        "delivered offers are notified"
+    );
+    // Each offer on its vehicle's topic, with the same event id.
+    let got = mqtt.lock().unwrap().clone();
+    let mqtt_ids: BTreeSet<&str> = got.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(mqtt_ids, keys);
+    for p in &got {
+        assert_eq!(
+            p["topic"],
+            format!("v1/vehicles/{}/offers", p["vin"].as_str().unwrap())
+        );
+        assert_eq!(p["data"]["windows"].as_array().unwrap().len(), 4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_delivery_loses_nothing_and_repeats_only_known_keys() {
+    let api = api().await;
+    let broker = TestBroker::start().await;
+    at_risk_fleet(&api.pool, 30).await;
+    let receiver = Receiver {
+        delay_ms: 60,
+        ..Receiver::default()
+    };
+    let port = start_receiver(receiver.clone()).await;
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let env = [
+        ("AFTERCARE_INGEST_ENABLED", "false"),
+        ("AFTERCARE_OFFERS_INTERVAL_MS", "200"),
+        ("AFTERCARE_NOTIFY_INTERVAL_MS", "50"),
+        ("AFTERCARE_NOTIFY_RETRY_BASE_MS", "100"),
+        ("AFTERCARE_NOTIFY_WEBHOOK_URL", url.as_str()),
+        ("AFTERCARE_NOTIFY_WEBHOOK_SECRET", SECRET),
+    ];
+    let first = ServiceProcess::start(&api.db.url, &broker.url(), "crash-test", &env).await;
+    // Kill it (SIGKILL) once a third of the webhooks are through: mid-batch.
+    let seen = receiver.seen.clone();
+    wait_until(Duration::from_secs(30), "deliveries under way", || async {
+        seen.lock().unwrap().len() >= 10
+    })
+    .await;
+    first.kill();
+    let before = receiver.seen.lock().unwrap().len();
+    assert!(before < 30, "killed before it finished ({before})");
+    let second = ServiceProcess::start(&api.db.url, &broker.url(), "crash-test", &env).await;
+    wait_until(Duration::from_secs(60), "every event delivered", || {
+        delivered_everything(&api.pool)
+    })
+    .await;
+
+    let events: BTreeSet<String> =
+        sqlx::query_scalar("SELECT event_key FROM outbox WHERE channel = 'webhook'")
+            .fetch_all(&api.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(events.len(), 30);
+    let seen = receiver.seen.lock().unwrap().clone();
+    let mut per_key: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for (k, p) in &seen {
+        per_key.entry(k.as_str()).or_default().push(p);
+    }
+    let received: BTreeSet<String> = per_key.keys().map(|k| k.to_string()).collect();
+    assert_eq!(received, events, "nothing lost");
+    // A repeat (the batch in flight at the kill) carries the same key and the same event.
+    for (k, ps) in &per_key {
+        assert!(ps.len() <= 2, "{k} delivered {} times", ps.len());
+        assert!(
+            ps.iter().all(|p| p["data"] == ps[0]["data"]),
+            "{k}: same event each time"
+        );
+    }
+    let effects: BTreeSet<&str> = per_key.keys().copied().collect();
+    assert_eq!(
+        effects.len(),
+        30,
+        "a receiver deduplicating on the key acts once per event"
+    );
+
+    // The restarted service books through its API and announces the booking.
+    let pool = api.pool.clone();
+    let offer: (i64, Value) = sqlx::query_as("SELECT id, windows FROM offers ORDER BY id LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let window = &offer.1[0];
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v1/offers/{}/accept",
+            second.http_port, offer.0
+        ))
+        .bearer_auth(&api.advisor)
+        .json(&serde_json::json!({"start": window["start"], "workshop": window["workshop"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let booking: Value = resp.json().await.unwrap();
+    let key = format!("booking.created:{}", booking["id"]);
+    let seen = receiver.seen.clone();
+    wait_until(Duration::from_secs(20), "booking webhook", || {
+        let key = key.clone();
+        let seen = seen.clone();
+        async move { seen.lock().unwrap().iter().any(|(k, _)| *k == key) }
+    })
+    .await;
+    second.kill();
+}
