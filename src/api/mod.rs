@@ -2,6 +2,7 @@
 //! read through `store` and never write SQL themselves.
 
 mod auth;
+mod capacity;
 mod console;
 pub mod error;
 mod input;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{code}", put(workshops::put_job))
         .route("/v1/parts/{sku}", put(workshops::put_part))
         .route("/v1/kpis", get(kpis::get))
+        .route("/v1/capacity/preview", get(capacity::preview))
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Scope::Planner),
             auth::require_scope,
