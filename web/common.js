@@ -16,10 +16,11 @@ export const COMPONENTS = [
 export const KEY_STORAGE = "aftercare.apiKey";
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, body = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.body = body; // the whole answer, e.g. a 409's alternatives
   }
 }
 
@@ -51,7 +52,7 @@ export async function api(path, options = {}) {
       window.dispatchEvent(new CustomEvent("aftercare:signout", { detail: "Your key was refused; sign in again." }));
     }
     throw new ApiError(response.status, err.code ?? "http_" + response.status,
-      err.message ?? `${response.status} from ${path}`);
+      err.message ?? `${response.status} from ${path}`, data);
   }
   return data;
 }
@@ -130,3 +131,26 @@ export function setParams(params) {
   history.replaceState(null, "", `#/${parts.map(encodeURIComponent).join("/")}${q ? "?" + q : ""}`);
 }
 
+
+export function fmtMoney(cents) {
+  return cents === null || cents === undefined ? "—"
+    : (cents / 100).toLocaleString("en-GB", { style: "currency", currency: "EUR" });
+}
+
+/** A window's start in the workshop's local time, e.g. "Tue 24 Nov 09:30". */
+export function fmtLocal(iso, timeZone) {
+  const d = new Date(iso);
+  try {
+    return d.toLocaleString("en-GB", { timeZone, weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+  } catch {
+    return fmtTime(iso);
+  }
+}
+
+/** Local calendar date (YYYY-MM-DD) and minutes since local midnight of an instant. */
+export function localParts(iso, timeZone) {
+  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-CA", {
+    timeZone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+  }).formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+  return { date: `${parts.year}-${parts.month}-${parts.day}`, minutes: Number(parts.hour) * 60 + Number(parts.minute) };
+}
