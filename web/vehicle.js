@@ -124,14 +124,15 @@ function offersSection(offers) {
     el("h2", {}, "Offers and bookings"),
     list.length === 0 ? el("p", { class: "muted" }, "None.") :
       el("table", { class: "grid compact" },
-        el("thead", {}, el("tr", {}, ["Created", "Component", "State", "Job", "Booked window", "Workshop"].map((h) => el("th", {}, h)))),
-        el("tbody", {}, list.map((o) => el("tr", {},
+        el("thead", {}, el("tr", {}, ["Created", "Component", "Risk", "State", "Job", "Workshop", "Booking"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, list.map((o) => el("tr", { dataset: { offer: o.id } },
           el("td", {}, fmtDay(o.created_at)),
           el("td", {}, o.component),
+          el("td", { class: "num" }, riskBadge(o.risk)),
           el("td", {}, o.state),
-          el("td", {}, o.job?.name ?? o.job?.code ?? "—"),
-          el("td", {}, o.booking ? `${fmtTime(o.booking.start)} – ${fmtTime(o.booking.end)}` : "—"),
-          el("td", {}, o.workshop ?? "—"))))));
+          el("td", {}, o.job_name ?? o.job),
+          el("td", {}, o.workshop),
+          el("td", {}, o.booking_id ? `#${o.booking_id}` : "—"))))));
 }
 
 function latestTable(signals) {

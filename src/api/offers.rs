@@ -60,11 +60,12 @@ fn parse_id(what: &str, raw: &str) -> Result<i64, ApiError> {
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
     state: Option<String>,
+    vin: Option<String>,
     #[serde(flatten)]
     page: Page,
 }
 
-/// `GET /v1/offers?state=&cursor=&limit=`: in id order, cursor-paged.
+/// `GET /v1/offers?state=&vin=&cursor=&limit=`: in id order, cursor-paged.
 pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
@@ -79,7 +80,8 @@ pub async fn list(
         .map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))?;
     let n = p.page.size()?;
     let after = id_cursor(p.page.cursor.as_deref())?;
-    let rows = store::list(state.store.pool(), st, after, n).await?;
+    let vin = p.vin.as_deref().filter(|s| !s.is_empty());
+    let rows = store::list(state.store.pool(), st, vin, after, n).await?;
     let next = next_cursor(&rows, n, |o| o.id.to_string());
     Ok(Json(json!({"offers": rows, "next_cursor": next})))
 }
