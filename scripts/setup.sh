@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Gets this machine ready to build, test and run Aftercare: PostgreSQL and Mosquitto from
-# Debian/Ubuntu packages when missing, both started, and the Rust toolchain checked.
+# Gets this machine ready to build, test and run Aftercare: PostgreSQL, Mosquitto and (for the
+# console's browser tests) Chromium with its driver from Debian/Ubuntu packages when missing,
+# the services started, and the Rust toolchain checked.
 # Idempotent; safe to run again. Needs root (or sudo) only when something must be installed.
 set -euo pipefail
 
@@ -11,6 +12,9 @@ need_apt=()
 command -v psql >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql postgresql-client)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The console's browser tests drive Debian's Chromium through its WebDriver.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -2,6 +2,8 @@
 //! read through `store` and never write SQL themselves.
 
 mod auth;
+mod capacity;
+mod console;
 pub mod error;
 mod input;
 mod kpis;
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{code}", put(workshops::put_job))
         .route("/v1/parts/{sku}", put(workshops::put_part))
         .route("/v1/kpis", get(kpis::get))
+        .route("/v1/capacity/preview", get(capacity::preview))
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Scope::Planner),
             auth::require_scope,
@@ -76,6 +79,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/", get(console::root))
+        .route("/console", get(console::root))
+        .route("/console/", get(console::index))
+        .route("/console/assets/{*path}", get(console::asset))
         .merge(fleet_read)
         .merge(planner)
         .merge(advisor)

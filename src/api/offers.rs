@@ -2,6 +2,7 @@
 //! books it atomically; a window that is gone is a 409 with alternatives.
 
 use super::input::{body, id_cursor, next_cursor, query, Page};
+use super::vehicles::parse_time;
 use super::{error::ApiError, AppState};
 use crate::booking::{self, BookingError};
 use crate::offers::state::OfferState;
@@ -59,11 +60,12 @@ fn parse_id(what: &str, raw: &str) -> Result<i64, ApiError> {
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
     state: Option<String>,
+    vin: Option<String>,
     #[serde(flatten)]
     page: Page,
 }
 
-/// `GET /v1/offers?state=&cursor=&limit=`: in id order, cursor-paged.
+/// `GET /v1/offers?state=&vin=&cursor=&limit=`: in id order, cursor-paged.
 pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
@@ -78,7 +80,8 @@ pub async fn list(
         .map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))?;
     let n = p.page.size()?;
     let after = id_cursor(p.page.cursor.as_deref())?;
-    let rows = store::list(state.store.pool(), st, after, n).await?;
+    let vin = p.vin.as_deref().filter(|s| !s.is_empty());
+    let rows = store::list(state.store.pool(), st, vin, after, n).await?;
     let next = next_cursor(&rows, n, |o| o.id.to_string());
     Ok(Json(json!({"offers": rows, "next_cursor": next})))
 }
@@ -135,11 +138,14 @@ pub async fn decline(
 #[derive(Debug, Deserialize)]
 pub struct BookingParams {
     status: Option<String>,
+    workshop: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
     #[serde(flatten)]
     page: Page,
 }
 
-/// `GET /v1/bookings?status=&cursor=&limit=`: newest first, cursor-paged.
+/// `GET /v1/bookings?status=&workshop=&from=&to=&cursor=&limit=`: newest first, cursor-paged.
 pub async fn list_bookings(
     State(state): State<AppState>,
     params: Result<Query<BookingParams>, QueryRejection>,
@@ -156,7 +162,30 @@ pub async fn list_bookings(
     }
     let n = p.page.size()?;
     let before = id_cursor(p.page.cursor.as_deref())?;
-    let rows = bookings::list(state.store.pool(), status, before, n).await?;
+    let from = parse_time("from", p.from.as_deref())?;
+    let to = parse_time("to", p.to.as_deref())?;
+    let during = match (from, to) {
+        (None, None) => None,
+        (Some(f), Some(t)) if f < t => Some((f, t)),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "from must be before to",
+            ))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "from and to go together",
+            ))
+        }
+    };
+    let filter = bookings::BookingFilter {
+        status,
+        workshop: p.workshop.as_deref().filter(|s| !s.is_empty()),
+        during,
+    };
+    let rows = bookings::list(state.store.pool(), filter, before, n).await?;
     let next = next_cursor(&rows, n, |b| b.id.to_string());
     Ok(Json(json!({"bookings": rows, "next_cursor": next})))
 }

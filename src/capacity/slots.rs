@@ -100,7 +100,7 @@ pub fn local_instant(tz: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateTim
 }
 
 /// Local intervals of one weekday plan on `date`, as instants.
-fn day_intervals(tz: Tz, plan: &WeekPlan, date: NaiveDate) -> Vec<Span> {
+pub fn day_intervals(tz: Tz, plan: &WeekPlan, date: NaiveDate) -> Vec<Span> {
     let idx = date.weekday().num_days_from_monday() as usize;
     plan[idx]
         .iter()
@@ -119,7 +119,7 @@ fn local_dates(tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> impl Iterator<
 }
 
 /// An interval of instants, `[start, end)`.
-type Span = (DateTime<Utc>, DateTime<Utc>);
+pub type Span = (DateTime<Utc>, DateTime<Utc>);
 
 /// Per resource, the busy intervals sorted by start.
 struct Ledger(HashMap<i32, Vec<Span>>);

@@ -70,19 +70,34 @@ pub async fn view<'e>(
 }
 
 /// Bookings, newest first after `before` (an id cursor), optionally of one status.
+/// Which bookings a list returns.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BookingFilter<'a> {
+    pub status: Option<&'a str>,
+    pub workshop: Option<&'a str>,
+    /// Bookings overlapping `[from, to)`.
+    pub during: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
 pub async fn list(
     pool: &PgPool,
-    status: Option<&str>,
+    filter: BookingFilter<'_>,
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<BookingView>, StoreError> {
+    let (from, to) = filter.during.unzip();
     Ok(sqlx::query_as(&format!(
         "{VIEW} WHERE ($1::text IS NULL OR b.status = $1) AND b.id < coalesce($2, 9223372036854775807)
+           AND ($4::text IS NULL OR w.code = $4)
+           AND ($5::timestamptz IS NULL OR b.during && tstzrange($5, $6))
          ORDER BY b.id DESC LIMIT $3"
     ))
-    .bind(status)
+    .bind(filter.status)
     .bind(before)
     .bind(limit)
+    .bind(filter.workshop)
+    .bind(from)
+    .bind(to)
     .fetch_all(pool)
     .await?)
 }

@@ -324,13 +324,13 @@ pub async fn nearby_workshops(
 }
 
 #[derive(Debug, Deserialize)]
-struct WeekRow {
+pub(crate) struct WeekRow {
     weekday: i16,
     a: NaiveTime,
     b: NaiveTime,
 }
 
-fn to_week(rows: &[WeekRow]) -> WeekPlan {
+pub(crate) fn to_week(rows: &[WeekRow]) -> WeekPlan {
     let mut w: WeekPlan = Default::default();
     for r in rows {
         if let Some(day) = w.get_mut(usize::try_from(r.weekday - 1).unwrap_or(usize::MAX)) {
@@ -565,6 +565,38 @@ pub enum SnapshotMissing {
     Job(String),
 }
 
+/// JSON fields for a workshop `w` (a CTE): opening hours and holidays between `$3` and `$4`.
+pub(crate) const CALENDAR_JSON: &str = "'hours', (SELECT coalesce(json_agg(json_build_object('weekday', weekday, 'a', opens, 'b', closes)), '[]')
+                      FROM workshop_hours WHERE workshop_id = (SELECT id FROM w)),
+            'holidays', (SELECT coalesce(json_agg(day), '[]') FROM workshop_holidays
+                         WHERE workshop_id = (SELECT id FROM w)
+                           AND day BETWEEN $3::date - 2 AND $4::date + 2),";
+
+/// JSON field for a workshop `w` (a CTE): its active technicians with skills and shifts.
+pub(crate) const TECHNICIANS_JSON: &str = "'technicians', (SELECT coalesce(json_agg(json_build_object('id', t.id, 'code', t.code, 'skills', t.skills,
+                                'shifts', (SELECT coalesce(json_agg(json_build_object('weekday', weekday, 'a', starts, 'b', ends)), '[]')
+                                           FROM technician_shifts s WHERE s.technician_id = t.id))), '[]')
+                            FROM technicians t WHERE t.workshop_id = (SELECT id FROM w) AND t.active),";
+
+#[derive(Deserialize)]
+pub(crate) struct TechRow {
+    id: i32,
+    code: String,
+    skills: Vec<String>,
+    shifts: Vec<WeekRow>,
+}
+
+pub(crate) fn technicians(rows: Vec<TechRow>) -> Vec<Technician> {
+    rows.into_iter()
+        .map(|t| Technician {
+            id: t.id,
+            code: t.code,
+            skills: t.skills,
+            shifts: to_week(&t.shifts),
+        })
+        .collect()
+}
+
 /// One query: the workshop's calendar, active bays and technicians with rosters, live
 /// bookings overlapping `[from, to)`, the job and its parts with stock. `None` when the
 /// workshop or the job does not exist.
@@ -611,13 +643,6 @@ pub async fn snapshot_on(
         capabilities: Vec<String>,
     }
     #[derive(Deserialize)]
-    struct TechRow {
-        id: i32,
-        code: String,
-        skills: Vec<String>,
-        shifts: Vec<WeekRow>,
-    }
-    #[derive(Deserialize)]
     struct BusyRow {
         booking_id: i64,
         bay_id: i32,
@@ -633,17 +658,10 @@ pub async fn snapshot_on(
                              'time_zone', time_zone, 'latitude', latitude, 'longitude', longitude,
                              'slot_minutes', slot_minutes) FROM w),
             'job', (SELECT * FROM j),
-            'hours', (SELECT coalesce(json_agg(json_build_object('weekday', weekday, 'a', opens, 'b', closes)), '[]')
-                      FROM workshop_hours WHERE workshop_id = (SELECT id FROM w)),
-            'holidays', (SELECT coalesce(json_agg(day), '[]') FROM workshop_holidays
-                         WHERE workshop_id = (SELECT id FROM w)
-                           AND day BETWEEN $3::date - 2 AND $4::date + 2),
+            {CALENDAR_JSON}
             'bays', (SELECT coalesce(json_agg(json_build_object('id', id, 'code', code, 'capabilities', capabilities)), '[]')
                      FROM bays WHERE workshop_id = (SELECT id FROM w) AND active),
-            'technicians', (SELECT coalesce(json_agg(json_build_object('id', t.id, 'code', t.code, 'skills', t.skills,
-                                'shifts', (SELECT coalesce(json_agg(json_build_object('weekday', weekday, 'a', starts, 'b', ends)), '[]')
-                                           FROM technician_shifts s WHERE s.technician_id = t.id))), '[]')
-                            FROM technicians t WHERE t.workshop_id = (SELECT id FROM w) AND t.active),
+            {TECHNICIANS_JSON}
             'busy', (SELECT coalesce(json_agg(json_build_object('booking_id', id, 'bay_id', bay_id,
                          'technician_id', technician_id, 'start', lower(during), 'end', upper(during))), '[]')
                      FROM bookings WHERE workshop_id = (SELECT id FROM w) AND status <> 'cancelled'
@@ -691,16 +709,7 @@ pub async fn snapshot_on(
                 capabilities: b.capabilities,
             })
             .collect(),
-        technicians: row
-            .technicians
-            .into_iter()
-            .map(|t| Technician {
-                id: t.id,
-                code: t.code,
-                skills: t.skills,
-                shifts: to_week(&t.shifts),
-            })
-            .collect(),
+        technicians: technicians(row.technicians),
         busy: row
             .busy
             .into_iter()

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod kpis;
 mod migrate;
 pub mod offers;
+pub mod preview;
 pub mod outbox;
 pub mod read;
 pub mod risk;

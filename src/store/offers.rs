@@ -61,16 +61,19 @@ pub async fn get<'e>(
 pub async fn list(
     pool: &PgPool,
     state: Option<OfferState>,
+    vin: Option<&str>,
     after: Option<i64>,
     limit: i64,
 ) -> Result<Vec<OfferView>, StoreError> {
     Ok(sqlx::query_as(&format!(
         "{VIEW} WHERE ($1::text IS NULL OR o.state = $1) AND o.id > coalesce($2, 0)
+           AND ($4::text IS NULL OR v.vin = $4)
          ORDER BY o.id LIMIT $3"
     ))
     .bind(state.map(|s| s.as_str()))
     .bind(after)
     .bind(limit)
+    .bind(vin)
     .fetch_all(pool)
     .await?)
 }

@@ -3,6 +3,8 @@
 //! that can be cut, and the service in-process or as a child process.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use aftercare::config::Config;
 use aftercare::simulator::{publish_all, PublishStats};
 use bytes::Bytes;

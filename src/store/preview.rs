@@ -1,0 +1,205 @@
+//! Inputs of the demand preview for one workshop and period, in one query: calendar and
+//! rostered technicians, live bookings, open offers, at-risk vehicles that call it home and
+//! have no open offer, and the acceptance history of offers per component.
+
+use super::capacity::{technicians, to_week, TechRow, WeekRow, CALENDAR_JSON, TECHNICIANS_JSON};
+use super::StoreError;
+use crate::capacity::parse_time_zone;
+use crate::capacity::preview::{acceptance, AtRisk, BookedJob, OpenOffer, PreviewInput};
+use crate::capacity::slots::Calendar;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+use sqlx::types::Json;
+use sqlx::PgPool;
+use std::collections::HashMap;
+
+/// The workshop as the preview names it.
+#[derive(Debug, Clone)]
+pub struct PreviewWorkshop {
+    pub code: String,
+    pub name: String,
+    pub time_zone: String,
+}
+
+/// Reads the preview's inputs for `[from, to)` with risks as they stand now (`risk_current`)
+/// and offers' acceptance from every decided offer. `None` when the workshop does not exist.
+/// Vehicles whose largest horizon risk is below `min_risk` are left out (noise, not demand).
+pub async fn preview_input(
+    pool: &PgPool,
+    workshop_code: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    min_risk: f64,
+) -> Result<Option<(PreviewWorkshop, PreviewInput)>, StoreError> {
+    #[derive(Deserialize)]
+    struct Row {
+        workshop: Option<WorkshopRow>,
+        hours: Vec<WeekRow>,
+        holidays: Vec<NaiveDate>,
+        technicians: Vec<TechRow>,
+        booked: Vec<BookedRow>,
+        offers: Vec<OfferRow>,
+        at_risk: Vec<RiskRow>,
+        acceptance: Vec<AcceptanceRow>,
+    }
+    #[derive(Deserialize)]
+    struct WorkshopRow {
+        code: String,
+        name: String,
+        time_zone: String,
+        slot_minutes: i64,
+    }
+    #[derive(Deserialize)]
+    struct BookedRow {
+        vin: String,
+        job: String,
+        skill: String,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    }
+    #[derive(Deserialize)]
+    struct OfferRow {
+        vin: String,
+        component: String,
+        job: String,
+        skill: String,
+        minutes: f64,
+        windows: Vec<WindowRow>,
+    }
+    #[derive(Deserialize)]
+    struct WindowRow {
+        start: DateTime<Utc>,
+        workshop: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct RiskRow {
+        vin: String,
+        job: String,
+        skill: String,
+        minutes: f64,
+        p7: f64,
+        p30: f64,
+        p90: f64,
+    }
+    #[derive(Deserialize)]
+    struct AcceptanceRow {
+        component: String,
+        booked: u64,
+        decided: u64,
+    }
+    let Json(row): Json<Row> = sqlx::query_scalar(&format!(
+        "WITH w AS (SELECT * FROM workshops WHERE code = $1)
+         SELECT json_build_object(
+            'workshop', (SELECT json_build_object('code', code, 'name', name,
+                             'time_zone', time_zone, 'slot_minutes', slot_minutes) FROM w),
+            {CALENDAR_JSON}
+            {TECHNICIANS_JSON}
+            'booked', (SELECT coalesce(json_agg(json_build_object('vin', v.vin, 'job', b.job_code,
+                           'skill', j.skill, 'start', lower(b.during), 'end', upper(b.during))), '[]')
+                       FROM bookings b JOIN jobs j ON j.code = b.job_code
+                       JOIN vehicles v ON v.id = b.vehicle_id
+                       WHERE b.workshop_id = (SELECT id FROM w) AND b.status <> 'cancelled'
+                         AND b.during && tstzrange($3, $4)),
+            'offers', (SELECT coalesce(json_agg(json_build_object('vin', v.vin,
+                           'component', o.component, 'job', o.job_code, 'skill', j.skill,
+                           'minutes', o.duration_minutes, 'windows', o.windows)), '[]')
+                       FROM offers o JOIN jobs j ON j.code = o.job_code
+                       JOIN vehicles v ON v.id = o.vehicle_id
+                       WHERE o.state IN ('proposed', 'notified')
+                         AND (o.workshop_id = (SELECT id FROM w)
+                              OR o.windows @> json_build_array(json_build_object('workshop', $1::text))::jsonb)),
+            'at_risk', (SELECT coalesce(json_agg(json_build_object('vin', v.vin, 'job', j.code,
+                            'skill', j.skill, 'minutes', j.labour_minutes,
+                            'p7', r.p7, 'p30', r.p30, 'p90', r.p90)), '[]')
+                        FROM risk_current r
+                        JOIN vehicle_profiles p ON p.vehicle_id = r.vehicle_id
+                        JOIN vehicles v ON v.id = r.vehicle_id
+                        JOIN jobs j ON j.component = r.component AND j.is_default
+                        WHERE p.home_workshop = $1 AND greatest(r.p7, r.p30, r.p90) >= $2
+                          AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.vehicle_id = r.vehicle_id
+                                          AND o.component = r.component
+                                          AND o.state IN ('proposed', 'notified', 'booked'))),
+            'acceptance', (SELECT coalesce(json_agg(json_build_object('component', component,
+                               'booked', booked, 'decided', decided)), '[]')
+                           FROM (SELECT component,
+                                        count(*) FILTER (WHERE state IN ('booked', 'completed')) AS booked,
+                                        count(*) AS decided
+                                 FROM offers WHERE state IN ('booked', 'completed', 'declined', 'expired')
+                                 GROUP BY component) a))"
+    ))
+    .bind(workshop_code)
+    .bind(min_risk)
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?;
+    let Some(w) = row.workshop else {
+        return Ok(None);
+    };
+    let tz = parse_time_zone(&w.time_zone).unwrap_or(chrono_tz::UTC);
+    let input = PreviewInput {
+        calendar: Calendar {
+            tz,
+            slot_minutes: w.slot_minutes,
+            hours: to_week(&row.hours),
+            holidays: row.holidays.into_iter().collect(),
+        },
+        technicians: technicians(row.technicians),
+        booked: row
+            .booked
+            .into_iter()
+            .map(|b| BookedJob {
+                vin: b.vin,
+                job: b.job,
+                skill: b.skill,
+                start: b.start,
+                end: b.end,
+            })
+            .collect(),
+        // An offer may propose windows at nearby workshops too; only this one's count here.
+        offers: row
+            .offers
+            .into_iter()
+            .map(|o| OpenOffer {
+                windows: o
+                    .windows
+                    .iter()
+                    .filter(|x| x.workshop.as_deref().is_none_or(|c| c == w.code))
+                    .map(|x| x.start)
+                    .collect(),
+                vin: o.vin,
+                component: o.component,
+                job: o.job,
+                skill: o.skill,
+                minutes: o.minutes,
+            })
+            .collect(),
+        at_risk: row
+            .at_risk
+            .into_iter()
+            .map(|r| AtRisk {
+                vin: r.vin,
+                job: r.job,
+                skill: r.skill,
+                minutes: r.minutes,
+                p7: r.p7,
+                p30: r.p30,
+                p90: r.p90,
+            })
+            .collect(),
+        acceptance: row
+            .acceptance
+            .into_iter()
+            .map(|a| (a.component, acceptance(a.booked, a.decided)))
+            .collect::<HashMap<_, _>>(),
+        as_of: Utc::now(),
+    };
+    Ok(Some((
+        PreviewWorkshop {
+            code: w.code,
+            name: w.name,
+            time_zone: w.time_zone,
+        },
+        input,
+    )))
+}
