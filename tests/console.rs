@@ -171,18 +171,29 @@ async fn a_refused_key_stays_on_the_login_page() {
 async fn console_with_fleet(n: usize, offers: bool) -> (Console, sqlx::PgPool) {
     let db = TestDb::new().await;
     let pool = db.pool().await;
-    let seed = aftercare::capacity::Seed::from_file(std::path::Path::new(booking_common::SEED))
+    let seed =
+        aftercare::capacity::Seed::from_file(std::path::Path::new(booking_common::SEED)).unwrap();
+    aftercare::store::capacity::load_seed(&pool, &seed)
+        .await
         .unwrap();
-    aftercare::store::capacity::load_seed(&pool, &seed).await.unwrap();
     let components = ["brakes", "battery_12v", "tyres", "cooling"];
     for i in 0..n {
         let id = booking_common::vehicle(&pool, &booking_common::vin(i)).await;
         booking_common::profile(&pool, id, Some("WS-01"), true).await;
         // Falling risk down the fleet, so the ranking is known.
         let p30 = 0.95 - i as f32 * 0.9 / n as f32;
-        booking_common::score(&pool, id, components[i % 4], [p30 * 0.6, p30, (p30 * 1.2).min(1.0)], Some(10.0 + i as f32)).await;
+        booking_common::score(
+            &pool,
+            id,
+            components[i % 4],
+            [p30 * 0.6, p30, (p30 * 1.2).min(1.0)],
+            Some(10.0 + i as f32),
+        )
+        .await;
     }
-    let key = keys::create(&pool, "console", &[Scope::Admin]).await.unwrap();
+    let key = keys::create(&pool, "console", &[Scope::Admin])
+        .await
+        .unwrap();
     let mut config = config(&db.url, "mqtt://127.0.0.1:1", "console-test");
     config.ingest.enabled = false;
     config.offers.enabled = offers;
@@ -227,11 +238,17 @@ async fn fleet_page_ranks_like_the_api_and_filters_by_component() {
         .map(|r| r["vin"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(expected.len(), 50);
-    assert_eq!(browser.texts("#fleet-rows tr td:nth-child(2)").await, expected);
+    assert_eq!(
+        browser.texts("#fleet-rows tr td:nth-child(2)").await,
+        expected
+    );
     // The rest is one click away.
     browser.click("#fleet-more").await;
     browser
-        .wait_for("second page", "return document.querySelectorAll('#fleet-rows tr').length === 60")
+        .wait_for(
+            "second page",
+            "return document.querySelectorAll('#fleet-rows tr').length === 60",
+        )
         .await;
     browser.screenshot("fleet").await;
     // Filtering by component shows exactly that component's vehicles, in the API's order.
@@ -247,7 +264,10 @@ async fn fleet_page_ranks_like_the_api_and_filters_by_component() {
         .map(|r| r["vin"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(expected.len(), 15);
-    assert_eq!(browser.texts("#fleet-rows tr td:nth-child(2)").await, expected);
+    assert_eq!(
+        browser.texts("#fleet-rows tr td:nth-child(2)").await,
+        expected
+    );
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.close().await;
     console.service.shutdown().await.unwrap();
@@ -258,7 +278,12 @@ async fn accepting_a_window_on_the_offers_page_books_it_and_the_workshop_page_sh
     let (console, pool) = console_with_fleet(8, true).await;
     // The offer worker turns the risks above threshold into offers with windows.
     wait_until(std::time::Duration::from_secs(30), "offers", || async {
-        count(&pool, "SELECT count(*) FROM offers WHERE jsonb_array_length(windows) > 0").await >= 3
+        count(
+            &pool,
+            "SELECT count(*) FROM offers WHERE jsonb_array_length(windows) > 0",
+        )
+        .await
+            >= 3
     })
     .await;
     let browser = Browser::start().await;
@@ -268,12 +293,18 @@ async fn accepting_a_window_on_the_offers_page_books_it_and_the_workshop_page_sh
         .await;
     browser.wait_rendered("page-offers").await;
     let offer_id: i64 = browser
-        .eval("return Number(document.querySelector('#offer-rows tr').dataset.offer)", json!([]))
+        .eval(
+            "return Number(document.querySelector('#offer-rows tr').dataset.offer)",
+            json!([]),
+        )
         .await
         .as_i64()
         .unwrap();
     let start = browser
-        .eval("return document.querySelector('#offer-rows tr button.accept').dataset.start", json!([]))
+        .eval(
+            "return document.querySelector('#offer-rows tr button.accept').dataset.start",
+            json!([]),
+        )
         .await;
     browser.click("#offer-rows tr button.accept").await;
     browser
@@ -290,7 +321,10 @@ async fn accepting_a_window_on_the_offers_page_books_it_and_the_workshop_page_sh
     .unwrap();
     let clicked: chrono::DateTime<Utc> = start.as_str().unwrap().parse().unwrap();
     assert_eq!(booked_start, clicked);
-    assert_eq!(get_json(&console, &format!("/v1/offers/{offer_id}")).await["state"], "booked");
+    assert_eq!(
+        get_json(&console, &format!("/v1/offers/{offer_id}")).await["state"],
+        "booked"
+    );
 
     // The workshop page: the heatmap says what the preview API says, and the board of the
     // booked day shows the booking.
@@ -301,7 +335,10 @@ async fn accepting_a_window_on_the_offers_page_books_it_and_the_workshop_page_sh
         booked_start.with_timezone(&tz).date_naive()
     };
     browser
-        .goto(&format!("{}/console/#/workshops/WS-01?day={day}", console.base))
+        .goto(&format!(
+            "{}/console/#/workshops/WS-01?day={day}",
+            console.base
+        ))
         .await;
     browser.wait_rendered("page-workshop").await;
     let preview = get_json(&console, "/v1/capacity/preview?workshop=WS-01&days=28").await;
@@ -328,10 +365,16 @@ async fn accepting_a_window_on_the_offers_page_books_it_and_the_workshop_page_sh
     shown.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     expected.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     assert_eq!(shown, expected);
-    let booked_hours: f64 = cells.iter().map(|c| c["booked_hours"].as_f64().unwrap()).sum();
+    let booked_hours: f64 = cells
+        .iter()
+        .map(|c| c["booked_hours"].as_f64().unwrap())
+        .sum();
     assert!(booked_hours > 0.0, "the booking counts in the preview");
     let on_board = browser
-        .eval("return document.querySelectorAll('#board .booking').length", json!([]))
+        .eval(
+            "return document.querySelectorAll('#board .booking').length",
+            json!([]),
+        )
         .await;
     assert_eq!(on_board, json!(1));
     browser.screenshot("workshop").await;

@@ -140,11 +140,6 @@ pub fn preview(input: &PreviewInput, from: NaiveDate, days: u32) -> Vec<Cell> {
         })
         .collect();
     let index: HashMap<NaiveDate, usize> = dates.iter().enumerate().map(|(i, d)| (*d, i)).collect();
-    // Work that would fall on a closed day comes in on the next open one (or is beyond the
-    // preview if none is left).
-    let next_open: Vec<Option<usize>> = (0..dates.len())
-        .map(|i| (i..dates.len()).find(|j| !open[*j].is_empty()))
-        .collect();
     let local_day = |t: DateTime<Utc>| t.with_timezone(&cal.tz).date_naive();
 
     #[derive(Default)]
@@ -208,14 +203,32 @@ pub fn preview(input: &PreviewInput, from: NaiveDate, days: u32) -> Vec<Cell> {
         }
     }
     let day0 = local_day(input.as_of);
+    // Work that is only likely (not booked) lands on the next day someone with the skill works.
+    let staffed: HashMap<&str, Vec<bool>> = input
+        .at_risk
+        .iter()
+        .map(|r| {
+            let days = (0..dates.len())
+                .map(|i| {
+                    input.technicians.iter().any(|t| {
+                        t.skills.contains(&r.skill)
+                            && overlap_hours(&day_intervals(cal.tz, &t.shifts, dates[i]), &open[i])
+                                > 0.0
+                    })
+                })
+                .collect();
+            (r.skill.as_str(), days)
+        })
+        .collect();
     for r in &input.at_risk {
         let hours = r.minutes / 60.0;
+        let worked = &staffed[r.skill.as_str()];
         let mut per_day: BTreeMap<usize, f64> = BTreeMap::new();
         for (i, d) in dates.iter().enumerate() {
             let k = (*d - day0).num_days();
             let mass = risk_mass(r, k);
             if mass > 0.0 {
-                if let Some(j) = next_open[i] {
+                if let Some(j) = (i..dates.len()).find(|j| worked[*j]) {
                     *per_day.entry(j).or_default() += mass * hours;
                 }
             }
@@ -401,11 +414,46 @@ mod tests {
         assert_eq!(mon.drivers[0].kind, DemandKind::Booked);
         assert_eq!(cell(&cells, 22, "brakes").offer_hours, 0.5);
         // Risk: 0.1 h a day; Thursday 24th is open, Friday 25th a holiday so its share moves
-        // to Saturday, Sunday's share falls beyond the 7-day preview's last open day.
+        // to Saturday (the tyre technician works Saturday mornings), Sunday's share falls
+        // beyond the 7-day preview's last staffed day.
         assert_eq!(cell(&cells, 21, "tyres").risk_hours, 0.1);
         assert_eq!(cell(&cells, 26, "tyres").risk_hours, 0.2);
         let total: f64 = cells.iter().map(|c| c.risk_hours).sum();
         assert!((total - 0.6).abs() < 1e-9, "{total}");
+    }
+
+    #[test]
+    fn likely_work_lands_only_on_days_someone_with_the_skill_works() {
+        let mut input = input();
+        // The only HV technician works Mondays and Tuesdays.
+        let mut shifts: super::super::WeekPlan = Default::default();
+        shifts[0].push((t(8, 0), t(17, 0)));
+        shifts[1].push((t(8, 0), t(17, 0)));
+        input.technicians.push(Technician {
+            id: 3,
+            code: "T3".into(),
+            skills: vec!["hv_battery".into()],
+            shifts,
+        });
+        input.at_risk.push(AtRisk {
+            vin: "E".into(),
+            job: "hv_check".into(),
+            skill: "hv_battery".into(),
+            minutes: 60.0,
+            p7: 0.7,
+            p30: 0.7,
+            p90: 0.7,
+        });
+        let cells = preview(&input, NaiveDate::from_ymd_opt(2026, 12, 21).unwrap(), 14);
+        let hv: Vec<&Cell> = cells.iter().filter(|c| c.skill == "hv_battery").collect();
+        assert!(hv
+            .iter()
+            .all(|c| c.risk_hours == 0.0 || c.capacity_hours > 0.0));
+        assert!(hv.iter().all(|c| !c.over));
+        // Mon 0.1, Tue 0.1, Wed–Sun (0.5) the next Monday: the whole 0.7 h is placed.
+        let total: f64 = hv.iter().map(|c| c.risk_hours).sum();
+        assert!((total - 0.7).abs() < 1e-9, "{total}");
+        assert_eq!(cell(&cells, 28, "hv_battery").risk_hours, 0.5);
     }
 
     #[test]
