@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{secret}");
         }
         Command::Simulate(args) => {
-            let summary = aftercare::simulator::run_live(&config, &args).await?;
+            let summary = aftercare::simulator::run(&config, &args).await?;
             eprintln!("{summary}");
         }
         Command::Bench {

@@ -1,4 +1,4 @@
-//! `/v1/vehicles/{vin}`: profile with latest values and active DTCs, telemetry (raw or
+//! `/v1/vehicles/{vin}`: registry profile, latest values and active DTCs, telemetry (raw or
 //! bucketed, cursor-paged) and DTC history with lifecycle.
 
 use super::{error::ApiError, AppState};
@@ -28,8 +28,10 @@ pub async fn profile(
 ) -> Result<Json<Value>, ApiError> {
     let (vin, id) = vehicle(&state, &vin).await?;
     let profile = read::vehicle_profile(state.store.pool(), id).await?;
+    let registry = crate::store::profiles::profile(state.store.pool(), id).await?;
     Ok(Json(json!({
         "vin": vin,
+        "profile": registry,
         "first_seen": profile.first_seen,
         "last_sample_at": profile.last_sample_at,
         "signals": profile.latest,

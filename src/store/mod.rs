@@ -4,8 +4,10 @@
 pub mod copy;
 pub mod keys;
 mod migrate;
+pub mod profiles;
 pub mod read;
 mod rollup;
+pub mod service_records;
 mod writer;
 
 pub use migrate::{migrate, Flavor, MIGRATIONS};
