@@ -121,7 +121,7 @@ pub struct Battery12v {
     since: Option<u32>,
 }
 
-const BATTERY_FADE: f64 = 0.68 / (5.0 * YEAR);
+const BATTERY_FADE: f64 = 0.68 / (4.5 * YEAR);
 const BATTERY_SUDDEN: f64 = 0.006 / YEAR;
 const BATTERY_PRECURSOR: f64 = 0.5;
 
@@ -220,7 +220,7 @@ pub struct TractionBattery {
 }
 
 const CALENDAR_FADE: f64 = 1.5 / YEAR;
-const CELL_DEFECT: f64 = 0.004 / YEAR;
+const CELL_DEFECT: f64 = 0.003 / YEAR;
 const PACK_SUDDEN: f64 = 0.001 / YEAR;
 const IMBALANCE_CODE_MV: f64 = 60.0;
 const IMBALANCE_FAIL_MV: f64 = 200.0;
@@ -426,20 +426,20 @@ impl Brakes {
         }
     }
 
-    pub fn inspect(&self, r: &mut Sim) -> Option<Finding> {
-        let front = self.wear[0].max(self.wear[1]);
-        let rear = self.wear[2].max(self.wear[3]);
-        let (axle, wear) = if front >= rear {
-            ("brake_pads_front", front)
-        } else {
-            ("brake_pads_rear", rear)
-        };
-        (wear >= 70.0 && r.chance(0.95)).then(|| Finding {
-            component: Component::Brakes,
-            job: axle,
-            cause: format!("pads {wear:.0}% worn"),
-            precursor_since: self.since.filter(|_| wear >= PAD_PRECURSOR),
-        })
+    /// Each axle whose pads are worn past 70%.
+    pub fn inspect(&self, r: &mut Sim) -> Vec<Finding> {
+        [("brake_pads_front", 0), ("brake_pads_rear", 2)]
+            .into_iter()
+            .filter_map(|(job, w)| {
+                let wear = self.wear[w].max(self.wear[w + 1]);
+                (wear >= 70.0 && r.chance(0.95)).then(|| Finding {
+                    component: Component::Brakes,
+                    job,
+                    cause: format!("pads {wear:.0}% worn"),
+                    precursor_since: self.since.filter(|_| wear >= PAD_PRECURSOR),
+                })
+            })
+            .collect()
     }
 
     /// New pads on the axle the job names (both axles for other brake jobs).
@@ -478,8 +478,8 @@ const TREAD_NEW: f64 = 8.0;
 const TREAD_LEGAL: f64 = 1.6;
 const TREAD_PRECURSOR: f64 = 3.0;
 const TYRE_LIFE_KM: f64 = 50_000.0;
-const SLOW_LEAK_KM: f64 = 35_000.0;
-const BLOWOUT_KM: f64 = 300_000.0;
+const SLOW_LEAK_KM: f64 = 80_000.0;
+const BLOWOUT_KM: f64 = 3_000_000.0;
 const TPMS_SHARE: f64 = 0.75;
 const FLAT_KPA: f64 = 120.0;
 
@@ -571,7 +571,7 @@ impl Tyres {
                 immobilized: true,
                 job: "tyre_replace",
             });
-        } else if min_tread < TREAD_LEGAL && r.chance(0.03) {
+        } else if min_tread < TREAD_LEGAL && r.chance(0.003) {
             obs.failures.push(Failure {
                 component: Component::Tyres,
                 cause: format!("tread {min_tread:.1} mm, below the legal 1.6 mm: tyre unfit"),
@@ -617,6 +617,11 @@ impl Tyres {
             self.tread_since = None;
         }
         self.inflate();
+    }
+
+    /// Worn far enough that an owner who looks would book new tyres.
+    pub fn look_worn(&self) -> bool {
+        self.tread.iter().any(|t| *t < 2.5)
     }
 
     pub fn inflate(&mut self) {

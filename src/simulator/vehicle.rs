@@ -234,18 +234,22 @@ impl VehicleSim {
             );
         }
 
-        // The owner may act on a new warning light.
-        for change in changes
-            .iter()
-            .filter(|c| c.status == super::diagnostics::Status::Confirmed)
-        {
-            if self.r.chance(self.spec.reacts_to_warnings) {
-                let mean = if change.component == Component::Tyres {
-                    2.0
-                } else {
-                    8.0
-                };
-                let delay = 1 + self.r.exponential(mean) as u32;
+        // A lit warning light brings some owners in, sooner for a tyre; worn tyres too.
+        if driving && self.next_visit.is_none_or(|d| d > day + 3) {
+            let lit: Vec<Component> = self.diag.confirmed().iter().map(|c| c.component).collect();
+            let urgency = if lit.contains(&Component::Tyres) {
+                0.5
+            } else if lit.contains(&Component::Brakes) {
+                0.2
+            } else if !lit.is_empty() {
+                0.1
+            } else if self.parts.tyres.look_worn() {
+                0.05
+            } else {
+                0.0
+            };
+            if urgency > 0.0 && self.r.chance(urgency * self.spec.reacts_to_warnings) {
+                let delay = 1 + self.r.exponential(3.0) as u32;
                 self.schedule_visit(day + delay);
             }
         }
@@ -472,7 +476,6 @@ impl VehicleSim {
         [
             p.battery.inspect(r),
             p.traction.as_ref().and_then(|t| t.inspect(r)),
-            p.brakes.inspect(r),
             p.tyres.inspect(r),
             p.cooling.as_ref().and_then(|c| c.inspect(r)),
             p.ignition.as_ref().and_then(|i| i.inspect(r)),
@@ -481,6 +484,7 @@ impl VehicleSim {
         ]
         .into_iter()
         .flatten()
+        .chain(p.brakes.inspect(r))
         .collect()
     }
 
