@@ -174,7 +174,7 @@ impl Simulation {
             self.finished = true;
             let mut held = Vec::new();
             for v in &mut self.vehicles {
-                v.flush(date, &mut held);
+                v.finish(self.day, date, &mut self.truth, &mut held);
             }
             self.enqueue(held);
             return Some(DayOutput {

@@ -121,7 +121,7 @@ pub struct Battery12v {
     since: Option<u32>,
 }
 
-const BATTERY_FADE: f64 = 0.68 / (4.5 * YEAR);
+const BATTERY_FADE: f64 = 0.68 / (4.0 * YEAR);
 const BATTERY_SUDDEN: f64 = 0.006 / YEAR;
 const BATTERY_PRECURSOR: f64 = 0.5;
 
@@ -186,12 +186,17 @@ impl Battery12v {
     }
 
     pub fn inspect(&self, r: &mut Sim) -> Option<Finding> {
-        (self.deficit >= 0.55 && r.chance(0.8)).then(|| Finding {
+        (self.deficit >= 0.6 && r.chance(0.7)).then(|| Finding {
             component: Component::Battery12v,
             job: "battery_12v_replace",
             cause: format!("battery test: capacity fade {:.0}%", self.deficit * 100.0),
             precursor_since: self.since,
         })
+    }
+
+    /// Day its precursors began, while it is degraded.
+    pub fn degraded_since(&self) -> Option<u32> {
+        self.since
     }
 
     pub fn replace(&mut self, r: &mut Sim) {
@@ -321,6 +326,10 @@ impl TractionBattery {
         })
     }
 
+    pub fn degraded_since(&self) -> Option<u32> {
+        self.defect.map(|(d, _)| d)
+    }
+
     pub fn repair(&mut self, job: &str) {
         self.imbalance_mv = 8.0;
         self.defect = None;
@@ -442,6 +451,10 @@ impl Brakes {
             .collect()
     }
 
+    pub fn degraded_since(&self) -> Option<u32> {
+        self.since
+    }
+
     /// New pads on the axle the job names (both axles for other brake jobs).
     pub fn repair(&mut self, job: &str) {
         let wheels: &[usize] = match job {
@@ -477,7 +490,7 @@ pub struct Tyres {
 const TREAD_NEW: f64 = 8.0;
 const TREAD_LEGAL: f64 = 1.6;
 const TREAD_PRECURSOR: f64 = 3.0;
-const TYRE_LIFE_KM: f64 = 50_000.0;
+const TYRE_LIFE_KM: f64 = 60_000.0;
 const SLOW_LEAK_KM: f64 = 80_000.0;
 const BLOWOUT_KM: f64 = 3_000_000.0;
 const TPMS_SHARE: f64 = 0.75;
@@ -528,12 +541,12 @@ impl Tyres {
         if ctx.driving && r.hazard(ctx.km / SLOW_LEAK_KM, 1.0) {
             let w = r.int(0, 3) as usize;
             if self.leak[w].is_none() {
-                self.leak[w] = Some((ctx.day, r.lognormal(5.0, 0.6)));
+                self.leak[w] = Some((ctx.day, r.lognormal(3.0, 0.6)));
             }
         }
         let measured = [0, 1, 2, 3].map(|w| self.measured(w, ctx.ambient_c));
         // Owners top up when a tyre looks low (the leak goes on).
-        if measured.iter().any(|p| *p < 0.85 * self.nominal) && r.chance(0.08) {
+        if measured.iter().any(|p| *p < 0.85 * self.nominal) && r.chance(0.15) {
             self.kpa = [self.nominal; 4];
         }
         let measured = [0, 1, 2, 3].map(|w| self.measured(w, ctx.ambient_c));
@@ -571,7 +584,7 @@ impl Tyres {
                 immobilized: true,
                 job: "tyre_replace",
             });
-        } else if min_tread < TREAD_LEGAL && r.chance(0.003) {
+        } else if min_tread < TREAD_LEGAL && r.chance(0.002) {
             obs.failures.push(Failure {
                 component: Component::Tyres,
                 cause: format!("tread {min_tread:.1} mm, below the legal 1.6 mm: tyre unfit"),
@@ -603,6 +616,15 @@ impl Tyres {
             })
     }
 
+    pub fn degraded_since(&self) -> Option<u32> {
+        self.leak
+            .iter()
+            .flatten()
+            .map(|(d, _)| *d)
+            .chain(self.tread_since)
+            .min()
+    }
+
     /// Fixes leaks, renews worn tyres for `tyres_replace`, and sets the pressures.
     pub fn repair(&mut self, job: &str) {
         for w in 0..4 {
@@ -621,7 +643,7 @@ impl Tyres {
 
     /// Worn far enough that an owner who looks would book new tyres.
     pub fn look_worn(&self) -> bool {
-        self.tread.iter().any(|t| *t < 2.5)
+        self.tread.iter().any(|t| *t < 2.8)
     }
 
     pub fn inflate(&mut self) {
@@ -758,6 +780,10 @@ impl Cooling {
             })
     }
 
+    pub fn degraded_since(&self) -> Option<u32> {
+        self.fault.map(|(_, d, _)| d).or(self.stuck_open)
+    }
+
     pub fn repair(&mut self) {
         *self = Cooling::new();
     }
@@ -868,6 +894,10 @@ impl Ignition {
         })
     }
 
+    pub fn degraded_since(&self) -> Option<u32> {
+        self.coil.map(|(_, d, _)| d)
+    }
+
     pub fn repair(&mut self) {
         self.coil = None;
         self.severity = 0.0;
@@ -946,6 +976,10 @@ impl Emissions {
             cause: format!("catalyst efficiency {:.0}% (P0420)", self.efficiency),
             precursor_since: self.since,
         })
+    }
+
+    pub fn degraded_since(&self) -> Option<u32> {
+        self.since
     }
 
     pub fn repair(&mut self, r: &mut Sim) {
@@ -1033,6 +1067,10 @@ impl Oil {
             cause: format!("engine burns {:.2} l per 1000 km", self.litres_per_1000km),
             precursor_since: self.since,
         })
+    }
+
+    pub fn degraded_since(&self) -> Option<u32> {
+        self.since
     }
 
     pub fn service(&mut self) {

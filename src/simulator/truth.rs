@@ -1,6 +1,7 @@
 //! Ground truth: every failure (when, at what odometer, when its precursors began, why, when
 //! it was repaired) and every fault found early at a workshop (those prevented a failure, so an
-//! evaluation must know them). Written as JSON Lines, ordered by time, then VIN.
+//! evaluation must know them), and components still degrading when the run ended. Written as
+//! JSON Lines, ordered by time, then VIN.
 
 use crate::component::Component;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -56,10 +57,26 @@ pub struct PreventiveTruth {
     pub visit: &'static str,
 }
 
+/// A component still degrading when the run ended: precursors began, but it neither failed
+/// nor was fixed (censored). An alarm on it is early, not false.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DegradedTruth {
+    /// Always "degraded".
+    pub event: &'static str,
+    pub vin: String,
+    pub component: Component,
+    #[serde(serialize_with = "rfc3339")]
+    pub precursor_start: DateTime<Utc>,
+    /// The end of the run.
+    #[serde(serialize_with = "rfc3339")]
+    pub as_of: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Truth {
     pub failures: Vec<FailureTruth>,
     pub preventive: Vec<PreventiveTruth>,
+    pub degraded: Vec<DegradedTruth>,
 }
 
 impl Truth {
@@ -71,9 +88,13 @@ impl Truth {
         self.preventive.sort_by(|a, b| {
             (a.found_at, &a.vin, a.component).cmp(&(b.found_at, &b.vin, b.component))
         });
+        self.degraded.sort_by(|a, b| {
+            (a.precursor_start, &a.vin, a.component).cmp(&(b.precursor_start, &b.vin, b.component))
+        });
     }
 
-    /// Failures, then preventive finds, one JSON object a line.
+    /// Failures, then preventive finds, then components left degrading; one JSON object a
+    /// line.
     pub fn write_jsonl(&self, mut w: impl Write) -> std::io::Result<()> {
         for f in &self.failures {
             serde_json::to_writer(&mut w, f)?;
@@ -81,6 +102,10 @@ impl Truth {
         }
         for p in &self.preventive {
             serde_json::to_writer(&mut w, p)?;
+            w.write_all(b"\n")?;
+        }
+        for d in &self.degraded {
+            serde_json::to_writer(&mut w, d)?;
             w.write_all(b"\n")?;
         }
         w.flush()

@@ -13,7 +13,7 @@ use super::parts::{
 };
 use super::rng::{stream, Purpose, Sim};
 use super::stream::{Generated, Kind};
-use super::truth::{FailureTruth, PreventiveTruth, Truth};
+use super::truth::{DegradedTruth, FailureTruth, PreventiveTruth, Truth};
 use crate::catalog;
 use crate::component::Component;
 use crate::store::profiles::Powertrain;
@@ -638,9 +638,34 @@ impl VehicleSim {
         self.outbox.report(at, message, out);
     }
 
-    /// Sends whatever a coverage gap still holds (at the end of a run).
-    pub fn flush(&mut self, at: DateTime<Utc>, out: &mut Vec<Delivery>) {
-        self.outbox.flush(at, out);
+    /// Ends the run at `end` (midnight after day `day - 1`): sends whatever a coverage gap
+    /// still holds and records the parts still degrading that have not failed.
+    pub fn finish(&mut self, day: u32, end: DateTime<Utc>, truth: &mut Truth, out: &mut Vec<Delivery>) {
+        self.outbox.flush(end, out);
+        let p = &self.parts;
+        let degraded = [
+            (Component::Battery12v, p.battery.degraded_since()),
+            (Component::TractionBattery, p.traction.as_ref().and_then(|t| t.degraded_since())),
+            (Component::Brakes, p.brakes.degraded_since()),
+            (Component::Tyres, p.tyres.degraded_since()),
+            (Component::Cooling, p.cooling.as_ref().and_then(|c| c.degraded_since())),
+            (Component::Ignition, p.ignition.as_ref().and_then(|i| i.degraded_since())),
+            (Component::Emissions, p.emissions.as_ref().and_then(|e| e.degraded_since())),
+            (Component::Oil, p.oil.as_ref().and_then(|o| o.degraded_since())),
+        ];
+        for (component, since) in degraded {
+            let Some(since) = since else { continue };
+            if self.is_failed(component) {
+                continue;
+            }
+            truth.degraded.push(DegradedTruth {
+                event: "degraded",
+                vin: self.spec.vin.clone(),
+                component,
+                precursor_start: end - Duration::days(i64::from(day.saturating_sub(since))),
+                as_of: end,
+            });
+        }
     }
 }
 
