@@ -12,13 +12,16 @@ use super::truth::Truth;
 use super::SimulateError;
 use crate::config::WriteMethod;
 use crate::store::service_records::{insert_service_records, NewServiceRecord};
-use crate::store::{profiles, BatchItem, DeadLetter, Store};
+use crate::store::{profiles, BatchItem, BatchResult, DeadLetter, Outcome, Store, StoreError};
 use crate::wire::{parse_message, Limits};
 use chrono::Utc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Messages per `write_batch` call.
 pub const BATCH_MESSAGES: usize = 2000;
+/// `write_batch` calls in flight.
+const WRITERS: usize = 2;
 const RECORDS_PER_CALL: usize = 1000;
 const PROFILES_PER_CALL: usize = 2000;
 
@@ -76,7 +79,7 @@ pub fn batch_item(
 
 /// Runs `sim` to the end, writing everything into `store`.
 pub async fn run(
-    store: &Store,
+    store: Arc<Store>,
     mut sim: Simulation,
     method: WriteMethod,
     limits: Limits,
@@ -84,6 +87,7 @@ pub async fn run(
 ) -> Result<BulkReport, SimulateError> {
     let started = Instant::now();
     let profiles = sim.profiles();
+    let vins: Vec<String> = profiles.iter().map(|(vin, _)| vin.clone()).collect();
     for chunk in profiles.chunks(PROFILES_PER_CALL) {
         profiles::upsert_profiles(store.pool(), chunk).await?;
     }
@@ -119,10 +123,16 @@ pub async fn run(
 
     let mut stored = Stored::default();
     let mut pending: Vec<BatchItem> = Vec::new();
+    // Two batches in flight keep both database cores busy; the ledgers make concurrent
+    // writers safe, as with several ingest instances.
+    let mut in_flight = tokio::task::JoinSet::new();
     while let Some(chunk) = rx.recv().await {
         pending.extend(chunk.items);
         if pending.len() >= BATCH_MESSAGES {
-            write(store, &mut pending, method, &mut stored).await?;
+            if in_flight.len() >= WRITERS {
+                collect(in_flight.join_next().await, &mut stored)?;
+            }
+            in_flight.spawn(write(store.clone(), std::mem::take(&mut pending), method));
         }
         for records in chunk.records.chunks(RECORDS_PER_CALL) {
             let result = insert_service_records(store.pool(), records).await?;
@@ -130,14 +140,19 @@ pub async fn run(
         }
         progress.day(chunk.day, stored.values);
     }
-    write(store, &mut pending, method, &mut stored).await?;
+    in_flight.spawn(write(store.clone(), pending, method));
+    while let Some(done) = in_flight.join_next().await {
+        collect(Some(done), &mut stored)?;
+    }
     let (summary, truth) = generator
         .join()
         .map_err(|_| SimulateError::Other("the generator thread panicked".into()))?;
     let elapsed = started.elapsed();
-    progress.finish("refreshing the daily rollup");
+    progress.finish("rebuilding the daily rollup");
     let rollup_started = Instant::now();
-    store.refresh_rollup_all().await?;
+    store
+        .rebuild_rollup(&store.vehicle_ids(&vins).await?)
+        .await?;
     Ok(BulkReport {
         summary,
         truth,
@@ -148,26 +163,32 @@ pub async fn run(
 }
 
 async fn write(
-    store: &Store,
-    pending: &mut Vec<BatchItem>,
+    store: Arc<Store>,
+    items: Vec<BatchItem>,
     method: WriteMethod,
+) -> Result<BatchResult, StoreError> {
+    if items.is_empty() {
+        return Ok(BatchResult::default());
+    }
+    store.write_batch(&items, method).await
+}
+
+fn collect(
+    done: Option<Result<Result<BatchResult, StoreError>, tokio::task::JoinError>>,
     stored: &mut Stored,
 ) -> Result<(), SimulateError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let result = store.write_batch(pending, method).await?;
+    let Some(done) = done else { return Ok(()) };
+    let result = done.map_err(|e| SimulateError::Other(format!("writer task: {e}")))??;
     for o in &result.outcomes {
         match o {
-            crate::store::Outcome::Stored => stored.messages_stored += 1,
-            crate::store::Outcome::Duplicate => stored.duplicates += 1,
-            crate::store::Outcome::DeadLetter => stored.dead_letters += 1,
-            crate::store::Outcome::Ignored => {}
+            Outcome::Stored => stored.messages_stored += 1,
+            Outcome::Duplicate => stored.duplicates += 1,
+            Outcome::DeadLetter => stored.dead_letters += 1,
+            Outcome::Ignored => {}
         }
     }
     stored.samples += result.samples_stored;
     stored.values += result.values_stored;
     stored.dtc_reports += result.dtc_reports_stored;
-    pending.clear();
     Ok(())
 }

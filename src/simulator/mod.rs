@@ -207,9 +207,9 @@ pub async fn run(config: &Config, args: &SimulateArgs) -> Result<String, Simulat
     let (summary, truth, closing) = if args.bulk {
         let pool = store::pool(&config.database.url, 4).await?;
         store::migrate(&pool).await?;
-        let store = Store::open(pool).await?;
+        let store = std::sync::Arc::new(Store::open(pool).await?);
         let report = bulk::run(
-            &store,
+            store,
             sim,
             config.ingest.write_method,
             config.limits(),
@@ -219,7 +219,7 @@ pub async fn run(config: &Config, args: &SimulateArgs) -> Result<String, Simulat
         let secs = report.elapsed.as_secs_f64().max(1e-9);
         let closing = format!(
             "stored in {:.1}s: {} values ({:.0} values/s), {} messages ({:.0}/s), {} duplicates, \
-             {} dead letters, {} new service records; rollup refreshed in {:.1}s",
+             {} dead letters, {} new service records; rollup rebuilt in {:.1}s",
             secs,
             report.stored.values,
             report.stored.values as f64 / secs,

@@ -640,18 +640,39 @@ impl VehicleSim {
 
     /// Ends the run at `end` (midnight after day `day - 1`): sends whatever a coverage gap
     /// still holds and records the parts still degrading that have not failed.
-    pub fn finish(&mut self, day: u32, end: DateTime<Utc>, truth: &mut Truth, out: &mut Vec<Delivery>) {
+    pub fn finish(
+        &mut self,
+        day: u32,
+        end: DateTime<Utc>,
+        truth: &mut Truth,
+        out: &mut Vec<Delivery>,
+    ) {
         self.outbox.flush(end, out);
         let p = &self.parts;
         let degraded = [
             (Component::Battery12v, p.battery.degraded_since()),
-            (Component::TractionBattery, p.traction.as_ref().and_then(|t| t.degraded_since())),
+            (
+                Component::TractionBattery,
+                p.traction.as_ref().and_then(|t| t.degraded_since()),
+            ),
             (Component::Brakes, p.brakes.degraded_since()),
             (Component::Tyres, p.tyres.degraded_since()),
-            (Component::Cooling, p.cooling.as_ref().and_then(|c| c.degraded_since())),
-            (Component::Ignition, p.ignition.as_ref().and_then(|i| i.degraded_since())),
-            (Component::Emissions, p.emissions.as_ref().and_then(|e| e.degraded_since())),
-            (Component::Oil, p.oil.as_ref().and_then(|o| o.degraded_since())),
+            (
+                Component::Cooling,
+                p.cooling.as_ref().and_then(|c| c.degraded_since()),
+            ),
+            (
+                Component::Ignition,
+                p.ignition.as_ref().and_then(|i| i.degraded_since()),
+            ),
+            (
+                Component::Emissions,
+                p.emissions.as_ref().and_then(|e| e.degraded_since()),
+            ),
+            (
+                Component::Oil,
+                p.oil.as_ref().and_then(|o| o.degraded_since()),
+            ),
         ];
         for (component, since) in degraded {
             let Some(since) = since else { continue };
