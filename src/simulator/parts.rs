@@ -1084,3 +1084,124 @@ impl Oil {
         self.litres_per_1000km = r.lognormal(0.03, 0.6);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::fleet;
+    use crate::simulator::rng::{stream, Purpose};
+    use chrono::TimeZone;
+
+    fn spec(powertrain: Powertrain) -> VehicleSpec {
+        let start = chrono::Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        (0..200)
+            .map(|i| fleet::vehicle(1, i, 5, start))
+            .find(|s| s.powertrain == powertrain)
+            .unwrap()
+    }
+
+    fn ctx(day: u32, ambient_c: f64, km: f64) -> DayCtx {
+        DayCtx {
+            day,
+            ambient_c,
+            driving: km > 0.0,
+            km,
+            engine_km: km,
+            trips: 3,
+            urban_share: 0.5,
+            style: 1.0,
+            age_years: 3.0,
+        }
+    }
+
+    /// A part in new condition is never fixed early: workshops only replace what is worn.
+    #[test]
+    fn new_parts_are_never_found_worn() {
+        let s = spec(Powertrain::Phev);
+        let mut r = stream(1, 1, Purpose::Life);
+        let mut battery = Battery12v::new(&s, &mut r);
+        battery.replace(&mut r);
+        let mut traction = TractionBattery::new(&s, &mut r);
+        traction.repair("hv_pack_replace");
+        let mut brakes = Brakes::new(&s, &mut r);
+        brakes.repair("brake_pads_front");
+        brakes.repair("brake_pads_rear");
+        let mut tyres = Tyres::new(&s, &mut r);
+        tyres.tread = [TREAD_NEW; 4];
+        tyres.repair("tyres_replace");
+        let cooling = Cooling::new();
+        let mut ignition = Ignition::new(&s, &mut r);
+        ignition.repair();
+        let mut emissions = Emissions::new(&s, &mut r);
+        emissions.repair(&mut r);
+        for _ in 0..1000 {
+            assert!(battery.inspect(&mut r).is_none());
+            assert!(traction.inspect(&mut r).is_none());
+            assert!(brakes.inspect(&mut r).is_empty());
+            assert!(tyres.inspect(&mut r).is_none());
+            assert!(cooling.inspect(&mut r).is_none());
+            assert!(ignition.inspect(&mut r).is_none());
+            assert!(emissions.inspect(&mut r).is_none());
+        }
+    }
+
+    #[test]
+    fn a_weak_battery_sags_more_in_the_cold_and_fails_on_a_cold_morning() {
+        let s = spec(Powertrain::Ice);
+        let mut r = stream(2, 1, Purpose::Life);
+        let mut b = Battery12v::new(&s, &mut r);
+        b.deficit = 0.62;
+        let crank = |b: &mut Battery12v, r: &mut Sim, t: f64| {
+            let mut obs = DayObs::default();
+            b.day(&ctx(0, t, 0.0), r, &mut obs, false);
+            obs.readings.cranking_v.unwrap()
+        };
+        let mild: f64 = (0..200)
+            .map(|_| crank(&mut b.clone(), &mut r, 15.0))
+            .sum::<f64>()
+            / 200.0;
+        let cold: f64 = (0..200)
+            .map(|_| crank(&mut b.clone(), &mut r, -15.0))
+            .sum::<f64>()
+            / 200.0;
+        assert!(
+            cold < mild - 0.5,
+            "cranking {cold:.2} V at -15 °C vs {mild:.2} V at 15 °C"
+        );
+        let mut obs = DayObs::default();
+        b.clone().day(&ctx(0, -18.0, 20.0), &mut r, &mut obs, false);
+        assert_eq!(obs.failures.len(), 1, "no start at -18 °C");
+        assert!(obs.codes.iter().any(|(_, c)| *c == Code::Obd("P0562")));
+        let mut obs = DayObs::default();
+        b.day(&ctx(0, 18.0, 20.0), &mut r, &mut obs, false);
+        assert!(obs.failures.is_empty(), "starts at 18 °C");
+    }
+
+    #[test]
+    fn a_failing_coil_goes_from_misfire_codes_to_failure() {
+        let s = spec(Powertrain::Ice);
+        let mut r = stream(3, 1, Purpose::Life);
+        let mut ign = Ignition::new(&s, &mut r);
+        ign.plug_km = 0.0;
+        ign.coil = Some((2, 0, 1.0 / 30.0));
+        let mut first_code = None;
+        let mut failed = None;
+        for day in 0..120 {
+            let mut obs = DayObs::default();
+            ign.day(&ctx(day, 10.0, 50.0), &mut r, &mut obs);
+            if first_code.is_none() && obs.codes.iter().any(|(_, c)| *c == Code::Obd("P0302")) {
+                first_code = Some(day);
+            }
+            if let Some(f) = obs.failures.first() {
+                assert_eq!(f.precursor_since, Some(0));
+                failed = Some(day);
+                break;
+            }
+        }
+        let (code, failed) = (first_code.unwrap(), failed.unwrap());
+        assert!(
+            code + 5 < failed,
+            "P0302 on day {code}, failure on day {failed}"
+        );
+    }
+}
