@@ -378,18 +378,17 @@ impl Brakes {
             };
             100.0 / life * base * r.lognormal(1.0, 0.08)
         });
-        let mut brakes = Brakes {
-            wear: [0.0; 4],
+        // Where in their life the fitted pads are.
+        let wear = rate.map(|rate| {
+            let life_km = 100.0 / rate;
+            let km = spec.start_odometer_km % (life_km * r.uniform(0.7, 1.0));
+            (km * rate).min(75.0)
+        });
+        Brakes {
+            wear,
             rate,
             since: None,
-        };
-        // Where in their life the fitted pads are.
-        for w in 0..4 {
-            let life_km = 100.0 / rate[w];
-            let km = spec.start_odometer_km % (life_km * r.uniform(0.7, 1.0));
-            brakes.wear[w] = (km * rate[w]).min(75.0);
         }
-        brakes
     }
 
     pub fn day(&mut self, ctx: &DayCtx, r: &mut Sim, obs: &mut DayObs) {
@@ -510,21 +509,19 @@ impl Tyres {
             * r.lognormal(1.0, 0.12);
         let rate = [1.15, 1.15, 0.8, 0.8].map(|axle| base * axle * r.lognormal(1.0, 0.04));
         let nominal = if spec.j1939 { 350.0 } else { 250.0 };
-        let mut tyres = Tyres {
-            tread: [TREAD_NEW; 4],
-            kpa: [nominal; 4],
+        let tread = rate.map(|rate| {
+            let life_km = (TREAD_NEW - TREAD_LEGAL) / rate;
+            let km = spec.start_odometer_km % (life_km * r.uniform(0.6, 0.9));
+            (TREAD_NEW - km * rate).max(3.2)
+        });
+        Tyres {
+            tread,
+            kpa: [(); 4].map(|_| nominal - r.uniform(0.0, 20.0)),
             leak: [None; 4],
             nominal,
             rate,
             tread_since: None,
-        };
-        for w in 0..4 {
-            let life_km = (TREAD_NEW - TREAD_LEGAL) / rate[w];
-            let km = spec.start_odometer_km % (life_km * r.uniform(0.6, 0.9));
-            tyres.tread[w] = (TREAD_NEW - km * rate[w]).max(3.2);
-            tyres.kpa[w] = nominal - r.uniform(0.0, 20.0);
         }
-        tyres
     }
 
     /// Pressure the TPMS sees: cold inflation scaled by absolute temperature.
@@ -664,7 +661,7 @@ enum CoolingFault {
 /// Cooling: a developing fault (pump wear, thermostat sticking closed, a coolant leak) shows
 /// as coolant temperature excursions and performance codes before the engine overheats. A
 /// thermostat stuck open only keeps the engine cold (P0128).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Cooling {
     fault: Option<(CoolingFault, u32, f64)>,
     pub severity: f64,
@@ -676,14 +673,6 @@ const STUCK_OPEN: f64 = 0.004 / YEAR;
 const HOSE_BURST: f64 = 0.003 / YEAR;
 
 impl Cooling {
-    pub fn new() -> Cooling {
-        Cooling {
-            fault: None,
-            severity: 0.0,
-            stuck_open: None,
-        }
-    }
-
     pub fn day(&mut self, ctx: &DayCtx, r: &mut Sim, obs: &mut DayObs, j1939: bool) {
         if self.fault.is_none() && r.hazard(COOLING_FAULT * (1.0 + ctx.age_years / 8.0), 1.0) {
             let kind = [
@@ -785,7 +774,7 @@ impl Cooling {
     }
 
     pub fn repair(&mut self) {
-        *self = Cooling::new();
+        *self = Cooling::default();
     }
 }
 
@@ -1129,7 +1118,7 @@ mod tests {
         let mut tyres = Tyres::new(&s, &mut r);
         tyres.tread = [TREAD_NEW; 4];
         tyres.repair("tyres_replace");
-        let cooling = Cooling::new();
+        let cooling = Cooling::default();
         let mut ignition = Ignition::new(&s, &mut r);
         ignition.repair();
         let mut emissions = Emissions::new(&s, &mut r);

@@ -88,7 +88,7 @@ impl VehicleSim {
                 .then(|| TractionBattery::new(&spec, &mut r)),
             brakes: Brakes::new(&spec, &mut r),
             tyres: Tyres::new(&spec, &mut r),
-            cooling: engine.then(Cooling::new),
+            cooling: engine.then(Cooling::default),
             ignition: engine.then(|| Ignition::new(&spec, &mut r)),
             emissions: engine.then(|| Emissions::new(&spec, &mut r)),
             oil: engine.then(|| Oil::new(&spec, &mut r)),
