@@ -162,13 +162,13 @@ pub async fn run(
                 stopped_at = Some(d.at);
                 break 'days;
             }
-            // Jobs completed before this message are posted first.
+            pacer.wait(d.at).await;
+            // Jobs completed by now are posted first.
             let mut due = Vec::new();
             while let Some(r) = records.next_if(|r| r.performed_at <= d.at) {
                 due.push(r);
             }
             records_created += post(&opts.api, &due, &mut summary).await?;
-            pacer.wait(d.at).await;
             send(&publish_tx, &d).await?;
             summary.add_delivery(&d);
         }

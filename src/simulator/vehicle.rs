@@ -335,9 +335,7 @@ impl VehicleSim {
         truth: &mut Truth,
         day: u32,
     ) {
-        let precursor_start = f
-            .precursor_since
-            .map(|since| date - Duration::days(i64::from(day.saturating_sub(since))));
+        let precursor_start = f.precursor_since.map(|since| day_start(date, day, since));
         truth.failures.push(FailureTruth {
             event: "failure",
             vin: self.spec.vin.clone(),
@@ -428,7 +426,7 @@ impl VehicleSim {
             self.fix(finding.component, finding.job);
             let precursor_start = finding
                 .precursor_since
-                .map(|since| date - Duration::days(i64::from(day.saturating_sub(since))));
+                .map(|since| day_start(date, day, since));
             truth.preventive.push(PreventiveTruth {
                 event: "preventive",
                 vin: self.spec.vin.clone(),
@@ -683,11 +681,16 @@ impl VehicleSim {
                 event: "degraded",
                 vin: self.spec.vin.clone(),
                 component,
-                precursor_start: end - Duration::days(i64::from(day.saturating_sub(since))),
+                precursor_start: day_start(end, day, since),
                 as_of: end,
             });
         }
     }
+}
+
+/// Midnight of day `since`, given that day `day` began at `date`.
+fn day_start(date: DateTime<Utc>, day: u32, since: u32) -> DateTime<Utc> {
+    date - Duration::days(i64::from(day.saturating_sub(since)))
 }
 
 fn minutes(m: f64) -> Duration {
