@@ -563,7 +563,7 @@ async fn run_live(sim: SimConfig) -> (TestDb, aftercare::simulator::live::LiveRe
         mqtt_url: broker.url(),
         client_id: "sim-live".into(),
         compression: f64::INFINITY,
-        rate: Some(400.0),
+        rate: Some(1000.0),
         duration: None,
         max_messages: None,
         api: Some(live::ApiClient::new(
@@ -590,7 +590,7 @@ async fn run_live(sim: SimConfig) -> (TestDb, aftercare::simulator::live::LiveRe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_mode_at_a_fixed_rate_publishes_what_it_reports_and_ingest_stores_it_all() {
-    let (db, report) = run_live(live_fleet(21, 12, 45)).await;
+    let (db, report) = run_live(live_fleet(21, 16, 90)).await;
     let s = &report.summary;
     assert_eq!(report.publish.sent, s.messages, "published what it reports");
     assert_eq!(
@@ -619,8 +619,8 @@ async fn live_mode_at_a_fixed_rate_publishes_what_it_reports_and_ingest_stores_i
         s.service_records()
     );
     assert_eq!(report.records_created, s.service_records());
-    assert_eq!(n("SELECT count(*) FROM vehicle_profiles").await, 12);
-    assert_eq!(n("SELECT count(*) FROM vehicles").await, 12);
+    assert_eq!(n("SELECT count(*) FROM vehicle_profiles").await, 16);
+    assert_eq!(n("SELECT count(*) FROM vehicles").await, 16);
     assert_eq!(n("SELECT sum(n)::int8 FROM signal_daily").await, s.values);
 }
 
@@ -651,7 +651,7 @@ async fn dump(pool: &sqlx::PgPool) -> Vec<(&'static str, Vec<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_and_bulk_store_identical_tables() {
-    let sim = live_fleet(22, 10, 40);
+    let sim = live_fleet(22, 16, 90);
     let (live_db, report) = run_live(sim.clone()).await;
     let bulk_db = TestDb::new().await;
     let store = Arc::new(Store::open(bulk_db.pool().await).await.unwrap());
@@ -660,7 +660,7 @@ async fn live_and_bulk_store_identical_tables() {
         Simulation::new(sim),
         WriteMethod::Copy,
         Config::default().limits(),
-        &Progress::new(40, false),
+        &Progress::new(90, false),
     )
     .await
     .unwrap();

@@ -128,11 +128,6 @@ impl Simulation {
         self.specs().map(|s| (s.vin.clone(), s.profile())).collect()
     }
 
-    /// The truth so far (failures not yet repaired have no `repaired_at`).
-    pub fn truth(&self) -> &Truth {
-        &self.truth
-    }
-
     /// The truth, ordered.
     pub fn into_truth(mut self) -> Truth {
         self.truth.sort();

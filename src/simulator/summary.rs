@@ -7,7 +7,7 @@ use super::delivery::Delivery;
 use super::stream::Kind;
 use super::truth::Truth;
 use crate::component::Component;
-use crate::store::service_records::{NewServiceRecord, ServiceKind};
+use crate::store::service_records::NewServiceRecord;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -58,12 +58,7 @@ impl Summary {
 
     pub fn add_records(&mut self, records: &[NewServiceRecord]) {
         for r in records {
-            let kind = match r.kind {
-                ServiceKind::Routine => "routine",
-                ServiceKind::Repair => "repair",
-                ServiceKind::Preventive => "preventive",
-            };
-            *self.records.entry(kind).or_default() += 1;
+            *self.records.entry(r.kind.as_str()).or_default() += 1;
         }
     }
 

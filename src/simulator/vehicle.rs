@@ -212,10 +212,15 @@ impl VehicleSim {
         };
 
         // Failures (one per component; a failed part waits for its repair).
+        // A failure that immobilises the car ends its day there; nothing fails after it.
         let odometer_start = self.odometer_km;
-        let failures = std::mem::take(&mut obs.failures);
-        for f in failures {
-            if self.is_failed(f.component) {
+        let mut timed = Vec::new();
+        for f in std::mem::take(&mut obs.failures) {
+            if self.is_failed(f.component)
+                || timed
+                    .iter()
+                    .any(|(g, ..): &(Failure, _, _)| g.component == f.component)
+            {
                 continue;
             }
             let at = if f.immobilized && f.component == Component::Battery12v {
@@ -223,16 +228,24 @@ impl VehicleSim {
             } else {
                 first_start + minutes(self.r.uniform(0.0, span_h * 60.0))
             };
-            let share = (at - first_start).num_seconds() as f64 / (span_h * 3600.0);
-            self.fail(
-                f,
-                at,
-                odometer_start + km * share.clamp(0.0, 1.0),
-                date,
-                truth,
-                day,
-            );
+            let share =
+                ((at - first_start).num_seconds() as f64 / (span_h * 3600.0)).clamp(0.0, 1.0);
+            timed.push((f, at, share));
         }
+        let stopped = timed
+            .iter()
+            .filter(|(f, ..)| f.immobilized)
+            .map(|(_, at, share)| (*at, *share))
+            .min_by(|a, b| a.0.cmp(&b.0));
+        for (f, at, share) in timed {
+            if stopped.is_none_or(|(stop, _)| at <= stop) {
+                self.fail(f, at, odometer_start + km * share, date, truth, day);
+            }
+        }
+        let (last_end, km) = match stopped {
+            Some((at, share)) => (at, km * share),
+            None => (last_end, km),
+        };
 
         // A lit warning light brings some owners in, sooner for a tyre; worn tyres too.
         if driving && self.next_visit.is_none_or(|d| d > day + 3) {
