@@ -255,7 +255,8 @@ pub fn vehicle(seed: u64, index: usize, workshops: usize, start: DateTime<Utc>) 
     let max_age = if powertrain == Bev { 6.0 } else { 12.0 };
     let age_years = libm::pow(r.unit(), 1.3) * max_age;
     let model_year = start.year() - age_years.floor() as i32;
-    let annual_km = r.lognormal(usage.annual_km(), 0.3);
+    let median_km = usage.annual_km();
+    let annual_km = r.lognormal(median_km, 0.3).clamp(0.4 * median_km, 2.0 * median_km);
     let climate = Climate::ALL[r.weighted(&[0.25, 0.5, 0.25])];
     let style = r.lognormal(1.0, 0.18).clamp(0.6, 1.8);
     let neglectful = r.chance(0.12);
@@ -307,7 +308,8 @@ pub fn vehicle(seed: u64, index: usize, workshops: usize, start: DateTime<Utc>) 
             (Bev, _) => r.uniform(0.0, 0.35),
             _ => 0.0,
         },
-        start_odometer_km: (age_years * annual_km * r.lognormal(1.0, 0.15)).max(5.0),
+        // High-mileage cars leave the fleet before half a million km.
+        start_odometer_km: (age_years * annual_km * r.lognormal(1.0, 0.15)).clamp(5.0, 450_000.0),
         age_years,
         clock_skew_ms,
         gap_rate: if r.chance(0.15) { 0.03 } else { 0.004 },
