@@ -239,7 +239,8 @@ impl TractionBattery {
         };
         let quality = r.lognormal(1.0, 0.2);
         TractionBattery {
-            soh: (100.0 - spec.age_years * 1.8 * quality + r.normal(0.0, 0.5)).min(100.0),
+            // Packs this far gone were replaced before the run.
+            soh: (100.0 - spec.age_years * 1.8 * quality + r.normal(0.0, 0.5)).clamp(76.0, 100.0),
             imbalance_mv: 8.0,
             defect: None,
             fast_charges: (spec.age_years * spec.annual_km / range_km * spec.fast_charge_share)
