@@ -256,7 +256,9 @@ pub fn vehicle(seed: u64, index: usize, workshops: usize, start: DateTime<Utc>) 
     let age_years = libm::pow(r.unit(), 1.3) * max_age;
     let model_year = start.year() - age_years.floor() as i32;
     let median_km = usage.annual_km();
-    let annual_km = r.lognormal(median_km, 0.3).clamp(0.4 * median_km, 2.0 * median_km);
+    let annual_km = r
+        .lognormal(median_km, 0.3)
+        .clamp(0.4 * median_km, 2.0 * median_km);
     let climate = Climate::ALL[r.weighted(&[0.25, 0.5, 0.25])];
     let style = r.lognormal(1.0, 0.18).clamp(0.6, 1.8);
     let neglectful = r.chance(0.12);

@@ -14,7 +14,6 @@ use crate::store::profiles::Profile;
 use crate::store::service_records::NewServiceRecord;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -68,20 +67,9 @@ impl ApiClient {
         if records.is_empty() {
             return Ok(0);
         }
-        let body: Vec<serde_json::Value> = records
-            .iter()
-            .map(|r| {
-                json!({
-                    "vin": r.vin, "source": r.source, "external_id": r.external_id,
-                    "performed_at": r.performed_at, "odometer_km": r.odometer_km,
-                    "workshop": r.workshop, "component": r.component, "kind": r.kind,
-                    "job": r.job, "notes": r.notes,
-                })
-            })
-            .collect();
         let url = format!("{}/v1/service-records", self.base);
         let answer = self
-            .send(self.http.post(url).json(&body), "POST service records")
+            .send(self.http.post(url).json(records), "POST service records")
             .await?;
         Ok(answer["created"].as_u64().unwrap_or(0))
     }
