@@ -33,17 +33,23 @@ if [ -f $DEMO/serve.pid ] && kill -0 "$(cat $DEMO/serve.pid)" 2>/dev/null; then 
 $BIN serve > $DEMO/serve.log 2>&1 &
 echo $! > $DEMO/serve.pid
 for _ in $(seq 1 100); do curl -sf "http://$AFTERCARE_HTTP_ADDR/readyz" >/dev/null && break; sleep 0.1; done
-KEY=$($BIN keys create --name demo --scope fleet-read)
+# admin: reads, and the simulator registers profiles and posts service records with it.
+KEY=$($BIN keys create --name demo --scope admin)
 echo "$KEY" > $DEMO/api-key
 
 before=$(curl -s "http://$AFTERCARE_HTTP_ADDR/metrics" | awk '/^aftercare_ingest_messages_total/ {s+=$2} END {print s+0}')
 echo
-echo "== publishing a synthetic fleet through the broker"
-$BIN simulate --vehicles 20 --messages 4000 --rate 2000 --seed "$(date +%s)" --client-id "demo-sim-$$"
-for _ in $(seq 1 100); do
+echo "== a synthetic fleet: 40 vehicles, the last 90 days, live through the broker and the API"
+$BIN simulate --vehicles 40 --days 90 --compression 0 --rate 2000 --seed "$(date +%s)" \
+  --client-id "demo-sim-$$" --api-url "http://$AFTERCARE_HTTP_ADDR" --api-key "$KEY" \
+  --truth $DEMO/truth.jsonl 2> >(tee $DEMO/simulate.log >&2)
+sent=$(awk '/^messages:/ {print $2}' $DEMO/simulate.log)
+for _ in $(seq 1 300); do
   done_now=$(curl -s "http://$AFTERCARE_HTTP_ADDR/metrics" | awk '/^aftercare_ingest_messages_total/ {s+=$2} END {print s+0}')
-  [ "$((done_now - before))" -ge 4000 ] && break; sleep 0.2
+  [ "$((done_now - before))" -ge "${sent:-0}" ] && break; sleep 0.2
 done
+echo "ground truth (failures, faults found early) in $DEMO/truth.jsonl; the first failure:"
+grep -m1 '"event":"failure"' $DEMO/truth.jsonl || true
 
 echo
 echo "== ingest metrics"
@@ -53,7 +59,7 @@ echo "== stored"
 psql "$AFTERCARE_DATABASE_URL" -c "SELECT (SELECT count(*) FROM vehicles) AS vehicles, (SELECT count(*) FROM samples) AS samples,
   (SELECT count(*) FROM telemetry) AS signal_values, (SELECT count(*) FROM dtc_reports) AS dtc_reports,
   (SELECT count(*) FILTER (WHERE cleared_at IS NULL OR last_seen > cleared_at) FROM dtcs) AS active_dtcs,
-  (SELECT count(*) FROM dead_letters) AS dead_letters"
+  (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT count(*) FROM service_records) AS service_records"
 VIN=$(psql "$AFTERCARE_DATABASE_URL" -qtAc "SELECT v.vin FROM vehicles v JOIN dtcs d ON d.vehicle_id = v.id ORDER BY d.reports DESC LIMIT 1")
 echo "== GET /v1/vehicles/$VIN (latest values, active DTCs)"
 curl -s -H "Authorization: Bearer $KEY" "http://$AFTERCARE_HTTP_ADDR/v1/vehicles/$VIN" | head -c 1500; echo
@@ -61,9 +67,9 @@ echo
 echo "== GET /v1/vehicles/$VIN/dtcs (lifecycle), first entry"
 curl -s -H "Authorization: Bearer $KEY" "http://$AFTERCARE_HTTP_ADDR/v1/vehicles/$VIN/dtcs" | head -c 800; echo
 echo
-echo "== GET /v1/vehicles/$VIN/telemetry?signal=Vehicle.Speed&bucket=1h&from=..."
-FROM=$(date -u -d '-2 days' +%Y-%m-%dT%H:%M:%SZ)
-curl -s -H "Authorization: Bearer $KEY" "http://$AFTERCARE_HTTP_ADDR/v1/vehicles/$VIN/telemetry?signal=Vehicle.Speed&bucket=1h&from=$FROM" | head -c 600; echo
+echo "== GET /v1/vehicles/$VIN/telemetry?signal=Vehicle.LowVoltageBattery.CurrentVoltage&bucket=7d&from=..."
+FROM=$(date -u -d '-91 days' +%Y-%m-%dT%H:%M:%SZ)
+curl -s -H "Authorization: Bearer $KEY" "http://$AFTERCARE_HTTP_ADDR/v1/vehicles/$VIN/telemetry?signal=Vehicle.LowVoltageBattery.CurrentVoltage&bucket=7d&from=$FROM" | head -c 600; echo
 echo
 echo "The service is running on http://$AFTERCARE_HTTP_ADDR (API key in $DEMO/api-key, log in $DEMO/serve.log)."
 echo "Stop it with: scripts/demo.sh stop"

@@ -314,6 +314,7 @@ pub const DTCS: &[DtcSpec] = &[
     ),
     dtc("P0520", Oil, "oil pressure sensor circuit"),
     dtc("P0521", Oil, "oil pressure sensor range/performance"),
+    dtc("SPN100", Oil, "engine oil pressure (J1939)"),
 ];
 
 /// The component a stored DTC key speaks about (`code` column of `dtcs`/`dtc_events`:

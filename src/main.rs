@@ -128,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Simulate(args) => {
-            let summary = aftercare::simulator::run_live(&config, &args).await?;
+            let summary = aftercare::simulator::run(&config, &args).await?;
             eprintln!("{summary}");
         }
         Command::Bench {

@@ -8,6 +8,9 @@ use axum::Json;
 pub enum ApiError {
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// Well-formed JSON that breaks a rule (a bad field, a value out of range): 422.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     #[error("missing or invalid API key")]
     Unauthorized,
     #[error("this API key lacks the {0} scope")]
@@ -41,12 +44,20 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Unprocessable {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, *code),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

@@ -5,11 +5,14 @@ mod auth;
 mod capacity;
 mod console;
 pub mod error;
+mod fields;
 mod input;
 mod kpis;
 mod offers;
 mod ops;
+mod profiles;
 mod risk;
+mod service_records;
 mod vehicles;
 mod workshops;
 
@@ -70,8 +73,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bookings/{id}/reschedule", post(offers::reschedule))
         .route("/v1/bookings/{id}/cancel", post(offers::cancel))
         .route("/v1/bookings/{id}/complete", post(offers::complete))
+        .route("/v1/service-records", post(service_records::create))
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), Scope::Advisor),
+            auth::require_scope,
+        ));
+    let admin = Router::new()
+        .route("/v1/vehicles/{vin}", put(profiles::put))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), Scope::Admin),
             auth::require_scope,
         ));
     Router::new()
@@ -86,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(fleet_read)
         .merge(planner)
         .merge(advisor)
+        .merge(admin)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

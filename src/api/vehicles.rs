@@ -1,5 +1,5 @@
-//! `/v1/vehicles/{vin}`: profile with latest values, active DTCs and current risk, telemetry
-//! (raw or bucketed, cursor-paged) and DTC history with lifecycle.
+//! `/v1/vehicles/{vin}`: registry profile, latest values, active DTCs and current risk,
+//! telemetry (raw or bucketed, cursor-paged) and DTC history with lifecycle.
 
 use super::{error::ApiError, AppState};
 use crate::store::read::{self, TelemetryQuery};
@@ -28,9 +28,11 @@ pub async fn profile(
 ) -> Result<Json<Value>, ApiError> {
     let (vin, id) = vehicle(&state, &vin).await?;
     let profile = read::vehicle_profile(state.store.pool(), id).await?;
+    let registry = crate::store::profiles::profile(state.store.pool(), id).await?;
     let risk = crate::store::risk::vehicle_risk(state.store.pool(), id).await?;
     Ok(Json(json!({
         "vin": vin,
+        "profile": registry,
         "first_seen": profile.first_seen,
         "last_sample_at": profile.last_sample_at,
         "signals": profile.latest,

@@ -1,290 +1,273 @@
-//! Synthetic fleet: deterministic (seeded) vehicles that produce contract-v1 messages, and a
-//! QoS 1 publisher that waits for every PUBACK. Feeds the demo, the tests and the benchmarks.
+//! The fleet simulator (`aftercare simulate`): a seeded fleet whose ground truth is known.
+//! Vehicles wear, develop faults with observable precursors and fail; workshops service and
+//! repair them; telematics delivers their data with realistic flaws. Live mode publishes
+//! through the broker and posts to the API; bulk mode writes years of the same history at
+//! database speed. Also home of the fast message stream the ingest benchmarks use.
+//!
+//! ```text
+//! fleet ─▶ vehicle (parts, diagnostics, workshop) ─▶ delivery ─▶ engine (clock, queue)
+//!                                                                   ├─▶ live (broker, API)
+//!                                                                   └─▶ bulk (store)
+//! ```
 
+pub mod bulk;
+pub mod delivery;
+mod diagnostics;
+pub mod engine;
+pub mod fleet;
+pub mod live;
+pub mod parts;
+mod progress;
 mod publish;
+pub mod rng;
+mod stream;
+pub mod summary;
+pub mod truth;
+pub mod vehicle;
 
-pub use publish::{publish_all, PublishError, PublishStats};
+pub use delivery::{Delivery, Realism};
+pub use engine::{DayOutput, SimConfig, Simulation};
+pub use progress::Progress;
+pub use publish::{publish_all, publish_stream, PublishError, PublishStats};
+pub use stream::{owned, Fleet, Generated, Kind};
+pub use summary::Summary;
+pub use truth::Truth;
 
 use crate::config::Config;
-use chrono::{DateTime, Duration, Utc};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde_json::json;
-use std::fmt::Write;
+use crate::store::{self, Store, StoreError};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("API: {0}")]
+    Api(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
     /// Vehicles in the fleet.
     #[arg(long, default_value_t = 20)]
     pub vehicles: usize,
-    /// Messages to publish.
-    #[arg(long, default_value_t = 2000)]
-    pub messages: usize,
-    /// Messages per second (0: as fast as the broker takes them).
-    #[arg(long, default_value_t = 0.0)]
-    pub rate: f64,
+    /// Simulated days.
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// First simulated day (YYYY-MM-DD, UTC); default: so that the run ends today.
+    #[arg(long)]
+    pub start: Option<NaiveDate>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// MQTT client id of the publisher.
+    /// Home workshops WS-01..WS-NN.
+    #[arg(long, default_value_t = 5)]
+    pub workshops: usize,
+    /// Write the history straight into the database (configured `database.url`) instead of
+    /// publishing it live.
+    #[arg(long)]
+    pub bulk: bool,
+    /// Ground truth as JSON Lines (failures, then faults found early).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Live: simulated seconds per wall-clock second (0: no pacing by simulated time).
+    #[arg(long, default_value_t = 86_400.0)]
+    pub compression: f64,
+    /// Live: messages per second at most (0: as fast as the broker takes them).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Live: stop after this many wall-clock seconds (0: run to the end).
+    #[arg(long, default_value_t = 0.0)]
+    pub duration: f64,
+    /// Live: stop after this many messages (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub messages: u64,
+    /// Live: API base URL for profiles and service records, e.g. http://127.0.0.1:8080.
+    #[arg(long, requires = "api_key")]
+    pub api_url: Option<String>,
+    /// Live: API key with the admin scope (profiles) and advisor scope (service records).
+    #[arg(long, env = "AFTERCARE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Live: MQTT client id of the publisher.
     #[arg(long, default_value = "aftercare-simulator")]
     pub client_id: String,
+    /// Share of messages delivered twice.
+    #[arg(long, default_value_t = 0.005)]
+    pub duplicates: f64,
+    /// Share of messages delayed minutes to hours in transit (out of order).
+    #[arg(long, default_value_t = 0.01)]
+    pub late: f64,
+    /// Share of malformed payloads (dead letters).
+    #[arg(long, default_value_t = 0.001)]
+    pub malformed: f64,
+    /// No coverage gaps (and so no store-and-forward batches).
+    #[arg(long)]
+    pub no_gaps: bool,
+    /// No clock skew.
+    #[arg(long)]
+    pub no_skew: bool,
+    /// Every delivery effect off: duplicates, delays, gaps, skew, malformed payloads.
+    #[arg(long)]
+    pub clean: bool,
 }
 
-/// Which message kind a generated message is, and how much it carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Telemetry,
-    TelemetryBatch,
-    Dtc,
-}
-
-#[derive(Debug, Clone)]
-pub struct Generated {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub kind: Kind,
-    pub vin: String,
-    pub samples: usize,
-    pub values: usize,
-    pub dtcs: usize,
-}
-
-struct Vehicle {
-    vin: String,
-    ev: bool,
-    seq: i64,
-    ts: DateTime<Utc>,
-    odometer_km: f64,
-    battery_v: f64,
-    soh: f64,
-    coolant_c: f64,
-    pad_wear: [f64; 4],
-    tread_mm: [f64; 4],
-    misfire: Option<u8>,
-}
-
-const VIN_CHARS: &[u8] = b"ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
-const WHEELS: [&str; 4] = [
-    "Row1.Wheel.Left",
-    "Row1.Wheel.Right",
-    "Row2.Wheel.Left",
-    "Row2.Wheel.Right",
-];
-
-/// A seeded fleet whose messages are all valid under the contract.
-pub struct Fleet {
-    rng: StdRng,
-    vehicles: Vec<Vehicle>,
-    next: usize,
-    /// Share of telemetry messages sent as store-and-forward batches.
-    pub batch_share: f64,
-    /// Share of messages that are diagnostic reports.
-    pub dtc_share: f64,
-}
-
-impl Fleet {
-    /// `start` is the timestamp of each vehicle's first sample; samples are 10 s apart.
-    pub fn new(seed: u64, vehicles: usize, start: DateTime<Utc>) -> Fleet {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let vehicles = (0..vehicles.max(1))
-            .map(|i| {
-                let mut vin: String = (0..11)
-                    .map(|_| VIN_CHARS[rng.gen_range(0..VIN_CHARS.len())] as char)
-                    .collect();
-                let _ = write!(vin, "{:06}", i % 1_000_000);
-                Vehicle {
-                    vin,
-                    ev: rng.gen_bool(0.3),
-                    seq: 0,
-                    ts: start + Duration::milliseconds(rng.gen_range(0..10_000)),
-                    odometer_km: rng.gen_range(1_000.0..150_000.0),
-                    battery_v: rng.gen_range(12.2..12.8),
-                    soh: rng.gen_range(80.0..100.0),
-                    coolant_c: 90.0,
-                    pad_wear: [(); 4].map(|_| rng.gen_range(0.0..60.0)),
-                    tread_mm: [(); 4].map(|_| rng.gen_range(3.0..8.0)),
-                    misfire: None,
-                }
-            })
-            .collect();
-        Fleet {
-            rng,
-            vehicles,
-            next: 0,
-            batch_share: 0.1,
-            dtc_share: 0.1,
+impl SimulateArgs {
+    pub fn realism(&self) -> Result<Realism, SimulateError> {
+        for (name, share) in [
+            ("--duplicates", self.duplicates),
+            ("--late", self.late),
+            ("--malformed", self.malformed),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(SimulateError::Invalid(format!(
+                    "{name} must be a share between 0 and 1, got {share}"
+                )));
+            }
         }
-    }
-
-    pub fn vins(&self) -> impl Iterator<Item = &str> {
-        self.vehicles.iter().map(|v| v.vin.as_str())
-    }
-
-    /// The next message, vehicles taking turns.
-    pub fn next_message(&mut self) -> Generated {
-        let i = self.next;
-        self.next = (self.next + 1) % self.vehicles.len();
-        let roll: f64 = self.rng.gen();
-        if roll < self.dtc_share {
-            self.dtc_report(i)
-        } else if roll < self.dtc_share + self.batch_share {
-            let n = self.rng.gen_range(2..=20);
-            let samples: Vec<serde_json::Value> = (0..n).map(|_| self.sample(i)).collect();
-            self.telemetry(
-                i,
-                serde_json::Value::Array(samples),
-                Kind::TelemetryBatch,
-                n,
-            )
-        } else {
-            let s = self.sample(i);
-            self.telemetry(i, s, Kind::Telemetry, 1)
+        if self.clean {
+            return Ok(Realism::NONE);
         }
+        Ok(Realism {
+            duplicates: self.duplicates,
+            late: self.late,
+            gaps: !self.no_gaps,
+            skew: !self.no_skew,
+            malformed: self.malformed,
+        })
     }
 
-    fn telemetry(
-        &mut self,
-        i: usize,
-        body: serde_json::Value,
-        kind: Kind,
-        samples: usize,
-    ) -> Generated {
-        let values = match &body {
-            serde_json::Value::Array(a) => a
-                .iter()
-                .map(|s| s["signals"].as_object().map_or(0, |o| o.len()))
-                .sum(),
-            s => s["signals"].as_object().map_or(0, |o| o.len()),
+    /// The simulation these arguments describe; `now` decides the default start and the
+    /// check that the history does not run into the future (ingest would refuse it).
+    pub fn sim_config(&self, now: DateTime<Utc>) -> Result<SimConfig, SimulateError> {
+        if self.vehicles == 0 || self.vehicles > 10_000_000 {
+            return Err(SimulateError::Invalid(format!(
+                "--vehicles must be 1 to 10,000,000, got {}",
+                self.vehicles
+            )));
+        }
+        if self.days == 0 || self.days > 3650 {
+            return Err(SimulateError::Invalid(format!(
+                "--days must be 1 to 3650, got {}",
+                self.days
+            )));
+        }
+        if self.workshops == 0 || self.workshops > 99 {
+            return Err(SimulateError::Invalid(format!(
+                "--workshops must be 1 to 99, got {}",
+                self.workshops
+            )));
+        }
+        let today = now.date_naive();
+        let start = self
+            .start
+            .unwrap_or(today - Duration::days(i64::from(self.days)));
+        let end = start + Duration::days(i64::from(self.days));
+        if end > today + Duration::days(1) {
+            return Err(SimulateError::Invalid(format!(
+                "the history would end on {end}, after today ({today}): ingest refuses data \
+                 from the future; choose an earlier --start or fewer --days"
+            )));
+        }
+        Ok(SimConfig {
+            seed: self.seed,
+            vehicles: self.vehicles,
+            workshops: self.workshops,
+            start: start.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
+            days: self.days,
+            realism: self.realism()?,
+        })
+    }
+}
+
+fn write_truth(path: &PathBuf, truth: &Truth) -> Result<(), SimulateError> {
+    let io = |source| SimulateError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::File::create(path).map_err(io)?;
+    truth.write_jsonl(std::io::BufWriter::new(file)).map_err(io)
+}
+
+/// `aftercare simulate`: runs live or bulk, writes the truth file, returns the summary text.
+pub async fn run(config: &Config, args: &SimulateArgs) -> Result<String, SimulateError> {
+    let sim_config = args.sim_config(Utc::now())?;
+    let progress = Progress::new(sim_config.days, std::io::stderr().is_terminal());
+    let sim = Simulation::new(sim_config);
+    let (summary, truth, closing) = if args.bulk {
+        let pool = store::pool(&config.database.url, 4).await?;
+        store::migrate(&pool).await?;
+        let store = std::sync::Arc::new(Store::open(pool).await?);
+        let report = bulk::run(
+            store,
+            sim,
+            config.ingest.write_method,
+            config.limits(),
+            &progress,
+        )
+        .await?;
+        let secs = report.elapsed.as_secs_f64().max(1e-9);
+        let closing = format!(
+            "stored in {:.1}s: {} values ({:.0} values/s), {} messages ({:.0}/s), {} duplicates, \
+             {} dead letters, {} new service records; rollup rebuilt in {:.1}s",
+            secs,
+            report.stored.values,
+            report.stored.values as f64 / secs,
+            report.stored.messages_stored,
+            report.stored.messages_stored as f64 / secs,
+            report.stored.duplicates,
+            report.stored.dead_letters,
+            report.stored.records_created,
+            report.rollup_elapsed.as_secs_f64(),
+        );
+        (report.summary, report.truth, closing)
+    } else {
+        let api = match (&args.api_url, &args.api_key) {
+            (Some(url), Some(key)) => Some(live::ApiClient::new(url, key)),
+            _ => {
+                tracing::warn!("no --api-url/--api-key: profiles and service records are not sent");
+                None
+            }
         };
-        let vin = self.vehicles[i].vin.clone();
-        Generated {
-            topic: format!("v1/vehicles/{vin}/telemetry"),
-            payload: body.to_string().into_bytes(),
-            kind,
-            vin,
-            samples,
-            values,
-            dtcs: 0,
-        }
-    }
-
-    fn sample(&mut self, i: usize) -> serde_json::Value {
-        let rng = &mut self.rng;
-        let v = &mut self.vehicles[i];
-        v.seq += 1;
-        v.ts += Duration::seconds(10);
-        let speed: f64 = rng.gen_range(0.0..130.0);
-        v.odometer_km += speed / 360.0;
-        v.battery_v = (v.battery_v + rng.gen_range(-0.02..0.02)).clamp(11.0, 14.8);
-        v.coolant_c = (v.coolant_c + rng.gen_range(-1.0..1.0)).clamp(60.0, 125.0);
-        let mut signals = serde_json::Map::new();
-        signals.insert(
-            "Vehicle.TraveledDistance".into(),
-            json!((v.odometer_km * 10.0).round() / 10.0),
+        let opts = live::LiveOptions {
+            mqtt_url: config.mqtt.url.clone(),
+            client_id: args.client_id.clone(),
+            compression: if args.compression > 0.0 {
+                args.compression
+            } else {
+                f64::INFINITY
+            },
+            rate: (args.rate > 0.0).then_some(args.rate),
+            duration: (args.duration > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(args.duration)),
+            max_messages: (args.messages > 0).then_some(args.messages),
+            api,
+        };
+        let report = live::run(sim, opts, &progress).await?;
+        let secs = report.publish.elapsed.as_secs_f64().max(1e-9);
+        let closing = format!(
+            "published {} messages, {} acknowledged, in {:.1}s ({:.0} msg/s); {} new service records",
+            report.publish.sent,
+            report.publish.acked,
+            secs,
+            report.publish.acked as f64 / secs,
+            report.records_created,
         );
-        signals.insert("Vehicle.Speed".into(), json!((speed * 10.0).round() / 10.0));
-        signals.insert(
-            "Vehicle.LowVoltageBattery.CurrentVoltage".into(),
-            json!((v.battery_v * 100.0).round() / 100.0),
-        );
-        if v.ev {
-            v.soh = (v.soh - rng.gen_range(0.0..0.0005)).max(50.0);
-            signals.insert(
-                "Vehicle.Powertrain.TractionBattery.StateOfHealth".into(),
-                json!((v.soh * 100.0).round() / 100.0),
-            );
-        } else {
-            signals.insert(
-                "Vehicle.Powertrain.CombustionEngine.EngineCoolant.Temperature".into(),
-                json!(v.coolant_c.round()),
-            );
-        }
-        for (w, name) in WHEELS.iter().enumerate() {
-            v.pad_wear[w] = (v.pad_wear[w] + rng.gen_range(0.0..0.01)).min(100.0);
-            v.tread_mm[w] = (v.tread_mm[w] - rng.gen_range(0.0..0.0005)).max(0.5);
-            signals.insert(
-                format!("Vehicle.Chassis.Axle.{name}.Brake.PadWear"),
-                json!(v.pad_wear[w].round()),
-            );
-            signals.insert(
-                format!("Vehicle.Chassis.Axle.{name}.Tire.TreadDepth"),
-                json!((v.tread_mm[w] * 100.0).round() / 100.0),
-            );
-        }
-        json!({"ts": v.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "seq": v.seq, "signals": signals})
+        (report.summary, report.truth, closing)
+    };
+    progress.finish("done");
+    if let Some(path) = &args.truth {
+        write_truth(path, &truth)?;
     }
-
-    fn dtc_report(&mut self, i: usize) -> Generated {
-        let rng = &mut self.rng;
-        let v = &mut self.vehicles[i];
-        v.seq += 1;
-        v.ts += Duration::seconds(1);
-        let mut dtcs = Vec::new();
-        // A misfire episode: pending, then confirmed, then cleared after repair.
-        match v.misfire {
-            None if rng.gen_bool(0.5) => {
-                let cyl = rng.gen_range(1..=6u8);
-                v.misfire = Some(cyl);
-                dtcs.push(json!({"code": format!("P030{cyl}"), "status": "pending"}));
-            }
-            Some(cyl) if rng.gen_bool(0.3) => {
-                v.misfire = None;
-                dtcs.push(json!({"code": format!("P030{cyl}"), "status": "cleared"}));
-            }
-            Some(cyl) => dtcs.push(json!({"code": format!("P030{cyl}"), "status": "confirmed"})),
-            None => {}
-        }
-        if rng.gen_bool(0.3) {
-            dtcs.push(json!({"spn": 110, "fmi": rng.gen_range(0..=2), "oc": rng.gen_range(1..=10), "sa": 0, "status": "active"}));
-        }
-        if rng.gen_bool(0.2) {
-            dtcs.push(json!({"code": "P0420", "status": "confirmed"}));
-        }
-        let n = dtcs.len();
-        let vin = v.vin.clone();
-        let body = json!({
-            "ts": v.ts.timestamp_millis(), "seq": v.seq, "source": "obd",
-            "mil": n > 0, "dtcs": dtcs,
-        });
-        Generated {
-            topic: format!("v1/vehicles/{vin}/dtc"),
-            payload: body.to_string().into_bytes(),
-            kind: Kind::Dtc,
-            vin,
-            samples: 0,
-            values: 0,
-            dtcs: n,
-        }
-    }
-}
-
-/// `aftercare simulate`: publish a small fleet's messages through the broker.
-pub async fn run_live(config: &Config, args: &SimulateArgs) -> Result<String, PublishError> {
-    // Samples are 10 s apart and a store-and-forward array carries up to 20, so start early
-    // enough that the fleet's clocks end before now.
-    let per_vehicle = (args.messages / args.vehicles.max(1)) as i64;
-    let start = Utc::now() - Duration::seconds(10 * 4 * per_vehicle + 60);
-    let mut fleet = Fleet::new(args.seed, args.vehicles, start);
-    let messages: Vec<Generated> = (0..args.messages).map(|_| fleet.next_message()).collect();
-    let values: usize = messages.iter().map(|m| m.values).sum();
-    let dtcs: usize = messages.iter().map(|m| m.dtcs).sum();
-    let rate = (args.rate > 0.0).then_some(args.rate);
-    let stats = publish_all(&config.mqtt.url, &args.client_id, owned(&messages), rate).await?;
-    Ok(format!(
-        "published {} messages ({} signal values, {} DTC entries) from {} vehicles in {:.2}s ({:.0} msg/s)",
-        stats.acked,
-        values,
-        dtcs,
-        args.vehicles,
-        stats.elapsed.as_secs_f64(),
-        stats.acked as f64 / stats.elapsed.as_secs_f64().max(1e-9)
-    ))
-}
-
-/// Topic and payload pairs for [`publish_all`].
-pub fn owned(messages: &[Generated]) -> Vec<(String, bytes::Bytes)> {
-    messages
-        .iter()
-        .map(|m| (m.topic.clone(), bytes::Bytes::from(m.payload.clone())))
-        .collect()
+    Ok(format!("{summary}\n{closing}"))
 }

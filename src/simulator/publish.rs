@@ -27,13 +27,39 @@ pub struct PublishStats {
 }
 
 /// Publishes every message at QoS 1 (optionally paced to `rate` per second) and returns when
-/// the broker has acknowledged all of them. Gives up after 60 s without progress (no
-/// acknowledgement, whether connected or not).
+/// the broker has acknowledged all of them. Gives up after 60 s without progress.
 pub async fn publish_all(
     url: &str,
     client_id: &str,
     messages: Vec<(String, Bytes)>,
     rate: Option<f64>,
+) -> Result<PublishStats, PublishError> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let feeder = tokio::spawn(async move {
+        let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r.max(1e-6)));
+        let mut next_at = tokio::time::Instant::now();
+        for message in messages {
+            if let Some(i) = interval {
+                tokio::time::sleep_until(next_at).await;
+                next_at += i;
+            }
+            if tx.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stats = publish_stream(url, client_id, rx).await;
+    feeder.abort();
+    stats
+}
+
+/// Publishes at QoS 1 what arrives on `messages` until the channel closes, and returns when
+/// the broker has acknowledged every one. Gives up after 60 s in which acknowledgements are
+/// owed but none arrives (connected or not); a quiet channel is not a stall.
+pub async fn publish_stream(
+    url: &str,
+    client_id: &str,
+    mut messages: tokio::sync::mpsc::Receiver<(String, Bytes)>,
 ) -> Result<PublishStats, PublishError> {
     let sep = if url.contains('?') { '&' } else { '?' };
     let mut opts = MqttOptions::parse_url(format!("{url}{sep}client_id={client_id}"))
@@ -45,40 +71,45 @@ pub async fn publish_all(
         .set_max_packet_size(Some(64 * 1024 * 1024));
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let started = Instant::now();
-    let total = messages.len() as u64;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     // The request channel is the pacing: this task waits while the event loop is busy.
-    let publisher = tokio::spawn(async move {
-        let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r.max(1e-6)));
-        let mut next_at = tokio::time::Instant::now();
-        for (topic, payload) in messages {
-            if let Some(i) = interval {
-                tokio::time::sleep_until(next_at).await;
-                next_at += i;
+    let publisher = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            while let Some((topic, payload)) = messages.recv().await {
+                if client
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .is_err()
+                {
+                    return (client, false);
+                }
+                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
-            if client
-                .publish(topic, QoS::AtLeastOnce, false, payload)
-                .await
-                .is_err()
-            {
-                return client;
-            }
-        }
-        client
-    });
+            (client, true)
+        })
+    };
     const STALL: Duration = Duration::from_secs(60);
     let mut acked = 0u64;
     let mut last_error = String::from("no acknowledgement");
     let mut last_progress = Instant::now();
-    while acked < total {
-        if last_progress.elapsed() > STALL {
+    let sent_now = || sent.load(std::sync::atomic::Ordering::SeqCst);
+    loop {
+        let owed = sent_now() > acked;
+        if !owed && publisher.is_finished() {
+            break;
+        }
+        if !owed {
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > STALL {
             publisher.abort();
             return Err(PublishError::Incomplete {
-                sent: total,
+                sent: sent_now(),
                 acked,
                 reason: last_error,
             });
         }
-        match tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await {
+        match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
             Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
                 acked += 1;
                 last_progress = Instant::now();
@@ -90,15 +121,24 @@ pub async fn publish_all(
             }
         }
     }
-    if let Ok(client) = publisher.await {
-        let _ = client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while eventloop.poll().await.is_ok() {}
-        })
-        .await;
+    match publisher.await {
+        Ok((client, true)) => {
+            let _ = client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while eventloop.poll().await.is_ok() {}
+            })
+            .await;
+        }
+        _ => {
+            return Err(PublishError::Incomplete {
+                sent: sent_now(),
+                acked,
+                reason: last_error,
+            })
+        }
     }
     Ok(PublishStats {
-        sent: total,
+        sent: sent_now(),
         acked,
         elapsed: started.elapsed(),
     })

@@ -2,6 +2,7 @@
 //! parsed batches; the API reads through it. Nothing above this module writes SQL.
 
 pub mod booking;
+mod bulk;
 pub mod capacity;
 pub mod copy;
 pub mod history;
@@ -11,9 +12,11 @@ mod migrate;
 pub mod offers;
 pub mod outbox;
 pub mod preview;
+pub mod profiles;
 pub mod read;
 pub mod risk;
 mod rollup;
+pub mod service_records;
 mod writer;
 
 pub use migrate::{migrate, Flavor, MIGRATIONS};

@@ -1,0 +1,118 @@
+//! `POST /v1/service-records`: completed workshop jobs from dealer systems (one record or an
+//! array), idempotent on (source, external_id). Validates every field before anything is
+//! stored; the store writes all records of a request in one transaction.
+
+use super::error::ApiError;
+use super::fields::{parse_body, Fields};
+use super::AppState;
+use crate::component::Component;
+use crate::store::service_records::{insert_service_records, NewServiceRecord, ServiceKind};
+use crate::wire::Vin;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::{json, Value};
+
+/// Records per request at most.
+pub const MAX_RECORDS: usize = 1000;
+
+const FIELDS: &[&str] = &[
+    "vin",
+    "source",
+    "external_id",
+    "performed_at",
+    "odometer_km",
+    "workshop",
+    "component",
+    "kind",
+    "job",
+    "notes",
+];
+
+fn parse_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("{s:?} is not RFC 3339: {e}"))?
+        .with_timezone(&Utc);
+    let earliest = Utc.with_ymd_and_hms(1980, 1, 1, 0, 0, 0).single();
+    if earliest.is_some_and(|e| t < e) || t > now + Duration::days(1) {
+        return Err(format!("{s} is not between 1980 and tomorrow"));
+    }
+    Ok(t)
+}
+
+/// One record from its JSON object; `at` names it in messages (`[3]` in an array).
+pub fn parse_record(
+    value: &Value,
+    at: &str,
+    now: DateTime<Utc>,
+) -> Result<NewServiceRecord, ApiError> {
+    let f = Fields::new(value, at, FIELDS)?;
+    let vin = f.str("vin", 17)?;
+    let vin = Vin::parse(&vin).map_err(|e| {
+        ApiError::unprocessable("invalid_field", format!("{}: {}", f.name("vin"), e.detail))
+    })?;
+    let performed_at = f.parsed("performed_at", |s| parse_time(s, now))?;
+    let odometer_km = f.opt_f64("odometer_km", 0.0..=5_000_000.0)?;
+    let component = f.parsed("component", |s| {
+        s.parse::<Component>().map_err(|e| e.to_string())
+    })?;
+    let kind = f.parsed("kind", |s| s.parse::<ServiceKind>())?;
+    Ok(NewServiceRecord {
+        vin: vin.as_str().to_owned(),
+        source: f.str("source", 100)?,
+        external_id: f.str("external_id", 200)?,
+        performed_at: f.required("performed_at", performed_at)?,
+        odometer_km: Some(f.required("odometer_km", odometer_km)?),
+        workshop: Some(f.str("workshop", 64)?),
+        component: f.required("component", component)?,
+        kind: f.required("kind", kind)?,
+        job: f.str("job", 100)?,
+        notes: f.opt_str("notes", 4000)?,
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let now = Utc::now();
+    let value = parse_body(&body)?;
+    let (records, single) = match &value {
+        Value::Array(items) => {
+            if items.is_empty() || items.len() > MAX_RECORDS {
+                return Err(ApiError::unprocessable(
+                    "invalid_body",
+                    format!(
+                        "an array must hold 1 to {MAX_RECORDS} records, got {}",
+                        items.len()
+                    ),
+                ));
+            }
+            let records = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| parse_record(v, &format!("[{i}]"), now))
+                .collect::<Result<Vec<_>, _>>()?;
+            (records, false)
+        }
+        other => (vec![parse_record(other, "", now)?], true),
+    };
+    let stored = insert_service_records(state.store.pool(), &records).await?;
+    let created = stored.iter().filter(|s| s.created).count();
+    let status = if created > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = match (single, stored.first()) {
+        (true, Some(s)) => json!({"id": s.id, "created": s.created}),
+        _ => json!({
+            "records": stored,
+            "created": created,
+            "existing": stored.len() - created,
+        }),
+    };
+    Ok((status, Json(body)))
+}
