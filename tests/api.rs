@@ -71,7 +71,7 @@ async fn api_with_data() -> Api {
     }
     let r = store.write_batch(&items, WriteMethod::Copy).await.unwrap();
     assert_eq!(r.values_stored, 240);
-    store.refresh_rollup_all().await.unwrap();
+    store.fold_rollup_all().await.unwrap();
     let key = keys::create(&pool, "test", &[Scope::FleetRead])
         .await
         .unwrap();

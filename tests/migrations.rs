@@ -33,7 +33,10 @@ async fn plain_postgres_flavor_is_detected_and_migrations_are_idempotent() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(applied, vec!["core", "rollup_table", "service_and_risk"]);
+    assert_eq!(
+        applied,
+        vec!["core", "rollup_table", "service_and_risk", "rollup_deltas"]
+    );
 }
 
 #[tokio::test]
@@ -41,7 +44,7 @@ async fn timescale_migrations_parse_and_reference_real_tables() {
     let db = TestDb::new().await;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     // Start from the core schema only, as a TimescaleDB server would see it.
-    sqlx::raw_sql("DROP TABLE signal_daily, rollup_dirty")
+    sqlx::raw_sql("DROP TABLE signal_daily, rollup_delta")
         .execute(&mut conn)
         .await
         .unwrap();

@@ -84,6 +84,12 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Always,
         sql: include_str!("../../migrations/0004_service_and_risk.sql"),
     },
+    Migration {
+        version: 5,
+        name: "rollup_deltas",
+        applies: Applies::NotTsl,
+        sql: include_str!("../../migrations/0005_rollup_deltas.table.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {

@@ -6,6 +6,7 @@ pub mod keys;
 mod migrate;
 pub mod read;
 mod rollup;
+mod telemetry;
 mod writer;
 
 pub use migrate::{migrate, Flavor, MIGRATIONS};
@@ -27,6 +28,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A key that is already taken (the fast write path's signal to write carefully).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505"))
+    }
+
     /// Errors worth retrying unchanged: the connection, the server going away, lock conflicts.
     /// Anything else (data the database refuses) would fail again.
     pub fn is_transient(&self) -> bool {

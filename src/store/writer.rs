@@ -3,12 +3,13 @@
 //! their values, events, lifecycle merges and rollups are written, so a redelivered message
 //! changes nothing. Upserts are fed in key order so concurrent writers lock rows in one order.
 
-use super::copy::TelemetryCopyEncoder;
+use super::rollup::RollupDelta;
+use super::telemetry::{SampleKey, TelemetryPlan};
 use super::{Store, StoreError};
 use crate::config::WriteMethod;
-use crate::wire::{DtcCode, DtcReport, Message, Sample};
+use crate::wire::{DtcCode, DtcReport, Message};
 use bytes::Bytes;
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{Acquire, PgConnection};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -65,18 +66,42 @@ pub struct BatchResult {
     pub samples_stored: u64,
     pub dtc_reports_stored: u64,
     pub dead_letters: u64,
+    /// Where the batch's time went, stage by stage (for the stage-time metric and the bench).
+    pub stages: Vec<(&'static str, std::time::Duration)>,
 }
 
-type SampleKey = (i32, i64, DateTime<Utc>);
+/// Lap timer for the stages of one batch write.
+struct Laps {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Laps {
+    fn start() -> Laps {
+        Laps {
+            last: std::time::Instant::now(),
+            laps: Vec::with_capacity(8),
+        }
+    }
+
+    fn lap(&mut self, stage: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((stage, now - self.last));
+        self.last = now;
+    }
+}
 
 impl Store {
     /// Writes a batch in one transaction and reports what became of each item. Nothing is
-    /// visible (or acknowledgeable) before this returns `Ok`.
+    /// visible (or acknowledgeable) before this returns `Ok`. The batch is first written the
+    /// fast way, assuming every message is new; if one is not (a redelivery), that
+    /// transaction fails on the key and the batch is written again the careful way.
     pub async fn write_batch(
         &self,
         items: &[BatchItem],
         method: WriteMethod,
     ) -> Result<BatchResult, StoreError> {
+        let mut laps = Laps::start();
         let mut conn = self.pool.acquire().await?;
         let vins: Vec<&str> = items
             .iter()
@@ -99,97 +124,31 @@ impl Store {
             .flat_map(|s| s.values.iter().map(|(n, _)| n.as_str()))
             .collect();
         let signal_ids = self.resolve_signals(&mut conn, &names).await?;
-
-        let mut tx = conn.begin().await?;
-        let mut result = BatchResult {
-            outcomes: vec![Outcome::Ignored; items.len()],
-            ..BatchResult::default()
+        laps.lap("resolve");
+        let batch = Batch {
+            items,
+            plan: TelemetryPlan::new(
+                items,
+                &vehicle_ids,
+                &signal_ids,
+                method,
+                self.flavor.writes_rollup(),
+            ),
+            vehicle_ids: &vehicle_ids,
+            signal_ids: &signal_ids,
         };
-
-        // Telemetry: ledger first, then values of the samples the ledger accepted.
-        let mut new_samples = insert_sample_ledger(&mut tx, items, &vehicle_ids).await?;
-        let mut values = ValueColumns::default();
-        for (i, item) in items.iter().enumerate() {
-            let BatchItem::Message {
-                message: Message::Telemetry { vin, samples },
-                ..
-            } = item
-            else {
-                continue;
-            };
-            let vehicle_id = vehicle_ids[vin.as_str()];
-            let mut any_new = false;
-            for sample in samples {
-                // Claim the key: a second copy later in this batch is a duplicate.
-                if new_samples.remove(&(vehicle_id, sample.seq, sample.ts)) {
-                    any_new = true;
-                    result.samples_stored += 1;
-                    values.push_sample(vehicle_id, sample, &signal_ids);
-                }
+        laps.lap("prepare");
+        match batch.write(&mut conn, method, false, &mut laps).await {
+            Err(e) if e.is_unique_violation() => {
+                laps.lap("fast_failed");
+                batch.write(&mut conn, method, true, &mut laps).await
             }
-            result.outcomes[i] = if any_new {
-                Outcome::Stored
-            } else {
-                Outcome::Duplicate
-            };
+            done => done,
         }
-        if !values.is_empty() {
-            result.values_stored = match method {
-                WriteMethod::Unnest => values.insert_unnest(&mut tx).await?,
-                WriteMethod::Copy => values.insert_copy(&mut tx).await?,
-            };
-            if self.flavor.writes_rollup() {
-                values.mark_rollup_dirty(&mut tx).await?;
-            }
-        }
-
-        // Diagnostics: report ledger, then events and lifecycle of the new reports.
-        let mut new_reports = insert_report_ledger(&mut tx, items, &vehicle_ids).await?;
-        let mut accepted: Vec<(i32, &DtcReport)> = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let BatchItem::Message {
-                message: Message::Dtc { vin, report },
-                ..
-            } = item
-            else {
-                continue;
-            };
-            let vehicle_id = vehicle_ids[vin.as_str()];
-            if new_reports.remove(&(vehicle_id, report.seq, report.ts)) {
-                accepted.push((vehicle_id, report));
-                result.outcomes[i] = Outcome::Stored;
-            } else {
-                result.outcomes[i] = Outcome::Duplicate;
-            }
-        }
-        result.dtc_reports_stored = accepted.len() as u64;
-        if !accepted.is_empty() {
-            insert_dtc_events(&mut tx, &accepted).await?;
-            merge_dtc_lifecycles(&mut tx, &accepted).await?;
-        }
-
-        // Dead letters.
-        let letters: Vec<(&DeadLetter, DateTime<Utc>)> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| match item {
-                BatchItem::DeadLetter {
-                    letter,
-                    received_at,
-                } => {
-                    result.outcomes[i] = Outcome::DeadLetter;
-                    Some((letter, *received_at))
-                }
-                _ => None,
-            })
-            .collect();
-        result.dead_letters = letters.len() as u64;
-        if !letters.is_empty() {
-            insert_dead_letters(&mut tx, &letters).await?;
-        }
-
-        tx.commit().await?;
-        Ok(result)
+        .map(|mut result| {
+            result.stages = laps.laps;
+            result
+        })
     }
 
     /// VIN to vehicle id, creating vehicles on first sight. Runs outside the batch
@@ -262,45 +221,124 @@ async fn resolve_ids(
     Ok(found)
 }
 
-async fn insert_sample_ledger(
-    tx: &mut PgConnection,
-    items: &[BatchItem],
-    vehicle_ids: &HashMap<String, i32>,
-) -> Result<HashSet<SampleKey>, StoreError> {
-    let (mut vid, mut seq, mut ts, mut recv, mut nv) = (vec![], vec![], vec![], vec![], vec![]);
-    for item in items {
-        if let BatchItem::Message {
-            message: Message::Telemetry { vin, samples },
-            received_at,
-        } = item
-        {
-            let id = vehicle_ids[vin.as_str()];
-            for s in samples {
-                vid.push(id);
-                seq.push(s.seq);
-                ts.push(s.ts);
-                recv.push(*received_at);
-                nv.push(s.values.len() as i32);
+/// A batch with its ids resolved and its telemetry prepared.
+struct Batch<'a> {
+    items: &'a [BatchItem],
+    plan: TelemetryPlan,
+    vehicle_ids: &'a HashMap<String, i32>,
+    signal_ids: &'a HashMap<String, i32>,
+}
+
+impl Batch<'_> {
+    /// One transaction. Statements go in one fixed order (sample ledger, values, rollup delta,
+    /// report ledger, DTC events and lifecycles, dead letters, score marks), each in key
+    /// order, so concurrent batches take locks in one order.
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        method: WriteMethod,
+        careful: bool,
+        laps: &mut Laps,
+    ) -> Result<BatchResult, StoreError> {
+        let items = self.items;
+        let mut tx = conn.begin().await?;
+        let mut result = BatchResult {
+            outcomes: vec![Outcome::Ignored; items.len()],
+            ..BatchResult::default()
+        };
+        // Vehicles that get newly stored data, marked for rescoring at the end.
+        let mut touched: BTreeSet<i32> = BTreeSet::new();
+
+        if !self.plan.is_empty() {
+            let careful_claim;
+            let claimed = if careful {
+                let (claimed, stored) = self
+                    .plan
+                    .write_careful(&mut tx, items, self.vehicle_ids, self.signal_ids)
+                    .await?;
+                laps.lap("telemetry_careful");
+                result.values_stored = stored.len() as u64;
+                if self.plan.delta.is_some() {
+                    RollupDelta::from_sorted(&stored).insert(&mut tx).await?;
+                    laps.lap("rollup_delta");
+                }
+                careful_claim = claimed;
+                &careful_claim
+            } else {
+                result.values_stored = self.plan.write_fast(&mut tx, method).await?;
+                laps.lap("telemetry");
+                if let Some(delta) = &self.plan.delta {
+                    delta.insert(&mut tx).await?;
+                    laps.lap("rollup_delta");
+                }
+                &self.plan.all_new
+            };
+            for &(i, outcome) in &claimed.outcomes {
+                result.outcomes[i] = outcome;
+            }
+            result.samples_stored = claimed.samples;
+            touched.extend(claimed.vehicles.iter().copied());
+        }
+
+        // Diagnostics: report ledger, then events and lifecycle of the new reports.
+        let mut new_reports = insert_report_ledger(&mut tx, items, self.vehicle_ids).await?;
+        let mut accepted: Vec<(i32, &DtcReport)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let BatchItem::Message {
+                message: Message::Dtc { vin, report },
+                ..
+            } = item
+            else {
+                continue;
+            };
+            let vehicle_id = self.vehicle_ids[vin.as_str()];
+            if new_reports.remove(&(vehicle_id, report.seq, report.ts)) {
+                accepted.push((vehicle_id, report));
+                touched.insert(vehicle_id);
+                result.outcomes[i] = Outcome::Stored;
+            } else {
+                result.outcomes[i] = Outcome::Duplicate;
             }
         }
+        result.dtc_reports_stored = accepted.len() as u64;
+        if !accepted.is_empty() {
+            insert_dtc_events(&mut tx, &accepted).await?;
+            merge_dtc_lifecycles(&mut tx, &accepted).await?;
+            laps.lap("dtc");
+        }
+
+        // Dead letters.
+        let letters: Vec<(&DeadLetter, DateTime<Utc>)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match item {
+                BatchItem::DeadLetter {
+                    letter,
+                    received_at,
+                } => {
+                    result.outcomes[i] = Outcome::DeadLetter;
+                    Some((letter, *received_at))
+                }
+                _ => None,
+            })
+            .collect();
+        result.dead_letters = letters.len() as u64;
+        if !letters.is_empty() {
+            insert_dead_letters(&mut tx, &letters).await?;
+            laps.lap("dead_letters");
+        }
+
+        // Last, because concurrent batches for the same vehicle wait here on each other's row
+        // lock until the earlier one commits.
+        if !touched.is_empty() {
+            mark_for_scoring(&mut tx, &touched).await?;
+            laps.lap("score_marks");
+        }
+
+        tx.commit().await?;
+        laps.lap("commit");
+        Ok(result)
     }
-    if vid.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let rows: Vec<SampleKey> = sqlx::query_as(
-        "INSERT INTO samples (vehicle_id, seq, ts, received_at, n_values)
-         SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::timestamptz[], $4::timestamptz[], $5::int4[])
-         ON CONFLICT DO NOTHING
-         RETURNING vehicle_id, seq, ts",
-    )
-    .bind(vid)
-    .bind(seq)
-    .bind(ts)
-    .bind(recv)
-    .bind(nv)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(rows.into_iter().collect())
 }
 
 async fn insert_report_ledger(
@@ -308,22 +346,32 @@ async fn insert_report_ledger(
     items: &[BatchItem],
     vehicle_ids: &HashMap<String, i32>,
 ) -> Result<HashSet<SampleKey>, StoreError> {
+    // Sorted by key, like the sample ledger, so concurrent batches cannot deadlock.
+    let mut reports: Vec<(SampleKey, DateTime<Utc>, &DtcReport)> = items
+        .iter()
+        .filter_map(|item| match item {
+            BatchItem::Message {
+                message: Message::Dtc { vin, report },
+                received_at,
+            } => Some((
+                (vehicle_ids[vin.as_str()], report.seq, report.ts),
+                *received_at,
+                report,
+            )),
+            _ => None,
+        })
+        .collect();
+    reports.sort_by_key(|(key, ..)| *key);
     let (mut vid, mut seq, mut ts, mut recv, mut source, mut mil, mut n) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for item in items {
-        if let BatchItem::Message {
-            message: Message::Dtc { vin, report },
-            received_at,
-        } = item
-        {
-            vid.push(vehicle_ids[vin.as_str()]);
-            seq.push(report.seq);
-            ts.push(report.ts);
-            recv.push(*received_at);
-            source.push(report.source.clone());
-            mil.push(report.mil);
-            n.push(report.dtcs.len() as i32);
-        }
+    for ((vehicle_id, s, t), received_at, report) in reports {
+        vid.push(vehicle_id);
+        seq.push(s);
+        ts.push(t);
+        recv.push(received_at);
+        source.push(report.source.clone());
+        mil.push(report.mil);
+        n.push(report.dtcs.len() as i32);
     }
     if vid.is_empty() {
         return Ok(HashSet::new());
@@ -347,138 +395,22 @@ async fn insert_report_ledger(
     Ok(rows.into_iter().collect())
 }
 
-/// Column buffers for the values of newly accepted samples.
-#[derive(Default)]
-struct ValueColumns {
-    vehicle_id: Vec<i32>,
-    signal_id: Vec<i32>,
-    ts: Vec<DateTime<Utc>>,
-    value: Vec<f64>,
-}
-
-impl ValueColumns {
-    fn push_sample(&mut self, vehicle_id: i32, sample: &Sample, signal_ids: &HashMap<String, i32>) {
-        for (name, value) in &sample.values {
-            self.vehicle_id.push(vehicle_id);
-            self.signal_id.push(signal_ids[name.as_str()]);
-            self.ts.push(sample.ts);
-            self.value.push(*value);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.vehicle_id.is_empty()
-    }
-
-    async fn insert_unnest(&self, tx: &mut PgConnection) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO telemetry (vehicle_id, signal_id, ts, value)
-             SELECT * FROM UNNEST($1::int4[], $2::int4[], $3::timestamptz[], $4::float8[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.vehicle_id)
-        .bind(&self.signal_id)
-        .bind(&self.ts)
-        .bind(&self.value)
-        .execute(&mut *tx)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    fn encode_copy(&self) -> Vec<u8> {
-        let mut enc = TelemetryCopyEncoder::with_capacity(self.vehicle_id.len());
-        for i in 0..self.vehicle_id.len() {
-            enc.push(
-                self.vehicle_id[i],
-                self.signal_id[i],
-                self.ts[i],
-                self.value[i],
-            );
-        }
-        enc.finish()
-    }
-
-    /// Binary COPY straight into `telemetry`. The ledger already filtered redeliveries, so a
-    /// key collision means two different samples with the same (vehicle, signal, ts); then the
-    /// savepoint is rolled back and the values go through a staging table and
-    /// `ON CONFLICT DO NOTHING` instead.
-    async fn insert_copy(&self, tx: &mut PgConnection) -> Result<u64, StoreError> {
-        let data = self.encode_copy();
-        sqlx::query("SAVEPOINT copy_values")
-            .execute(&mut *tx)
-            .await?;
-        let direct = async {
-            let mut copy = tx
-                .copy_in_raw(
-                    "COPY telemetry (vehicle_id, signal_id, ts, value) FROM STDIN (FORMAT binary)",
-                )
-                .await?;
-            copy.send(data.as_slice()).await?;
-            copy.finish().await
-        }
-        .await;
-        match direct {
-            Ok(rows) => {
-                sqlx::query("RELEASE SAVEPOINT copy_values")
-                    .execute(&mut *tx)
-                    .await?;
-                return Ok(rows);
-            }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-                sqlx::query("ROLLBACK TO SAVEPOINT copy_values")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        // A plain query, not raw_sql: raw_sql's executor bound makes the future non-Send.
-        sqlx::query(
-            "CREATE TEMP TABLE IF NOT EXISTS stage_telemetry
-                 (vehicle_id int4, signal_id int4, ts timestamptz, value float8)
-                 ON COMMIT DELETE ROWS",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let mut copy = tx
-            .copy_in_raw("COPY stage_telemetry FROM STDIN (FORMAT binary)")
-            .await?;
-        copy.send(data).await?;
-        copy.finish().await?;
-        let done = sqlx::query(
-            "INSERT INTO telemetry (vehicle_id, signal_id, ts, value)
-             SELECT vehicle_id, signal_id, ts, value FROM stage_telemetry
-             ON CONFLICT DO NOTHING",
-        )
-        .execute(&mut *tx)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    /// Marks the (vehicle, day) pairs this batch touched for the rollup refresh worker
-    /// (plain PostgreSQL flavor). `DO UPDATE`, not `DO NOTHING`: it locks an existing mark, so
-    /// the worker (SKIP LOCKED) cannot consume it before these values commit; it keeps the
-    /// first-marked time, so a busy day still comes due for refresh. Sorted, so
-    /// concurrent writers take row locks in one order.
-    async fn mark_rollup_dirty(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
-        let mut days: BTreeSet<(i32, DateTime<Utc>)> = BTreeSet::new();
-        for i in 0..self.vehicle_id.len() {
-            let day = self.ts[i]
-                .duration_trunc(TimeDelta::days(1))
-                .unwrap_or(self.ts[i]);
-            days.insert((self.vehicle_id[i], day));
-        }
-        let (vid, day): (Vec<i32>, Vec<DateTime<Utc>>) = days.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO rollup_dirty (vehicle_id, day)
-             SELECT * FROM UNNEST($1::int4[], $2::timestamptz[])
-             ON CONFLICT (vehicle_id, day) DO UPDATE SET marked_at = rollup_dirty.marked_at",
-        )
-        .bind(vid)
-        .bind(day)
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
+/// Marks vehicles with newly stored data for the scoring worker, one row each, in key order.
+/// A redelivery stores nothing and so marks nothing.
+async fn mark_for_scoring(
+    tx: &mut PgConnection,
+    vehicles: &BTreeSet<i32>,
+) -> Result<(), StoreError> {
+    let ids: Vec<i32> = vehicles.iter().copied().collect();
+    sqlx::query(
+        "INSERT INTO score_dirty (vehicle_id, marked_at)
+         SELECT v, clock_timestamp() FROM UNNEST($1::int4[]) AS v ORDER BY v
+         ON CONFLICT (vehicle_id) DO UPDATE SET marked_at = excluded.marked_at",
+    )
+    .bind(ids)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn j1939_parts(code: &DtcCode) -> (Option<i32>, Option<i16>, Option<i16>, Option<i16>) {

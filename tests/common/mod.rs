@@ -398,11 +398,11 @@ impl CuttablePath {
     }
 }
 
-/// Waits until the rollup refresh queue is empty. A refresh deletes its marks and writes the
-/// recomputed days in one transaction, so an empty queue means every refresh has committed.
+/// Waits until every rollup delta is folded. A fold deletes its deltas and adds them into
+/// `signal_daily` in one statement, so no delta left means every fold has committed.
 pub async fn rollup_settled(pool: &PgPool) {
-    wait_until(Duration::from_secs(60), "rollup refreshed", || async {
-        count(pool, "SELECT count(*) FROM rollup_dirty").await == 0
+    wait_until(Duration::from_secs(60), "rollup folded", || async {
+        count(pool, "SELECT count(*) FROM rollup_delta").await == 0
     })
     .await;
 }
