@@ -13,26 +13,11 @@ GROUP BY t.vehicle_id, t.signal_id, k.day;
 DROP TABLE rollup_dirty;
 
 -- One row per batch transaction that stored values: n, min, max, sum and sum of squares per
--- (vehicle, signal, day) of those values, as parallel arrays in key order. Append-only; the
--- fold deletes rows as it adds them into signal_daily. The arrays are stored uncompressed:
--- compressing them would cost the write path CPU for rows that live a few seconds.
+-- (vehicle, signal, day) of those values, in the service's compact binary format (see
+-- src/store/rollup.rs). Append-only; a fold deletes rows as it adds them into signal_daily.
+-- Stored uncompressed: compressing would cost the write path CPU for rows that live seconds.
 CREATE TABLE rollup_delta (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    vehicle_id  integer[] NOT NULL,
-    signal_id   integer[] NOT NULL,
-    day         timestamptz[] NOT NULL,
-    n           integer[] NOT NULL,
-    min         double precision[] NOT NULL,
-    max         double precision[] NOT NULL,
-    sum         double precision[] NOT NULL,
-    sumsq       double precision[] NOT NULL
+    id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    data  bytea NOT NULL
 );
-ALTER TABLE rollup_delta
-    ALTER COLUMN vehicle_id SET STORAGE EXTERNAL,
-    ALTER COLUMN signal_id SET STORAGE EXTERNAL,
-    ALTER COLUMN day SET STORAGE EXTERNAL,
-    ALTER COLUMN n SET STORAGE EXTERNAL,
-    ALTER COLUMN min SET STORAGE EXTERNAL,
-    ALTER COLUMN max SET STORAGE EXTERNAL,
-    ALTER COLUMN sum SET STORAGE EXTERNAL,
-    ALTER COLUMN sumsq SET STORAGE EXTERNAL;
+ALTER TABLE rollup_delta ALTER COLUMN data SET STORAGE EXTERNAL;

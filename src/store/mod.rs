@@ -25,6 +25,9 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(String),
+    /// Stored data this build cannot read (a bug or tampering, not bad input).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {
