@@ -123,9 +123,7 @@ impl RollupDelta {
                     sumsq: f64::from_le_bytes(r.take()?),
                 },
             };
-            into.entry(key)
-                .and_modify(|a| a.add(&agg))
-                .or_insert(agg);
+            into.entry(key).and_modify(|a| a.add(&agg)).or_insert(agg);
         }
         Ok(())
     }

@@ -11,7 +11,7 @@
 
 use super::copy::{CopyEncoder, TelemetryCopyEncoder};
 use super::rollup::RollupDelta;
-use super::writer::{BatchItem, Outcome};
+use super::writer::{BatchItem, Laps, Outcome};
 use super::StoreError;
 use crate::config::WriteMethod;
 use crate::wire::Message;
@@ -169,6 +169,7 @@ impl TelemetryPlan {
         &self,
         tx: &mut PgConnection,
         method: WriteMethod,
+        laps: &mut Laps,
     ) -> Result<u64, StoreError> {
         copy_in(
             tx,
@@ -176,6 +177,7 @@ impl TelemetryPlan {
             &self.ledger_copy,
         )
         .await?;
+        laps.lap("sample_ledger");
         if self.all_new.values.is_empty() {
             return Ok(0);
         }

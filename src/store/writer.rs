@@ -71,7 +71,7 @@ pub struct BatchResult {
 }
 
 /// Lap timer for the stages of one batch write.
-struct Laps {
+pub(super) struct Laps {
     last: std::time::Instant,
     laps: Vec<(&'static str, std::time::Duration)>,
 }
@@ -84,7 +84,7 @@ impl Laps {
         }
     }
 
-    fn lap(&mut self, stage: &'static str) {
+    pub(super) fn lap(&mut self, stage: &'static str) {
         let now = std::time::Instant::now();
         self.laps.push((stage, now - self.last));
         self.last = now;
@@ -265,8 +265,8 @@ impl Batch<'_> {
                 careful_claim = claimed;
                 &careful_claim
             } else {
-                result.values_stored = self.plan.write_fast(&mut tx, method).await?;
-                laps.lap("telemetry");
+                result.values_stored = self.plan.write_fast(&mut tx, method, laps).await?;
+                laps.lap("values");
                 if let Some(delta) = &self.plan.delta {
                     delta.insert(&mut tx).await?;
                     laps.lap("rollup_delta");
