@@ -70,7 +70,7 @@ impl Rate {
 /// What one run measured.
 struct RunFigures {
     broker: Rate,
-    /// Binary COPY on one connection, and on `COPY_STREAMS` at once.
+    /// Binary COPY on 1, 2, .. connections at once, up to the pipeline's writers (at least 2).
     copy: Vec<Rate>,
     pipeline: Vec<Pipeline>,
 }
@@ -97,9 +97,6 @@ impl RunFigures {
         self.broker.msgs().min(self.database().msgs())
     }
 }
-
-/// Parallel COPY streams for the second (c) variant: as many as the pipeline's writers.
-const COPY_STREAMS: usize = 2;
 
 pub async fn ingest(config: &Config, args: &IngestBenchArgs) -> Result<(), BenchError> {
     let start = Utc::now() - ChronoDuration::days(20);
@@ -232,7 +229,7 @@ async fn one_run(
 
     // (c) database limit: the same rows, COPY straight in, on one connection and on several.
     let mut copy = Vec::new();
-    for streams in [1, COPY_STREAMS] {
+    for streams in 1..=config.ingest.writers.max(2) {
         let secs = copy_straight_in(&db_url, messages, streams).await?;
         let label = match streams {
             1 => "(c) database: binary COPY, 1 connection".to_owned(),

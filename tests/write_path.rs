@@ -487,3 +487,22 @@ async fn concurrent_batches_with_shuffled_overlaps_store_everything_once_without
     store.fold_rollup_all().await.unwrap();
     assert_rollup_matches_raw(&pool).await;
 }
+
+#[tokio::test]
+async fn a_report_naming_one_code_twice_is_written_the_careful_way() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    let store = Store::open(pool.clone()).await.unwrap();
+    let now = Utc::now();
+    let payload = serde_json::json!({
+        "ts": t0().to_rfc3339(), "seq": 1,
+        "dtcs": [{"code": "P0301", "status": "pending"}, {"code": "P0301", "status": "confirmed"}]
+    });
+    let item = batch_item(&format!("v1/vehicles/{V1}/dtc"), &payload, now);
+    let r = write(&store, &[item, sample(V1, 2, t0(), now)]).await;
+    assert_eq!(r.outcomes, [Outcome::Stored, Outcome::Stored]);
+    assert!(r.stages.iter().any(|(s, _)| *s == "fast_failed"));
+    assert_eq!(count(&pool, "SELECT count(*) FROM dtc_reports").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM dtc_events").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM samples").await, 1);
+}

@@ -25,6 +25,20 @@ impl CopyEncoder {
         self.buf.extend_from_slice(&fields.to_be_bytes());
     }
 
+    pub fn null(&mut self) {
+        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+
+    pub fn boolean(&mut self, v: bool) {
+        self.buf.extend_from_slice(&1i32.to_be_bytes());
+        self.buf.push(u8::from(v));
+    }
+
+    pub fn int2(&mut self, v: i16) {
+        self.buf.extend_from_slice(&2i32.to_be_bytes());
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
     pub fn int4(&mut self, v: i32) {
         self.buf.extend_from_slice(&4i32.to_be_bytes());
         self.buf.extend_from_slice(&v.to_be_bytes());
@@ -42,6 +56,22 @@ impl CopyEncoder {
 
     pub fn timestamptz(&mut self, v: DateTime<Utc>) {
         self.int8(v.timestamp_micros() - PG_EPOCH_OFFSET_MICROS);
+    }
+
+    /// UTF-8 text (binary format of text is its bytes). Longer than 2 GiB cannot occur here:
+    /// payloads are limited far below that.
+    pub fn text(&mut self, v: &str) {
+        let len = i32::try_from(v.len()).unwrap_or(i32::MAX);
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(&v.as_bytes()[..len as usize]);
+    }
+
+    /// A nullable field: `field` writes the value when there is one.
+    pub fn opt<T>(&mut self, v: Option<T>, field: impl FnOnce(&mut Self, T)) {
+        match v {
+            Some(v) => field(self, v),
+            None => self.null(),
+        }
     }
 
     pub fn finish(mut self) -> Vec<u8> {
@@ -95,6 +125,22 @@ mod tests {
         assert_eq!(&row[6..10], &7i32.to_be_bytes());
         assert_eq!(&row[22..30], &1_000_000i64.to_be_bytes());
         assert_eq!(&out[out.len() - 2..], &(-1i16).to_be_bytes());
+    }
+
+    #[test]
+    fn nullable_text_bool_and_int2_fields() {
+        let mut enc = CopyEncoder::with_capacity(0);
+        enc.row(4);
+        enc.opt(None::<&str>, CopyEncoder::text);
+        enc.opt(Some("ab"), CopyEncoder::text);
+        enc.boolean(true);
+        enc.int2(-3);
+        let out = enc.finish();
+        let row = &out[19..];
+        assert_eq!(&row[2..6], &(-1i32).to_be_bytes());
+        assert_eq!(&row[6..12], &[0, 0, 0, 2, b'a', b'b']);
+        assert_eq!(&row[12..17], &[0, 0, 0, 1, 1]);
+        assert_eq!(&row[17..23], &[0, 0, 0, 2, 0xff, 0xfd]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! parsed batches; the API reads through it. Nothing above this module writes SQL.
 
 pub mod copy;
+mod diagnostics;
 pub mod keys;
 mod migrate;
 pub mod read;

@@ -261,7 +261,11 @@ impl TelemetryPlan {
     }
 }
 
-async fn copy_in(tx: &mut PgConnection, statement: &str, data: &[u8]) -> Result<u64, StoreError> {
+pub(super) async fn copy_in(
+    tx: &mut PgConnection,
+    statement: &str,
+    data: &[u8],
+) -> Result<u64, StoreError> {
     let mut copy = tx.copy_in_raw(statement).await?;
     copy.send(data).await?;
     Ok(copy.finish().await?)
