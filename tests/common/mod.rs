@@ -417,17 +417,20 @@ pub fn batch_item(
     }
 }
 
+/// (vehicle, signal, day, n of the raw values, n in the rollup)
+type RollupMismatch = (
+    Option<i32>,
+    Option<i32>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
 /// Asserts that `signal_daily` equals the daily aggregates of the raw values: every (vehicle,
 /// signal, day) present on both sides, n, min and max equal, sum and sum of squares equal up to
 /// floating-point summation order (relative 1e-9).
 pub async fn assert_rollup_matches_raw(pool: &PgPool) {
-    let mismatches: Vec<(
-        Option<i32>,
-        Option<i32>,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-    )> = sqlx::query_as(
+    let mismatches: Vec<RollupMismatch> = sqlx::query_as(
         "WITH raw AS (
                  SELECT vehicle_id, signal_id,
                         date_bin(INTERVAL '1 day', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS day,
