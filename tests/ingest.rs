@@ -58,30 +58,9 @@ async fn ten_thousand_mixed_messages_are_stored_exactly() {
     assert!(messages.iter().any(|m| m.kind == Kind::Dtc));
     publish(&broker, "pub-1", owned(&messages)).await;
 
-    let metrics = service.metrics.clone();
-    wait_until(
-        std::time::Duration::from_secs(120),
-        "10,000 messages stored",
-        || async { metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= 10_000.0 },
-    )
-    .await;
+    let h = handled(&service, 10_000.0, std::time::Duration::from_secs(120)).await;
+    assert_eq!((h.stored, h.duplicate, h.dead_letter), (10_000.0, 0.0, 0.0));
     let text = service.metrics.render();
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"stored\""
-        ),
-        10_000.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"duplicate\""
-        ),
-        0.0
-    );
 
     let pool = db.pool().await;
     let samples: usize = messages.iter().map(|m| m.samples).sum();
@@ -182,37 +161,14 @@ async fn redelivered_and_overlapping_messages_are_stored_once() {
         (&dtc_topic, &dtc),
     ];
     publish(&broker, "pub-dup", common::owned(&msgs)).await;
-    let metrics = service.metrics.clone();
-    wait_until(
-        std::time::Duration::from_secs(30),
-        "7 messages handled",
-        || async { metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= 7.0 },
-    )
-    .await;
-    let text = service.metrics.render();
+    let h = handled(&service, 7.0, std::time::Duration::from_secs(30)).await;
     let pool = db.pool().await;
     let dl: Vec<(String, String)> = sqlx::query_as("SELECT reason, detail FROM dead_letters")
         .fetch_all(&pool)
         .await
         .unwrap();
     assert!(dl.is_empty(), "{dl:?}");
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"stored\""
-        ),
-        4.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"duplicate\""
-        ),
-        3.0
-    );
+    assert_eq!((h.stored, h.duplicate), (4.0, 3.0), "{h:?}");
     assert_eq!(count(&pool, "SELECT count(*) FROM samples").await, 16);
     assert_eq!(count(&pool, "SELECT count(*) FROM telemetry").await, 32);
     rollup_settled(&pool).await;
@@ -261,30 +217,9 @@ async fn duplicates_straddling_pipelined_batches_are_stored_once_and_all_acknowl
     }
     assert_eq!(stream.len(), 800);
     publish(&broker, "pub-pipelined", common::owned(&stream)).await;
-    let metrics = service.metrics.clone();
-    wait_until(
-        std::time::Duration::from_secs(60),
-        "800 messages handled",
-        || async { metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= 800.0 },
-    )
-    .await;
+    let h = handled(&service, 800.0, std::time::Duration::from_secs(60)).await;
+    assert_eq!((h.stored, h.duplicate), (400.0, 400.0));
     let text = service.metrics.render();
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"stored\""
-        ),
-        400.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"duplicate\""
-        ),
-        400.0
-    );
     assert!(
         metric(&text, "aftercare_ingest_batch_messages_count", "") >= 100.0,
         "small batches, as configured"
@@ -311,22 +246,7 @@ async fn duplicates_straddling_pipelined_batches_are_stored_once_and_all_acknowl
         common::owned(&[(&topic, &sentinel)]),
     )
     .await;
-    let metrics = service.metrics.clone();
-    wait_until(
-        std::time::Duration::from_secs(30),
-        "the sentinel stored",
-        || async { metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= 1.0 },
-    )
-    .await;
-    let text = service.metrics.render();
-    assert_eq!(metric(&text, "aftercare_ingest_received_total", ""), 1.0);
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"stored\""
-        ),
-        1.0
-    );
+    let h = handled(&service, 1.0, std::time::Duration::from_secs(30)).await;
+    assert_eq!((h.received, h.stored), (1.0, 1.0));
     service.shutdown().await.unwrap();
 }

@@ -168,6 +168,34 @@ async fn rollup_is_exact_after_redelivery_and_colliding_samples() {
     );
 }
 
+/// Row locks on one vehicle's rows of a table, held by an open transaction of another
+/// session until released: whatever must update those rows stops there.
+struct RowLock(PgConnection);
+
+impl RowLock {
+    async fn take(url: &str, table: &str, vin: &str) -> RowLock {
+        let mut conn = PgConnection::connect(url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        let locked = sqlx::query(&format!(
+            "SELECT 1 FROM {table} t JOIN vehicles v ON v.id = t.vehicle_id
+             WHERE v.vin = $1 FOR UPDATE OF t"
+        ))
+        .bind(vin)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        assert!(
+            locked.rows_affected() > 0,
+            "{table} has rows of {vin} to lock"
+        );
+        RowLock(conn)
+    }
+
+    async fn release(mut self) {
+        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+    }
+}
+
 /// The pid of the backend in `db` waiting on a heavyweight lock in a statement starting with
 /// `query_start`.
 async fn waiting_backend(pool: &PgPool, query_start: &str) -> i32 {
@@ -221,16 +249,7 @@ async fn a_fold_killed_midway_folds_nothing_and_the_next_fold_is_exact() {
 
     // Hold a rollup row the fold must update, so the fold stops midway: deltas deleted in its
     // transaction, nothing added yet. Then kill its backend.
-    let mut blocker = PgConnection::connect(&db.url).await.unwrap();
-    let mut hold = blocker.begin().await.unwrap();
-    sqlx::query(
-        "SELECT 1 FROM signal_daily d JOIN vehicles v ON v.id = d.vehicle_id
-         WHERE v.vin = $1 FOR UPDATE OF d",
-    )
-    .bind(V2)
-    .execute(&mut *hold)
-    .await
-    .unwrap();
+    let hold = RowLock::take(&db.url, "signal_daily", V2).await;
     let folding = {
         let store = Store::open(db.pool().await).await.unwrap();
         tokio::spawn(async move { store.fold_rollup(100).await })
@@ -244,7 +263,7 @@ async fn a_fold_killed_midway_folds_nothing_and_the_next_fold_is_exact() {
     terminate(&pool, pid).await;
     let killed = folding.await.unwrap();
     assert!(killed.is_err(), "{killed:?}");
-    hold.rollback().await.unwrap();
+    hold.release().await;
 
     assert_eq!(count(&pool, "SELECT count(*) FROM rollup_delta").await, 10);
     assert_eq!(store.fold_rollup_all().await.unwrap(), 10);
@@ -325,16 +344,7 @@ async fn straddle(abort_first: bool) -> Straddled {
         .collect();
     let b: Vec<BatchItem> = (5..=15).map(|s| sample(V1, s, t0, now)).collect();
 
-    let mut blocker = PgConnection::connect(&db.url).await.unwrap();
-    let mut hold = blocker.begin().await.unwrap();
-    sqlx::query(
-        "SELECT 1 FROM score_dirty m JOIN vehicles v ON v.id = m.vehicle_id
-         WHERE v.vin = $1 FOR UPDATE OF m",
-    )
-    .bind(V2)
-    .execute(&mut *hold)
-    .await
-    .unwrap();
+    let hold = RowLock::take(&db.url, "score_dirty", V2).await;
     let first = {
         let (store, a) = (store.clone(), a.clone());
         tokio::spawn(async move { store.write_batch(&a, WriteMethod::Copy).await })
@@ -348,7 +358,7 @@ async fn straddle(abort_first: bool) -> Straddled {
     if abort_first {
         terminate(&pool, a_pid).await;
     }
-    hold.rollback().await.unwrap();
+    hold.release().await;
     Straddled {
         first: first.await.unwrap(),
         second: second.await.unwrap().unwrap(),

@@ -465,6 +465,42 @@ pub async fn rollup_settled(pool: &PgPool) {
     .await;
 }
 
+/// Messages an in-process service has handled, by outcome.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Handled {
+    pub stored: f64,
+    pub duplicate: f64,
+    pub dead_letter: f64,
+    pub received: f64,
+}
+
+/// Waits until the service has handled (committed and acknowledged) at least `n` messages.
+pub async fn handled(
+    service: &aftercare::service::RunningService,
+    n: f64,
+    timeout: Duration,
+) -> Handled {
+    let metrics = service.metrics.clone();
+    wait_until(timeout, &format!("{n} messages handled"), || async {
+        metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= n
+    })
+    .await;
+    let text = metrics.render();
+    let outcome = |o: &str| {
+        metric(
+            &text,
+            "aftercare_ingest_messages_total",
+            &format!("outcome=\"{o}\""),
+        )
+    };
+    Handled {
+        stored: outcome("stored"),
+        duplicate: outcome("duplicate"),
+        dead_letter: outcome("dead_letter"),
+        received: metric(&text, "aftercare_ingest_received_total", ""),
+    }
+}
+
 /// Starts the service in-process and waits until it is connected to the broker.
 pub async fn start_connected(config: Config) -> aftercare::service::RunningService {
     let service = aftercare::service::start(config).await.unwrap();
