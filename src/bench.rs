@@ -123,11 +123,43 @@ pub async fn ingest(config: &Config, args: &IngestBenchArgs) -> Result<(), Bench
     Ok(())
 }
 
+/// One measurement of (a), (b) and (c). Every persistent session it creates is ended as soon
+/// as its drain is measured, and again on the way out whatever happened: an offline session
+/// keeps receiving (and the broker keeps queueing and saving) everything published later,
+/// which would load the broker during the next drains.
 async fn one_run(
     config: &Config,
     args: &IngestBenchArgs,
     messages: &[crate::simulator::Generated],
     values: usize,
+) -> Result<RunFigures, BenchError> {
+    let run = Utc::now().timestamp();
+    let mut sessions = vec![format!("bench-discard-{run}")];
+    sessions.extend(
+        methods(args)
+            .iter()
+            .map(|m| format!("bench-pipeline-{m}-{run}")),
+    );
+    let figures = measure(config, args, messages, values, &sessions).await;
+    for id in &sessions {
+        end_session(&config.mqtt.url, id).await;
+    }
+    figures
+}
+
+fn methods(args: &IngestBenchArgs) -> Vec<&str> {
+    match args.write_method.as_str() {
+        "both" => vec!["unnest", "copy"],
+        m => vec![m],
+    }
+}
+
+async fn measure(
+    config: &Config,
+    args: &IngestBenchArgs,
+    messages: &[crate::simulator::Generated],
+    values: usize,
+    sessions: &[String],
 ) -> Result<RunFigures, BenchError> {
     let db_url = fresh_database(&config.database.url, &args.database).await?;
     let run = Utc::now().timestamp();
@@ -139,8 +171,8 @@ async fn one_run(
     };
 
     // (a) broker limit
-    let sub_id = format!("bench-discard-{run}");
-    drain_discard(&config.mqtt.url, &sub_id, None).await?; // creates the session
+    let sub_id = &sessions[0];
+    drain_discard(&config.mqtt.url, sub_id, None).await?; // creates the session
     let published = publish_all(
         &config.mqtt.url,
         &format!("bench-pub-a-{run}"),
@@ -154,25 +186,22 @@ async fn one_run(
         published.elapsed.as_secs_f64(),
         published.acked as f64 / published.elapsed.as_secs_f64()
     );
-    let secs = drain_discard(&config.mqtt.url, &sub_id, Some(messages.len())).await?;
+    let secs = drain_discard(&config.mqtt.url, sub_id, Some(messages.len())).await?;
+    end_session(&config.mqtt.url, sub_id).await;
     let broker = rate("(a) broker: consume + ack, discard".into(), secs);
     eprintln!("bench: (a) {:.0} msg/s", broker.msgs());
 
     // (b) full pipeline, per write method
-    let methods: Vec<&str> = match args.write_method.as_str() {
-        "both" => vec!["unnest", "copy"],
-        m => vec![m],
-    };
     let mut pipeline = Vec::new();
-    for (i, method) in methods.iter().enumerate() {
+    for (i, method) in methods(args).into_iter().enumerate() {
         let db = if i == 0 {
             db_url.clone()
         } else {
             fresh_database(&config.database.url, &format!("{}_{method}", args.database)).await?
         };
-        let client_id = format!("bench-pipeline-{method}-{run}");
+        let client_id = &sessions[1 + i];
         // First start creates the session; stop it, queue the backlog, start again and time.
-        let svc = Service::start(&db, &config.mqtt.url, &client_id, method).await?;
+        let svc = Service::start(&db, &config.mqtt.url, client_id, method).await?;
         svc.wait_subscribed().await?;
         svc.stop().await;
         publish_all(
@@ -182,9 +211,9 @@ async fn one_run(
             None,
         )
         .await?;
-        let svc = Service::start(&db, &config.mqtt.url, &client_id, method).await?;
+        let svc = Service::start(&db, &config.mqtt.url, client_id, method).await?;
         let machine_before = machine_cpu_ticks();
-        let (secs, peak_rss_kib) = svc.drain(messages.len()).await?;
+        let (secs, peak_rss_kib, peak_inflight) = svc.drain(messages.len()).await?;
         let machine = machine_cpu_ticks().since(machine_before);
         let service_cpu = svc.cpu_secs();
         let flush = svc
@@ -197,7 +226,8 @@ async fn one_run(
             .unwrap_or(0.0);
         eprintln!(
             "bench: (b) {method}: {batches} batches, writers busy {flush:.2}s in {secs:.2}s ({:.0}%); \
-             service CPU {service_cpu:.2}s; machine CPU busy {:.0}%",
+             in flight at most {peak_inflight} messages; service CPU {service_cpu:.2}s; \
+             machine CPU busy {:.0}%",
             100.0 * flush / secs,
             100.0 * machine.busy()
         );
@@ -212,6 +242,7 @@ async fn one_run(
             );
         }
         svc.stop().await;
+        end_session(&config.mqtt.url, client_id).await;
         let r = rate(format!("(b) pipeline, write_method={method}"), secs);
         eprintln!(
             "bench: {} {:.0} msg/s, peak RSS {} MiB",
@@ -240,13 +271,6 @@ async fn one_run(
         copy.push(r);
     }
 
-    // Leave no sessions behind: an offline session keeps receiving (and the broker keeps
-    // queueing) everything published later.
-    let mut ids = vec![sub_id.clone()];
-    ids.extend(methods.iter().map(|m| format!("bench-pipeline-{m}-{run}")));
-    for id in ids {
-        end_session(&config.mqtt.url, &id).await;
-    }
     Ok(RunFigures {
         broker,
         copy,
@@ -454,6 +478,14 @@ async fn drain_discard(
     Ok(secs)
 }
 
+/// Sum of a metric family's samples in Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `aftercare serve` as a child process.
 struct Service {
     child: tokio::process::Child,
@@ -511,13 +543,7 @@ impl Service {
     }
 
     async fn counter(&self, name: &str) -> Option<f64> {
-        let text = self.metrics().await?;
-        Some(
-            text.lines()
-                .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
-        )
+        Some(metric_sum(&self.metrics().await?, name))
     }
 
     /// Values of one metric family by the value of one label, in exposition order.
@@ -554,19 +580,19 @@ impl Service {
         Ok(())
     }
 
-    /// Seconds from connecting to `n` messages committed and acknowledged; peak RSS (KiB).
-    async fn drain(&self, n: usize) -> Result<(f64, u64), BenchError> {
+    /// Seconds from connecting to `n` messages committed and acknowledged; peak RSS (KiB);
+    /// most messages seen in flight (received, not yet acknowledged).
+    async fn drain(&self, n: usize) -> Result<(f64, u64, u64), BenchError> {
         self.connected().await?;
         let started = Instant::now();
-        let mut peak = 0u64;
+        let (mut peak, mut inflight) = (0u64, 0u64);
         loop {
             peak = peak.max(self.rss_kib());
-            let done = self
-                .counter("aftercare_ingest_messages_total")
-                .await
-                .unwrap_or(0.0);
+            let text = self.metrics().await.unwrap_or_default();
+            inflight = inflight.max(metric_sum(&text, "aftercare_ingest_inflight_messages") as u64);
+            let done = metric_sum(&text, "aftercare_ingest_messages_total");
             if done as usize >= n {
-                return Ok((started.elapsed().as_secs_f64(), peak));
+                return Ok((started.elapsed().as_secs_f64(), peak, inflight));
             }
             if started.elapsed() > Duration::from_secs(3600) {
                 return Err(BenchError::Other(format!(
