@@ -231,6 +231,11 @@ async fn measure(
             100.0 * flush / secs,
             100.0 * machine.busy()
         );
+        let fold = svc
+            .counter("aftercare_rollup_fold_seconds_total")
+            .await
+            .unwrap_or(0.0);
+        eprintln!("bench: (b) {method}: rollup fold busy {fold:.2}s");
         let stages = svc
             .labelled("aftercare_ingest_stage_seconds_total", "stage")
             .await;

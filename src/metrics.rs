@@ -40,6 +40,8 @@ pub struct Metrics {
     pub mqtt_session_lost: Counter,
     pub stale_acks_skipped: Counter,
     pub db_write_errors: Counter,
+    pub rollup_deltas_folded: Counter,
+    pub rollup_fold_seconds: Counter<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -66,6 +68,8 @@ impl Metrics {
             mqtt_session_lost: Counter::default(),
             stale_acks_skipped: Counter::default(),
             db_write_errors: Counter::default(),
+            rollup_deltas_folded: Counter::default(),
+            rollup_fold_seconds: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -133,6 +137,16 @@ impl Metrics {
             "ingest_write_errors",
             "Failed batch writes (retried)",
             m.db_write_errors.clone(),
+        );
+        registry.register(
+            "rollup_deltas_folded",
+            "Rollup deltas (one per batch) folded into signal_daily",
+            m.rollup_deltas_folded.clone(),
+        );
+        registry.register(
+            "rollup_fold_seconds",
+            "Time spent folding rollup deltas into signal_daily",
+            m.rollup_fold_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -62,12 +62,21 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
 
     let rollup_every = std::time::Duration::from_millis(config.ingest.rollup_interval_ms);
     let rollup = if store.flavor().writes_rollup() && !rollup_every.is_zero() {
-        let (store, mut rx) = (store.clone(), shutdown_rx.clone());
+        let (store, metrics, mut rx) = (store.clone(), metrics.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {
             loop {
-                match store.fold_rollup(ROLLUP_FOLD_DELTAS).await {
-                    Ok(n) if n == ROLLUP_FOLD_DELTAS as u64 => continue,
-                    Ok(_) => {}
+                let started = std::time::Instant::now();
+                let folded = store.fold_rollup(ROLLUP_FOLD_DELTAS).await;
+                metrics
+                    .rollup_fold_seconds
+                    .inc_by(started.elapsed().as_secs_f64());
+                match folded {
+                    Ok(n) => {
+                        metrics.rollup_deltas_folded.inc_by(n);
+                        if n == ROLLUP_FOLD_DELTAS as u64 {
+                            continue;
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "rollup fold failed; retrying"),
                 }
                 tokio::select! {
