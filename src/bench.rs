@@ -31,8 +31,12 @@ pub struct IngestBenchArgs {
     #[arg(long, default_value = "aftercare_bench")]
     pub database: String,
     /// Write methods to measure for (b): unnest, copy, or both.
-    #[arg(long, default_value = "both")]
+    #[arg(long, default_value = "copy")]
     pub write_method: String,
+    /// Repeat the whole measurement (a, b, c) this many times and print medians: the machine
+    /// is shared, so single runs are noisy.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,28 +67,116 @@ impl Rate {
     }
 }
 
+/// What one run measured.
+struct RunFigures {
+    broker: Rate,
+    /// Binary COPY on 1, 2, .. connections at once, up to the pipeline's writers (at least 2).
+    copy: Vec<Rate>,
+    pipeline: Vec<Pipeline>,
+}
+
+struct Pipeline {
+    rate: Rate,
+    peak_rss_kib: u64,
+    /// CPU time of the service process, seconds.
+    service_cpu: f64,
+    /// Share of the machine's CPU time that was busy (all processes, both cores).
+    machine_busy: f64,
+}
+
+impl RunFigures {
+    /// The database's limit: the faster of the COPY variants.
+    fn database(&self) -> &Rate {
+        self.copy
+            .iter()
+            .max_by(|a, b| a.msgs().total_cmp(&b.msgs()))
+            .unwrap_or(&self.broker)
+    }
+
+    fn limit(&self) -> f64 {
+        self.broker.msgs().min(self.database().msgs())
+    }
+}
+
 pub async fn ingest(config: &Config, args: &IngestBenchArgs) -> Result<(), BenchError> {
     let start = Utc::now() - ChronoDuration::days(20);
     let mut fleet = Fleet::new(42, args.vehicles, start);
     let messages: Vec<_> = (0..args.messages).map(|_| fleet.next_message()).collect();
     let values: usize = messages.iter().map(|m| m.values).sum();
     eprintln!(
-        "bench: {} messages, {} signal values, {} vehicles; broker {}",
+        "bench: {} messages, {} signal values, {} vehicles; broker {}; {} run(s)",
         messages.len(),
         values,
         args.vehicles,
-        config.mqtt.url
+        config.mqtt.url,
+        args.runs
     );
+    let mut runs = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        let figures = one_run(config, args, &messages, values).await?;
+        print_run(run, &figures, &messages, values, args.vehicles);
+        runs.push(figures);
+    }
+    if runs.len() > 1 {
+        print_medians(&runs);
+    }
+    Ok(())
+}
+
+/// One measurement of (a), (b) and (c). Every persistent session it creates is ended as soon
+/// as its drain is measured, and again on the way out whatever happened: an offline session
+/// keeps receiving (and the broker keeps queueing and saving) everything published later,
+/// which would load the broker during the next drains.
+async fn one_run(
+    config: &Config,
+    args: &IngestBenchArgs,
+    messages: &[crate::simulator::Generated],
+    values: usize,
+) -> Result<RunFigures, BenchError> {
+    let run = Utc::now().timestamp();
+    let mut sessions = vec![format!("bench-discard-{run}")];
+    sessions.extend(
+        methods(args)
+            .iter()
+            .map(|m| format!("bench-pipeline-{m}-{run}")),
+    );
+    let figures = measure(config, args, messages, values, &sessions).await;
+    for id in &sessions {
+        end_session(&config.mqtt.url, id).await;
+    }
+    figures
+}
+
+fn methods(args: &IngestBenchArgs) -> Vec<&str> {
+    match args.write_method.as_str() {
+        "both" => vec!["unnest", "copy"],
+        m => vec![m],
+    }
+}
+
+async fn measure(
+    config: &Config,
+    args: &IngestBenchArgs,
+    messages: &[crate::simulator::Generated],
+    values: usize,
+    sessions: &[String],
+) -> Result<RunFigures, BenchError> {
     let db_url = fresh_database(&config.database.url, &args.database).await?;
     let run = Utc::now().timestamp();
+    let rate = |label: String, secs: f64| Rate {
+        label,
+        secs,
+        messages: messages.len(),
+        values,
+    };
 
     // (a) broker limit
-    let sub_id = format!("bench-discard-{run}");
-    drain_discard(&config.mqtt.url, &sub_id, None).await?; // creates the session
+    let sub_id = &sessions[0];
+    drain_discard(&config.mqtt.url, sub_id, None).await?; // creates the session
     let published = publish_all(
         &config.mqtt.url,
         &format!("bench-pub-a-{run}"),
-        owned(&messages),
+        owned(messages),
         None,
     )
     .await?;
@@ -94,41 +186,36 @@ pub async fn ingest(config: &Config, args: &IngestBenchArgs) -> Result<(), Bench
         published.elapsed.as_secs_f64(),
         published.acked as f64 / published.elapsed.as_secs_f64()
     );
-    let secs = drain_discard(&config.mqtt.url, &sub_id, Some(messages.len())).await?;
-    let broker = Rate {
-        label: "(a) broker: consume + ack, discard".into(),
-        secs,
-        messages: messages.len(),
-        values,
-    };
+    let secs = drain_discard(&config.mqtt.url, sub_id, Some(messages.len())).await?;
+    end_session(&config.mqtt.url, sub_id).await;
+    let broker = rate("(a) broker: consume + ack, discard".into(), secs);
     eprintln!("bench: (a) {:.0} msg/s", broker.msgs());
 
     // (b) full pipeline, per write method
-    let methods: Vec<&str> = match args.write_method.as_str() {
-        "both" => vec!["unnest", "copy"],
-        m => vec![m],
-    };
     let mut pipeline = Vec::new();
-    for (i, method) in methods.iter().enumerate() {
+    for (i, method) in methods(args).into_iter().enumerate() {
         let db = if i == 0 {
             db_url.clone()
         } else {
             fresh_database(&config.database.url, &format!("{}_{method}", args.database)).await?
         };
-        let client_id = format!("bench-pipeline-{method}-{run}");
+        let client_id = &sessions[1 + i];
         // First start creates the session; stop it, queue the backlog, start again and time.
-        let svc = Service::start(&db, &config.mqtt.url, &client_id, method).await?;
-        svc.wait_connected().await?;
+        let svc = Service::start(&db, &config.mqtt.url, client_id, method).await?;
+        svc.wait_subscribed().await?;
         svc.stop().await;
         publish_all(
             &config.mqtt.url,
             &format!("bench-pub-b-{method}-{run}"),
-            owned(&messages),
+            owned(messages),
             None,
         )
         .await?;
-        let svc = Service::start(&db, &config.mqtt.url, &client_id, method).await?;
-        let (secs, peak_rss_kib) = svc.drain(messages.len()).await?;
+        let svc = Service::start(&db, &config.mqtt.url, client_id, method).await?;
+        let machine_before = machine_cpu_ticks();
+        let (secs, peak_rss_kib, peak_inflight) = svc.drain(messages.len()).await?;
+        let machine = machine_cpu_ticks().since(machine_before);
+        let service_cpu = svc.cpu_secs();
         let flush = svc
             .counter("aftercare_ingest_flush_seconds_sum")
             .await
@@ -138,56 +225,84 @@ pub async fn ingest(config: &Config, args: &IngestBenchArgs) -> Result<(), Bench
             .await
             .unwrap_or(0.0);
         eprintln!(
-            "bench: (b) {method}: {batches} batches, writer busy {flush:.2}s of {secs:.2}s ({:.0}%)",
-            100.0 * flush / secs
+            "bench: (b) {method}: {batches} batches, writers busy {flush:.2}s in {secs:.2}s ({:.0}%); \
+             in flight at most {peak_inflight} messages; service CPU {service_cpu:.2}s; \
+             machine CPU busy {:.0}%",
+            100.0 * flush / secs,
+            100.0 * machine.busy()
         );
+        let fold = svc
+            .counter("aftercare_rollup_fold_seconds_total")
+            .await
+            .unwrap_or(0.0);
+        eprintln!("bench: (b) {method}: rollup fold busy {fold:.2}s");
+        let stages = svc
+            .labelled("aftercare_ingest_stage_seconds_total", "stage")
+            .await;
+        let staged: f64 = stages.iter().map(|(_, s)| s).sum();
+        for (stage, took) in &stages {
+            eprintln!(
+                "bench: (b) {method}: stage {stage:<14} {took:>7.2}s ({:>4.1}% of write time)",
+                100.0 * took / staged.max(1e-9)
+            );
+        }
         svc.stop().await;
-        let rate = Rate {
-            label: format!("(b) pipeline, write_method={method}"),
-            secs,
-            messages: messages.len(),
-            values,
-        };
+        end_session(&config.mqtt.url, client_id).await;
+        let r = rate(format!("(b) pipeline, write_method={method}"), secs);
         eprintln!(
             "bench: {} {:.0} msg/s, peak RSS {} MiB",
-            rate.label,
-            rate.msgs(),
+            r.label,
+            r.msgs(),
             peak_rss_kib / 1024
         );
-        pipeline.push((rate, peak_rss_kib));
+        pipeline.push(Pipeline {
+            rate: r,
+            peak_rss_kib,
+            service_cpu,
+            machine_busy: machine.busy(),
+        });
     }
 
-    // (c) database limit: the same rows, COPY straight in.
-    let secs = copy_straight_in(&db_url, &messages).await?;
-    let database = Rate {
-        label: "(c) database: binary COPY of the same rows".into(),
-        secs,
-        messages: messages.len(),
-        values,
-    };
-
-    // Leave no sessions behind: an offline session keeps receiving (and the broker keeps
-    // queueing) everything published later.
-    let mut ids = vec![sub_id.clone()];
-    ids.extend(methods.iter().map(|m| format!("bench-pipeline-{m}-{run}")));
-    for id in ids {
-        end_session(&config.mqtt.url, &id).await;
+    // (c) database limit: the same rows, COPY straight in, on one connection and on several.
+    let mut copy = Vec::new();
+    for streams in 1..=config.ingest.writers.max(2) {
+        let secs = copy_straight_in(&db_url, messages, streams).await?;
+        let label = match streams {
+            1 => "(c) database: binary COPY, 1 connection".to_owned(),
+            n => format!("(c) database: binary COPY, {n} connections"),
+        };
+        let r = rate(label, secs);
+        eprintln!("bench: {} {:.0} msg/s", r.label, r.msgs());
+        copy.push(r);
     }
 
+    Ok(RunFigures {
+        broker,
+        copy,
+        pipeline,
+    })
+}
+
+fn print_run(
+    run: usize,
+    f: &RunFigures,
+    messages: &[crate::simulator::Generated],
+    values: usize,
+    vehicles: usize,
+) {
     println!(
-        "\nIngest benchmark: {} messages, {} values, {} vehicles",
+        "\nIngest benchmark, run {run}: {} messages, {} values, {} vehicles",
         messages.len(),
         values,
-        args.vehicles
+        vehicles
     );
     println!(
         "{:<46} {:>10} {:>12} {:>9}",
         "", "msg/s", "values/s", "seconds"
     );
-    let limit = broker.msgs().min(database.msgs());
-    for r in [&broker, &database]
-        .into_iter()
-        .chain(pipeline.iter().map(|(r, _)| r))
+    for r in std::iter::once(&f.broker)
+        .chain(&f.copy)
+        .chain(f.pipeline.iter().map(|p| &p.rate))
     {
         println!(
             "{:<46} {:>10.0} {:>12.0} {:>9.2}",
@@ -198,16 +313,72 @@ pub async fn ingest(config: &Config, args: &IngestBenchArgs) -> Result<(), Bench
         );
     }
     println!();
-    for (r, rss) in &pipeline {
+    for p in &f.pipeline {
         println!(
-            "{}: {:.0}% of min(a, c); peak RSS {} MiB draining a backlog of {} messages",
-            r.label,
-            100.0 * r.msgs() / limit,
-            rss / 1024,
-            r.messages
+            "{}: {:.2} of min(a, c) (c = {}); peak RSS {} MiB; service CPU {:.1}s; \
+             machine CPU busy {:.0}%",
+            p.rate.label,
+            p.rate.msgs() / f.limit(),
+            f.database().label,
+            p.peak_rss_kib / 1024,
+            p.service_cpu,
+            100.0 * p.machine_busy
         );
     }
-    Ok(())
+}
+
+fn print_medians(runs: &[RunFigures]) {
+    fn median(mut xs: Vec<f64>) -> f64 {
+        xs.sort_by(f64::total_cmp);
+        let n = xs.len();
+        if n % 2 == 1 {
+            xs[n / 2]
+        } else {
+            (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+        }
+    }
+    println!(
+        "\nMedians of {} runs (each ratio taken within its own run):",
+        runs.len()
+    );
+    println!("{:<46} {:>10}", "", "msg/s");
+    println!(
+        "{:<46} {:>10.0}",
+        runs[0].broker.label,
+        median(runs.iter().map(|r| r.broker.msgs()).collect())
+    );
+    for (i, c) in runs[0].copy.iter().enumerate() {
+        println!(
+            "{:<46} {:>10.0}",
+            c.label,
+            median(runs.iter().map(|r| r.copy[i].msgs()).collect())
+        );
+    }
+    for (i, p) in runs[0].pipeline.iter().enumerate() {
+        let ratio = median(
+            runs.iter()
+                .map(|r| r.pipeline[i].rate.msgs() / r.limit())
+                .collect(),
+        );
+        let ratio_c1 = median(
+            runs.iter()
+                .map(|r| r.pipeline[i].rate.msgs() / r.broker.msgs().min(r.copy[0].msgs()))
+                .collect(),
+        );
+        println!(
+            "{:<46} {:>10.0}   {:.2} of min(a, c); {:.2} of min(a, c on 1 connection); \
+             peak RSS {} MiB (max)",
+            p.rate.label,
+            median(runs.iter().map(|r| r.pipeline[i].rate.msgs()).collect()),
+            ratio,
+            ratio_c1,
+            runs.iter()
+                .map(|r| r.pipeline[i].peak_rss_kib)
+                .max()
+                .unwrap_or(0)
+                / 1024
+        );
+    }
 }
 
 /// Drops and creates `name` next to the configured database; returns its URL, migrated.
@@ -312,6 +483,14 @@ async fn drain_discard(
     Ok(secs)
 }
 
+/// Sum of a metric family's samples in Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `aftercare serve` as a child process.
 struct Service {
     child: tokio::process::Child,
@@ -369,42 +548,56 @@ impl Service {
     }
 
     async fn counter(&self, name: &str) -> Option<f64> {
-        let text = self.metrics().await?;
-        Some(
-            text.lines()
-                .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
-        )
+        Some(metric_sum(&self.metrics().await?, name))
     }
 
-    async fn wait_connected(&self) -> Result<(), BenchError> {
-        for _ in 0..600 {
+    /// Values of one metric family by the value of one label, in exposition order.
+    async fn labelled(&self, name: &str, label: &str) -> Vec<(String, f64)> {
+        let text = self.metrics().await.unwrap_or_default();
+        let prefix = format!("{name}{{{label}=\"");
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(&prefix)?;
+                let (key, rest) = rest.split_once('"')?;
+                Some((key.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Returns within about 10 ms of the service's CONNACK (a resumed session's backlog starts
+    /// flowing right after it).
+    async fn connected(&self) -> Result<(), BenchError> {
+        for _ in 0..3000 {
             if self.counter("aftercare_mqtt_connected").await == Some(1.0) {
-                // Give the subscription a moment to be acknowledged.
-                tokio::time::sleep(Duration::from_millis(300)).await;
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Err(BenchError::Other(
             "service did not connect to the broker".into(),
         ))
     }
 
-    /// Seconds from connecting to `n` messages committed and acknowledged; peak RSS (KiB).
-    async fn drain(&self, n: usize) -> Result<(f64, u64), BenchError> {
-        self.wait_connected().await?;
+    /// Connected, and its subscription acknowledged (first start, which creates the session).
+    async fn wait_subscribed(&self) -> Result<(), BenchError> {
+        self.connected().await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+
+    /// Seconds from connecting to `n` messages committed and acknowledged; peak RSS (KiB);
+    /// most messages seen in flight (received, not yet acknowledged).
+    async fn drain(&self, n: usize) -> Result<(f64, u64, u64), BenchError> {
+        self.connected().await?;
         let started = Instant::now();
-        let mut peak = 0u64;
+        let (mut peak, mut inflight) = (0u64, 0u64);
         loop {
             peak = peak.max(self.rss_kib());
-            let done = self
-                .counter("aftercare_ingest_messages_total")
-                .await
-                .unwrap_or(0.0);
+            let text = self.metrics().await.unwrap_or_default();
+            inflight = inflight.max(metric_sum(&text, "aftercare_ingest_inflight_messages") as u64);
+            let done = metric_sum(&text, "aftercare_ingest_messages_total");
             if done as usize >= n {
-                return Ok((started.elapsed().as_secs_f64(), peak));
+                return Ok((started.elapsed().as_secs_f64(), peak, inflight));
             }
             if started.elapsed() > Duration::from_secs(3600) {
                 return Err(BenchError::Other(format!(
@@ -417,6 +610,31 @@ impl Service {
 
     fn rss_kib(&self) -> u64 {
         self.child.id().map_or(0, rss_kib)
+    }
+
+    /// User + system CPU seconds the process has used, from /proc (0 when unavailable).
+    fn cpu_secs(&self) -> f64 {
+        let Some(stat) = self
+            .child
+            .id()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        else {
+            return 0.0;
+        };
+        // Fields after the command name (which may hold spaces): utime and stime are the
+        // 12th and 13th, in USER_HZ (100 per second on Linux).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (ticks(11) + ticks(12)) as f64 / 100.0
     }
 
     async fn stop(mut self) {
@@ -432,10 +650,12 @@ impl Service {
 }
 
 /// Binary COPY of every telemetry value into a fresh copy of the telemetry table (same key),
-/// in chunks like the pipeline's batches. Returns seconds.
+/// in chunks of one transaction each like the pipeline's batches, dealt round-robin to
+/// `streams` connections working at once. Returns seconds.
 async fn copy_straight_in(
     db_url: &str,
     messages: &[crate::simulator::Generated],
+    streams: usize,
 ) -> Result<f64, BenchError> {
     let mut conn = sqlx::PgConnection::connect(db_url).await?;
     sqlx::raw_sql(
@@ -468,19 +688,42 @@ async fn copy_straight_in(
             }
         }
     }
-    let started = Instant::now();
-    for chunk in rows.chunks(50_000) {
+    // Chunk i goes to connection i mod streams.
+    let streams = streams.max(1);
+    let mut dealt: Vec<Vec<Vec<u8>>> = (0..streams).map(|_| Vec::new()).collect();
+    for (i, chunk) in rows.chunks(50_000).enumerate() {
         let mut enc = TelemetryCopyEncoder::with_capacity(chunk.len());
         for (v, s, ts, value) in chunk {
             enc.push(*v, *s, *ts, *value);
         }
-        let mut tx = conn.begin().await?;
-        let mut copy = tx
-            .copy_in_raw("COPY bench_copy FROM STDIN (FORMAT binary)")
-            .await?;
-        copy.send(enc.finish()).await?;
-        copy.finish().await?;
-        tx.commit().await?;
+        dealt[i % streams].push(enc.finish());
+    }
+    let mut conns = Vec::new();
+    for _ in 0..streams {
+        conns.push(sqlx::PgConnection::connect(db_url).await?);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .zip(dealt)
+        .map(|(mut c, chunks)| {
+            tokio::spawn(async move {
+                for data in chunks {
+                    let mut tx = c.begin().await?;
+                    let mut copy = tx
+                        .copy_in_raw("COPY bench_copy FROM STDIN (FORMAT binary)")
+                        .await?;
+                    copy.send(data).await?;
+                    copy.finish().await?;
+                    tx.commit().await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await
+            .map_err(|e| BenchError::Other(format!("COPY task failed: {e}")))??;
     }
     let secs = started.elapsed().as_secs_f64();
     sqlx::query("DROP TABLE bench_copy")
@@ -508,6 +751,44 @@ async fn end_session(url: &str, client_id: &str) {
         }
     })
     .await;
+}
+
+/// Machine-wide CPU time from /proc/stat, in USER_HZ ticks.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTicks {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTicks {
+    fn since(self, before: CpuTicks) -> CpuTicks {
+        CpuTicks {
+            busy: self.busy.saturating_sub(before.busy),
+            total: self.total.saturating_sub(before.total),
+        }
+    }
+
+    fn busy(self) -> f64 {
+        self.busy as f64 / self.total.max(1) as f64
+    }
+}
+
+fn machine_cpu_ticks() -> CpuTicks {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) else {
+        return CpuTicks::default();
+    };
+    let t: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...; idle and iowait are not busy.
+    let total: u64 = t.iter().take(8).sum();
+    let idle = t.get(3).copied().unwrap_or(0) + t.get(4).copied().unwrap_or(0);
+    CpuTicks {
+        busy: total - idle.min(total),
+        total,
+    }
 }
 
 /// Resident set size of a process in KiB, from /proc (0 when unavailable).

@@ -96,11 +96,12 @@ pub struct IngestConfig {
     pub max_age_days: i64,
     pub max_future_hours: i64,
     pub write_method: WriteMethod,
-    /// How often the plain-PostgreSQL daily rollup is refreshed from dirty marks (0: never;
-    /// another instance or a batch job does it).
+    /// Batch transactions in flight at once, each on its own connection; acks still go out
+    /// in arrival order, each after its batch commits.
+    pub writers: usize,
+    /// How often the daily rollup deltas are folded into `signal_daily` where the service
+    /// maintains it (0: never on this instance; another instance or a batch job does it).
     pub rollup_interval_ms: u64,
-    /// A dirty day is refreshed once it has been dirty this long (debounces busy days).
-    pub rollup_settle_ms: u64,
 }
 
 /// Online risk scoring (see `src/model/worker.rs`).
@@ -340,8 +341,8 @@ impl Default for IngestConfig {
             max_age_days: 3 * 365,
             max_future_hours: 24,
             write_method: WriteMethod::Copy,
+            writers: 2,
             rollup_interval_ms: 2000,
-            rollup_settle_ms: 10_000,
         }
     }
 }
@@ -392,6 +393,11 @@ impl Config {
         if i.batch_max_messages == 0 || i.batch_max_values == 0 {
             return Err(ConfigError::Invalid(
                 "ingest batch limits must be positive".into(),
+            ));
+        }
+        if !(1..=16).contains(&i.writers) {
+            return Err(ConfigError::Invalid(
+                "ingest.writers must be between 1 and 16".into(),
             ));
         }
         if self.mqtt.receive_maximum == 0 {

@@ -7,10 +7,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +46,7 @@ pub struct Metrics {
     pub dead_letters: Family<ReasonLabel, Counter>,
     pub batch_messages: Histogram,
     pub flush_seconds: Histogram,
+    pub stage_seconds: Family<StageLabel, Counter<f64, AtomicU64>>,
     pub ack_lag_seconds: Histogram,
     pub inflight: Gauge,
     pub mqtt_connected: Gauge,
@@ -47,6 +54,8 @@ pub struct Metrics {
     pub mqtt_session_lost: Counter,
     pub stale_acks_skipped: Counter,
     pub db_write_errors: Counter,
+    pub rollup_deltas_folded: Counter,
+    pub rollup_fold_seconds: Counter<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -68,6 +77,7 @@ impl Metrics {
             dead_letters: Family::default(),
             batch_messages: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            stage_seconds: Family::default(),
             ack_lag_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             inflight: Gauge::default(),
             mqtt_connected: Gauge::default(),
@@ -75,6 +85,8 @@ impl Metrics {
             mqtt_session_lost: Counter::default(),
             stale_acks_skipped: Counter::default(),
             db_write_errors: Counter::default(),
+            rollup_deltas_folded: Counter::default(),
+            rollup_fold_seconds: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -102,6 +114,11 @@ impl Metrics {
             "ingest_flush_seconds",
             "Time to write and commit one batch",
             m.flush_seconds.clone(),
+        );
+        registry.register(
+            "ingest_stage_seconds",
+            "Time spent in each stage of the batch writes (resolve, ledgers, values, marks, commit)",
+            m.stage_seconds.clone(),
         );
         registry.register(
             "ingest_ack_lag_seconds",
@@ -148,6 +165,16 @@ impl Metrics {
             "outbox_failures",
             "Failed notification attempts (retried with backoff), by channel",
             m.outbox_failures.clone(),
+        );
+        registry.register(
+            "rollup_deltas_folded",
+            "Rollup deltas (one per batch) folded into signal_daily",
+            m.rollup_deltas_folded.clone(),
+        );
+        registry.register(
+            "rollup_fold_seconds",
+            "Time spent folding rollup deltas into signal_daily",
+            m.rollup_fold_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

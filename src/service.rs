@@ -26,6 +26,9 @@ pub enum ServiceError {
     },
 }
 
+/// Rollup deltas (one per batch) folded per transaction.
+const ROLLUP_FOLD_DELTAS: i64 = 50;
+
 pub struct RunningService {
     pub http_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
@@ -52,8 +55,9 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
 
     let ingest = if config.ingest.enabled {
         // Its own pool, so API load never starves the write path.
+        let connections = u32::try_from(config.ingest.writers).unwrap_or(u32::MAX);
         let ingest_store =
-            Arc::new(Store::open(store::pool(&config.database.url, 2).await?).await?);
+            Arc::new(Store::open(store::pool(&config.database.url, connections).await?).await?);
         ingest::mqtt_options(&config)?;
         let (config, metrics, rx) = (config.clone(), metrics.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {
@@ -64,15 +68,23 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     };
 
     let rollup_every = std::time::Duration::from_millis(config.ingest.rollup_interval_ms);
-    let rollup_settle = std::time::Duration::from_millis(config.ingest.rollup_settle_ms);
     let rollup = if store.flavor().writes_rollup() && !rollup_every.is_zero() {
-        let (store, mut rx) = (store.clone(), shutdown_rx.clone());
+        let (store, metrics, mut rx) = (store.clone(), metrics.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {
             loop {
-                match store.refresh_rollup(500, rollup_settle).await {
-                    Ok(500) => continue,
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "rollup refresh failed; retrying"),
+                let started = std::time::Instant::now();
+                let folded = store.fold_rollup(ROLLUP_FOLD_DELTAS).await;
+                metrics
+                    .rollup_fold_seconds
+                    .inc_by(started.elapsed().as_secs_f64());
+                match folded {
+                    Ok(n) => {
+                        metrics.rollup_deltas_folded.inc_by(n);
+                        if n == ROLLUP_FOLD_DELTAS as u64 {
+                            continue;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "rollup fold failed; retrying"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(rollup_every) => {}

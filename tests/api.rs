@@ -7,8 +7,7 @@ use aftercare::api::{router, AppState};
 use aftercare::config::WriteMethod;
 use aftercare::metrics::Metrics;
 use aftercare::store::keys::{self, Scope};
-use aftercare::store::{BatchItem, Store};
-use aftercare::wire::{parse_message, Limits};
+use aftercare::store::Store;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
@@ -27,20 +26,6 @@ struct Api {
     t0: DateTime<Utc>,
 }
 
-fn item(topic: &str, payload: &serde_json::Value, now: DateTime<Utc>) -> BatchItem {
-    let message = parse_message(
-        topic,
-        payload.to_string().as_bytes(),
-        now,
-        &Limits::default(),
-    )
-    .unwrap();
-    BatchItem::Message {
-        message,
-        received_at: now,
-    }
-}
-
 async fn api_with_data() -> Api {
     let db = TestDb::new().await;
     let pool = db.pool().await;
@@ -56,7 +41,11 @@ async fn api_with_data() -> Api {
             "ts": (t0 + Duration::minutes(i)).to_rfc3339(), "seq": i,
             "signals": {"Vehicle.Speed": i as f64, "Vehicle.LowVoltageBattery.CurrentVoltage": 12.0 + i as f64 / 100.0}
         });
-        items.push(item(&format!("v1/vehicles/{VIN}/telemetry"), &payload, now));
+        items.push(batch_item(
+            &format!("v1/vehicles/{VIN}/telemetry"),
+            &payload,
+            now,
+        ));
     }
     for (seq, status, minutes) in [
         (1000, "pending", 10),
@@ -67,11 +56,11 @@ async fn api_with_data() -> Api {
             "ts": (t0 + Duration::minutes(minutes)).to_rfc3339(), "seq": seq, "source": "obd",
             "dtcs": [{"code": "P0302", "status": status}, {"spn": 110, "fmi": 0, "oc": 2, "status": "active"}]
         });
-        items.push(item(&format!("v1/vehicles/{VIN}/dtc"), &payload, now));
+        items.push(batch_item(&format!("v1/vehicles/{VIN}/dtc"), &payload, now));
     }
     let r = store.write_batch(&items, WriteMethod::Copy).await.unwrap();
     assert_eq!(r.values_stored, 240);
-    store.refresh_rollup_all().await.unwrap();
+    store.fold_rollup_all().await.unwrap();
     let key = keys::create(&pool, "test", &[Scope::FleetRead])
         .await
         .unwrap();

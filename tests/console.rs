@@ -70,7 +70,7 @@ async fn console_with_data() -> Console {
         items.push(item(&format!("v1/vehicles/{VIN}/dtc"), &payload, now));
     }
     store.write_batch(&items, WriteMethod::Copy).await.unwrap();
-    store.refresh_rollup_all().await.unwrap();
+    store.fold_rollup_all().await.unwrap();
     let key = keys::create(&pool, "console", &[Scope::Admin])
         .await
         .unwrap();

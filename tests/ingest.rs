@@ -58,30 +58,9 @@ async fn ten_thousand_mixed_messages_are_stored_exactly() {
     assert!(messages.iter().any(|m| m.kind == Kind::Dtc));
     publish(&broker, "pub-1", owned(&messages)).await;
 
-    let metrics = service.metrics.clone();
-    wait_until(
-        std::time::Duration::from_secs(120),
-        "10,000 messages stored",
-        || async { metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= 10_000.0 },
-    )
-    .await;
+    let h = handled(&service, 10_000.0, std::time::Duration::from_secs(120)).await;
+    assert_eq!((h.stored, h.duplicate, h.dead_letter), (10_000.0, 0.0, 0.0));
     let text = service.metrics.render();
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"stored\""
-        ),
-        10_000.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"duplicate\""
-        ),
-        0.0
-    );
 
     let pool = db.pool().await;
     let samples: usize = messages.iter().map(|m| m.samples).sum();
@@ -120,6 +99,7 @@ async fn ten_thousand_mixed_messages_are_stored_exactly() {
         count(&pool, "SELECT sum(n)::int8 FROM signal_daily").await,
         values as i64
     );
+    assert_rollup_matches_raw(&pool).await;
 
     // Lifecycles match what an independent reading of the payloads says.
     let expected = expected_lifecycles(&messages);
@@ -181,37 +161,14 @@ async fn redelivered_and_overlapping_messages_are_stored_once() {
         (&dtc_topic, &dtc),
     ];
     publish(&broker, "pub-dup", common::owned(&msgs)).await;
-    let metrics = service.metrics.clone();
-    wait_until(
-        std::time::Duration::from_secs(30),
-        "7 messages handled",
-        || async { metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= 7.0 },
-    )
-    .await;
-    let text = service.metrics.render();
+    let h = handled(&service, 7.0, std::time::Duration::from_secs(30)).await;
     let pool = db.pool().await;
     let dl: Vec<(String, String)> = sqlx::query_as("SELECT reason, detail FROM dead_letters")
         .fetch_all(&pool)
         .await
         .unwrap();
     assert!(dl.is_empty(), "{dl:?}");
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"stored\""
-        ),
-        4.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_ingest_messages_total",
-            "outcome=\"duplicate\""
-        ),
-        3.0
-    );
+    assert_eq!((h.stored, h.duplicate), (4.0, 3.0), "{h:?}");
     assert_eq!(count(&pool, "SELECT count(*) FROM samples").await, 16);
     assert_eq!(count(&pool, "SELECT count(*) FROM telemetry").await, 32);
     rollup_settled(&pool).await;
@@ -221,5 +178,75 @@ async fn redelivered_and_overlapping_messages_are_stored_once() {
     );
     assert_eq!(count(&pool, "SELECT count(*) FROM dtc_events").await, 1);
     assert_eq!(count(&pool, "SELECT reports::int8 FROM dtcs").await, 1);
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_straddling_pipelined_batches_are_stored_once_and_all_acknowledged() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::start().await;
+    let mut cfg = config(&db.url, &broker.url(), "ingest-pipelined");
+    // Small batches, two in flight: a message and its copy four places later land in the
+    // same batch or in two batches written at the same time.
+    cfg.ingest.batch_max_messages = 8;
+    cfg.ingest.writers = 2;
+    let service = start_connected(cfg.clone()).await;
+    let t0 = Utc::now() - Duration::hours(2);
+    let vins: Vec<String> = (0..5).map(|i| format!("WDB1240221A2{i:05}")).collect();
+    let originals: Vec<(String, Vec<u8>)> = (0..400i64)
+        .map(|i| {
+            let vin = &vins[i as usize % vins.len()];
+            let payload = serde_json::json!({
+                "ts": (t0 + Duration::seconds(i)).to_rfc3339(), "seq": i,
+                "signals": {"Vehicle.Speed": i as f64, "Vehicle.TraveledDistance": 10.0 * i as f64}
+            });
+            (
+                format!("v1/vehicles/{vin}/telemetry"),
+                serde_json::to_vec(&payload).unwrap(),
+            )
+        })
+        .collect();
+    let mut stream: Vec<(&str, &[u8])> = Vec::new();
+    for i in 0..originals.len() + 4 {
+        if let Some((t, p)) = originals.get(i) {
+            stream.push((t, p));
+        }
+        if let Some((t, p)) = i.checked_sub(4).and_then(|j| originals.get(j)) {
+            stream.push((t, p));
+        }
+    }
+    assert_eq!(stream.len(), 800);
+    publish(&broker, "pub-pipelined", common::owned(&stream)).await;
+    let h = handled(&service, 800.0, std::time::Duration::from_secs(60)).await;
+    assert_eq!((h.stored, h.duplicate), (400.0, 400.0));
+    let text = service.metrics.render();
+    assert!(
+        metric(&text, "aftercare_ingest_batch_messages_count", "") >= 100.0,
+        "small batches, as configured"
+    );
+    let pool = db.pool().await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM samples").await, 400);
+    assert_eq!(count(&pool, "SELECT count(*) FROM telemetry").await, 800);
+    assert_eq!(count(&pool, "SELECT count(*) FROM score_dirty").await, 5);
+    rollup_settled(&pool).await;
+    assert_rollup_matches_raw(&pool).await;
+    service.shutdown().await.unwrap();
+
+    // Every message was acknowledged: the resumed session has nothing to redeliver, so a new
+    // message published now is the first and only one to arrive (the broker's queue is FIFO).
+    let service = start_connected(cfg).await;
+    let sentinel = serde_json::to_vec(&serde_json::json!({
+        "ts": t0.to_rfc3339(), "seq": 10_000, "signals": {"Vehicle.Speed": 1.0}
+    }))
+    .unwrap();
+    let topic = format!("v1/vehicles/{}/telemetry", vins[0]);
+    publish(
+        &broker,
+        "pub-sentinel",
+        common::owned(&[(&topic, &sentinel)]),
+    )
+    .await;
+    let h = handled(&service, 1.0, std::time::Duration::from_secs(30)).await;
+    assert_eq!((h.received, h.stored), (1.0, 1.0));
     service.shutdown().await.unwrap();
 }

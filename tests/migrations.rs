@@ -39,6 +39,7 @@ async fn plain_postgres_flavor_is_detected_and_migrations_are_idempotent() {
             "core",
             "rollup_table",
             "service_and_risk",
+            "rollup_deltas",
             "score_queue",
             "capacity",
             "booking"
@@ -51,7 +52,7 @@ async fn timescale_migrations_parse_and_reference_real_tables() {
     let db = TestDb::new().await;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     // Start from the core schema only, as a TimescaleDB server would see it.
-    sqlx::raw_sql("DROP TABLE signal_daily, rollup_dirty")
+    sqlx::raw_sql("DROP TABLE signal_daily, rollup_delta")
         .execute(&mut conn)
         .await
         .unwrap();
@@ -85,6 +86,52 @@ async fn timescale_migrations_parse_and_reference_real_tables() {
         checked, 13,
         "every statement of both TimescaleDB migrations checked"
     );
+}
+
+#[tokio::test]
+async fn upgrading_to_rollup_deltas_recomputes_the_days_still_marked_dirty() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    // Back to version 4, as an older build left it: dirty marks, no delta table.
+    sqlx::raw_sql(
+        "DROP TABLE rollup_delta;
+         DELETE FROM aftercare_migrations WHERE version = 5;
+         CREATE TABLE rollup_dirty (
+             vehicle_id integer NOT NULL,
+             day timestamptz NOT NULL,
+             marked_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (vehicle_id, day));
+         INSERT INTO vehicles (vin) VALUES ('WDB1240221A000001');
+         INSERT INTO signals (name) VALUES ('Vehicle.Speed');
+         -- Day 1 refreshed; day 2 got more values after its refresh and is marked dirty.
+         INSERT INTO telemetry (vehicle_id, signal_id, ts, value) VALUES
+             (1, 1, '2026-03-01 08:00+00', 10), (1, 1, '2026-03-01 09:00+00', 20),
+             (1, 1, '2026-03-02 08:00+00', 30), (1, 1, '2026-03-02 09:00+00', -5),
+             (1, 1, '2026-03-02 23:59:59+00', 7);
+         INSERT INTO signal_daily VALUES
+             (1, 1, '2026-03-01 00:00+00', 2, 10, 20, 30, 500),
+             (1, 1, '2026-03-02 00:00+00', 1, 30, 30, 30, 900);
+         INSERT INTO rollup_dirty (vehicle_id, day) VALUES (1, '2026-03-02 00:00+00');",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    aftercare::store::migrate(&pool).await.unwrap();
+    assert_rollup_matches_raw(&pool).await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT n FROM signal_daily WHERE day = '2026-03-02 00:00+00'"
+        )
+        .await,
+        3
+    );
+    let gone: bool = sqlx::query_scalar("SELECT to_regclass('rollup_dirty') IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(gone);
+    assert_eq!(count(&pool, "SELECT count(*) FROM rollup_delta").await, 0);
 }
 
 /// Splits on `;` at the end of a line (the migration files keep one statement per `;`).

@@ -71,6 +71,7 @@ async fn assert_exactly_once(pool: &PgPool, want: &Expected) {
         count(pool, "SELECT COALESCE(sum(n), 0)::int8 FROM signal_daily").await,
         want.values
     );
+    assert_rollup_matches_raw(pool).await;
     assert_eq!(
         count(pool, "SELECT count(*) FROM dtc_reports").await,
         want.reports

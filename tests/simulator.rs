@@ -552,7 +552,6 @@ async fn run_live(sim: SimConfig) -> (TestDb, aftercare::simulator::live::LiveRe
     let broker = TestBroker::start().await;
     let mut cfg = config(&db.url, &broker.url(), "ingest-sim");
     cfg.mqtt.share_group = String::new();
-    cfg.ingest.rollup_settle_ms = 0;
     cfg.ingest.rollup_interval_ms = 200;
     let service = start_connected(cfg).await;
     let pool = db.pool().await;

@@ -39,7 +39,7 @@ async fn run(method: WriteMethod) -> (i64, i64, u64) {
         assert_eq!(r.values_stored, 0);
         assert!(r.outcomes.iter().all(|o| *o == Outcome::Duplicate));
     }
-    store.refresh_rollup_all().await.unwrap();
+    store.fold_rollup_all().await.unwrap();
     (
         count(&pool, "SELECT count(*) FROM telemetry").await,
         count(&pool, "SELECT sum(n)::int8 FROM signal_daily").await,

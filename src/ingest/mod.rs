@@ -12,11 +12,12 @@
 //! holds the broker back, so a slow database never grows memory.
 
 mod batcher;
+mod pipeline;
 
 pub use batcher::{BatchLimits, Batcher};
 
 use crate::config::{Config, WriteMethod};
-use crate::metrics::{Metrics, OutcomeLabel, ReasonLabel};
+use crate::metrics::{Metrics, OutcomeLabel, ReasonLabel, StageLabel};
 use crate::store::{BatchItem, BatchResult, DeadLetter, Store};
 use crate::wire::{self, Limits};
 use chrono::Utc;
@@ -123,6 +124,7 @@ pub async fn run(
         acks_tx,
         metrics.clone(),
         config.ingest.write_method,
+        config.ingest.writers,
         shutdown.clone(),
     ));
     let filters = wire::subscription_filters(
@@ -359,26 +361,37 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Writes batches, up to `writers` at once on their own connections, and hands out their acks
+/// strictly in arrival order, each batch's only after it committed.
 async fn run_writer(
-    mut rx: mpsc::Receiver<Vec<Delivery>>,
+    rx: mpsc::Receiver<Vec<Delivery>>,
     store: Arc<Store>,
     acks: mpsc::UnboundedSender<AckTicket>,
     metrics: Arc<Metrics>,
     method: WriteMethod,
+    writers: usize,
     shutdown: watch::Receiver<bool>,
 ) {
-    while let Some(batch) = rx.recv().await {
-        let started = Instant::now();
-        let Some(result) = write_with_retry(&store, &batch, method, &metrics, &shutdown).await
-        else {
-            // Shutting down with the database away: nothing committed, nothing acknowledged.
-            return;
-        };
-        metrics
-            .flush_seconds
-            .observe(started.elapsed().as_secs_f64());
+    let write = |batch: Vec<Delivery>| {
+        let (store, metrics, shutdown) = (store.clone(), metrics.clone(), shutdown.clone());
+        async move {
+            let started = Instant::now();
+            let result = write_with_retry(&store, &batch, method, &metrics, &shutdown).await;
+            (batch, result, started.elapsed())
+        }
+    };
+    let release = |(batch, result, took): (Vec<Delivery>, Option<BatchResult>, Duration)| {
+        // None: shutting down with the database away; nothing committed, nothing acknowledged.
+        let Some(result) = result else { return false };
+        metrics.flush_seconds.observe(took.as_secs_f64());
         metrics.batch_messages.observe(batch.len() as f64);
         metrics.values.inc_by(result.values_stored);
+        for (stage, took) in &result.stages {
+            metrics
+                .stage_seconds
+                .get_or_create(&StageLabel { stage })
+                .inc_by(took.as_secs_f64());
+        }
         for (delivery, outcome) in batch.iter().zip(result.outcomes.iter().copied()) {
             metrics
                 .messages
@@ -404,7 +417,9 @@ async fn run_writer(
                 .observe(delivery.received.elapsed().as_secs_f64());
             metrics.inflight.dec();
         }
-    }
+        true
+    };
+    pipeline::in_order(rx, writers, write, release).await;
 }
 
 /// Commits the batch, retrying transient failures with backoff. When the database refuses
@@ -470,6 +485,7 @@ async fn write_with_retry(
                 total.samples_stored += single.samples_stored;
                 total.dtc_reports_stored += single.dtc_reports_stored;
                 total.dead_letters += single.dead_letters;
+                total.stages.extend(single.stages);
             }
             Some(total)
         }

@@ -87,7 +87,6 @@ pub async fn run(
 ) -> Result<BulkReport, SimulateError> {
     let started = Instant::now();
     let profiles = sim.profiles();
-    let vins: Vec<String> = profiles.iter().map(|(vin, _)| vin.clone()).collect();
     for chunk in profiles.chunks(PROFILES_PER_CALL) {
         profiles::upsert_profiles(store.pool(), chunk).await?;
     }
@@ -148,11 +147,13 @@ pub async fn run(
         .join()
         .map_err(|_| SimulateError::Other("the generator thread panicked".into()))?;
     let elapsed = started.elapsed();
-    progress.finish("rebuilding the daily rollup");
+    progress.finish("folding the daily rollup");
     let rollup_started = Instant::now();
-    store
-        .rebuild_rollup(&store.vehicle_ids(&vins).await?)
-        .await?;
+    // Every batch appended its rollup delta; fold them all now rather than leave years of
+    // history to a running service's fold worker.
+    if store.flavor().writes_rollup() {
+        store.fold_rollup_all().await?;
+    }
     Ok(BulkReport {
         summary,
         truth,

@@ -85,6 +85,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0004_service_and_risk.sql"),
     },
     Migration {
+        version: 5,
+        name: "rollup_deltas",
+        applies: Applies::NotTsl,
+        sql: include_str!("../../migrations/0005_rollup_deltas.table.sql"),
+    },
+    Migration {
         version: 15,
         name: "score_queue",
         applies: Applies::Always,

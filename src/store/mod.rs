@@ -2,9 +2,9 @@
 //! parsed batches; the API reads through it. Nothing above this module writes SQL.
 
 pub mod booking;
-mod bulk;
 pub mod capacity;
 pub mod copy;
+mod diagnostics;
 pub mod history;
 pub mod keys;
 pub mod kpis;
@@ -17,6 +17,7 @@ pub mod read;
 pub mod risk;
 mod rollup;
 pub mod service_records;
+mod telemetry;
 mod writer;
 
 pub use migrate::{migrate, Flavor, MIGRATIONS};
@@ -35,9 +36,17 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(String),
+    /// Stored data this build cannot read (a bug or tampering, not bad input).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {
+    /// A key that is already taken (the fast write path's signal to write carefully).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505"))
+    }
+
     /// Errors worth retrying unchanged: the connection, the server going away, lock conflicts.
     /// Anything else (data the database refuses) would fail again.
     pub fn is_transient(&self) -> bool {

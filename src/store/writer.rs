@@ -1,17 +1,23 @@
 //! The ingest write path: one transaction per batch, idempotent at every step. The sample and
-//! report ledgers decide which messages are new (`ON CONFLICT DO NOTHING RETURNING`); only
-//! their values, events, lifecycle merges and rollups are written, so a redelivered message
-//! changes nothing. Upserts are fed in key order so concurrent writers lock rows in one order.
+//! report ledgers decide which messages are new; only their values, events, lifecycle merges,
+//! rollup deltas and score marks are written, so a redelivered message changes nothing. A batch
+//! is written the fast way first (plain COPY, assuming every message is new) and, if a key is
+//! already taken, again the careful way (`ON CONFLICT DO NOTHING RETURNING`). Telemetry and
+//! diagnostics each have their own submodule; this one orders the statements, the dead
+//! letters and the score marks. Everything goes in key order, so concurrent writers take
+//! locks in one order.
 
-use super::copy::TelemetryCopyEncoder;
+use super::diagnostics::{merge_dtc_lifecycles, DiagnosticsPlan};
+use super::rollup::RollupDelta;
+use super::telemetry::TelemetryPlan;
 use super::{Store, StoreError};
 use crate::config::WriteMethod;
-use crate::wire::{DtcCode, DtcReport, Message, Sample};
+use crate::wire::Message;
 use bytes::Bytes;
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{Acquire, PgConnection};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Dead-letter payloads above this are stored truncated (the size is kept).
 const DEAD_LETTER_MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -65,18 +71,42 @@ pub struct BatchResult {
     pub samples_stored: u64,
     pub dtc_reports_stored: u64,
     pub dead_letters: u64,
+    /// Where the batch's time went, stage by stage (for the stage-time metric and the bench).
+    pub stages: Vec<(&'static str, std::time::Duration)>,
 }
 
-type SampleKey = (i32, i64, DateTime<Utc>);
+/// Lap timer for the stages of one batch write.
+pub(super) struct Laps {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Laps {
+    fn start() -> Laps {
+        Laps {
+            last: std::time::Instant::now(),
+            laps: Vec::with_capacity(8),
+        }
+    }
+
+    pub(super) fn lap(&mut self, stage: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((stage, now - self.last));
+        self.last = now;
+    }
+}
 
 impl Store {
     /// Writes a batch in one transaction and reports what became of each item. Nothing is
-    /// visible (or acknowledgeable) before this returns `Ok`.
+    /// visible (or acknowledgeable) before this returns `Ok`. The batch is first written the
+    /// fast way, assuming every message is new; if one is not (a redelivery), that
+    /// transaction fails on the key and the batch is written again the careful way.
     pub async fn write_batch(
         &self,
         items: &[BatchItem],
         method: WriteMethod,
     ) -> Result<BatchResult, StoreError> {
+        let mut laps = Laps::start();
         let mut conn = self.pool.acquire().await?;
         let vins: Vec<&str> = items
             .iter()
@@ -99,97 +129,32 @@ impl Store {
             .flat_map(|s| s.values.iter().map(|(n, _)| n.as_str()))
             .collect();
         let signal_ids = self.resolve_signals(&mut conn, &names).await?;
-
-        let mut tx = conn.begin().await?;
-        let mut result = BatchResult {
-            outcomes: vec![Outcome::Ignored; items.len()],
-            ..BatchResult::default()
+        laps.lap("resolve");
+        let batch = Batch {
+            items,
+            telemetry: TelemetryPlan::new(
+                items,
+                &vehicle_ids,
+                &signal_ids,
+                method,
+                self.flavor.writes_rollup(),
+            ),
+            diagnostics: DiagnosticsPlan::new(items, &vehicle_ids),
+            vehicle_ids: &vehicle_ids,
+            signal_ids: &signal_ids,
         };
-
-        // Telemetry: ledger first, then values of the samples the ledger accepted.
-        let mut new_samples = insert_sample_ledger(&mut tx, items, &vehicle_ids).await?;
-        let mut values = ValueColumns::default();
-        for (i, item) in items.iter().enumerate() {
-            let BatchItem::Message {
-                message: Message::Telemetry { vin, samples },
-                ..
-            } = item
-            else {
-                continue;
-            };
-            let vehicle_id = vehicle_ids[vin.as_str()];
-            let mut any_new = false;
-            for sample in samples {
-                // Claim the key: a second copy later in this batch is a duplicate.
-                if new_samples.remove(&(vehicle_id, sample.seq, sample.ts)) {
-                    any_new = true;
-                    result.samples_stored += 1;
-                    values.push_sample(vehicle_id, sample, &signal_ids);
-                }
+        laps.lap("prepare");
+        match batch.write(&mut conn, method, false, &mut laps).await {
+            Err(e) if e.is_unique_violation() => {
+                laps.lap("fast_failed");
+                batch.write(&mut conn, method, true, &mut laps).await
             }
-            result.outcomes[i] = if any_new {
-                Outcome::Stored
-            } else {
-                Outcome::Duplicate
-            };
+            done => done,
         }
-        if !values.is_empty() {
-            result.values_stored = match method {
-                WriteMethod::Unnest => values.insert_unnest(&mut tx).await?,
-                WriteMethod::Copy => values.insert_copy(&mut tx).await?,
-            };
-            if self.flavor.writes_rollup() {
-                values.mark_rollup_dirty(&mut tx).await?;
-            }
-        }
-
-        // Diagnostics: report ledger, then events and lifecycle of the new reports.
-        let mut new_reports = insert_report_ledger(&mut tx, items, &vehicle_ids).await?;
-        let mut accepted: Vec<(i32, &DtcReport)> = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let BatchItem::Message {
-                message: Message::Dtc { vin, report },
-                ..
-            } = item
-            else {
-                continue;
-            };
-            let vehicle_id = vehicle_ids[vin.as_str()];
-            if new_reports.remove(&(vehicle_id, report.seq, report.ts)) {
-                accepted.push((vehicle_id, report));
-                result.outcomes[i] = Outcome::Stored;
-            } else {
-                result.outcomes[i] = Outcome::Duplicate;
-            }
-        }
-        result.dtc_reports_stored = accepted.len() as u64;
-        if !accepted.is_empty() {
-            insert_dtc_events(&mut tx, &accepted).await?;
-            merge_dtc_lifecycles(&mut tx, &accepted).await?;
-        }
-
-        // Dead letters.
-        let letters: Vec<(&DeadLetter, DateTime<Utc>)> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| match item {
-                BatchItem::DeadLetter {
-                    letter,
-                    received_at,
-                } => {
-                    result.outcomes[i] = Outcome::DeadLetter;
-                    Some((letter, *received_at))
-                }
-                _ => None,
-            })
-            .collect();
-        result.dead_letters = letters.len() as u64;
-        if !letters.is_empty() {
-            insert_dead_letters(&mut tx, &letters).await?;
-        }
-
-        tx.commit().await?;
-        Ok(result)
+        .map(|mut result| {
+            result.stages = laps.laps;
+            result
+        })
     }
 
     /// VIN to vehicle id, creating vehicles on first sight. Runs outside the batch
@@ -262,412 +227,132 @@ async fn resolve_ids(
     Ok(found)
 }
 
-async fn insert_sample_ledger(
-    tx: &mut PgConnection,
-    items: &[BatchItem],
-    vehicle_ids: &HashMap<String, i32>,
-) -> Result<HashSet<SampleKey>, StoreError> {
-    let (mut vid, mut seq, mut ts, mut recv, mut nv) = (vec![], vec![], vec![], vec![], vec![]);
-    for item in items {
-        if let BatchItem::Message {
-            message: Message::Telemetry { vin, samples },
-            received_at,
-        } = item
-        {
-            let id = vehicle_ids[vin.as_str()];
-            for s in samples {
-                vid.push(id);
-                seq.push(s.seq);
-                ts.push(s.ts);
-                recv.push(*received_at);
-                nv.push(s.values.len() as i32);
-            }
-        }
-    }
-    if vid.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let rows: Vec<SampleKey> = sqlx::query_as(
-        "INSERT INTO samples (vehicle_id, seq, ts, received_at, n_values)
-         SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::timestamptz[], $4::timestamptz[], $5::int4[])
-         ON CONFLICT DO NOTHING
-         RETURNING vehicle_id, seq, ts",
-    )
-    .bind(vid)
-    .bind(seq)
-    .bind(ts)
-    .bind(recv)
-    .bind(nv)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(rows.into_iter().collect())
+/// A batch with its ids resolved and its telemetry prepared.
+struct Batch<'a> {
+    items: &'a [BatchItem],
+    telemetry: TelemetryPlan,
+    diagnostics: DiagnosticsPlan<'a>,
+    vehicle_ids: &'a HashMap<String, i32>,
+    signal_ids: &'a HashMap<String, i32>,
 }
 
-async fn insert_report_ledger(
-    tx: &mut PgConnection,
-    items: &[BatchItem],
-    vehicle_ids: &HashMap<String, i32>,
-) -> Result<HashSet<SampleKey>, StoreError> {
-    let (mut vid, mut seq, mut ts, mut recv, mut source, mut mil, mut n) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for item in items {
-        if let BatchItem::Message {
-            message: Message::Dtc { vin, report },
-            received_at,
-        } = item
-        {
-            vid.push(vehicle_ids[vin.as_str()]);
-            seq.push(report.seq);
-            ts.push(report.ts);
-            recv.push(*received_at);
-            source.push(report.source.clone());
-            mil.push(report.mil);
-            n.push(report.dtcs.len() as i32);
-        }
-    }
-    if vid.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let rows: Vec<SampleKey> = sqlx::query_as(
-        "INSERT INTO dtc_reports (vehicle_id, seq, ts, received_at, source, mil, n_dtcs)
-         SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::timestamptz[], $4::timestamptz[],
-                              $5::text[], $6::bool[], $7::int4[])
-         ON CONFLICT DO NOTHING
-         RETURNING vehicle_id, seq, ts",
-    )
-    .bind(vid)
-    .bind(seq)
-    .bind(ts)
-    .bind(recv)
-    .bind(source)
-    .bind(mil)
-    .bind(n)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
+impl Batch<'_> {
+    /// One transaction. Statements go in one fixed order (sample ledger, values, rollup delta,
+    /// report ledger, DTC events and lifecycles, dead letters, score marks), each in key
+    /// order, so concurrent batches take locks in one order.
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        method: WriteMethod,
+        careful: bool,
+        laps: &mut Laps,
+    ) -> Result<BatchResult, StoreError> {
+        let items = self.items;
+        let mut tx = conn.begin().await?;
+        let mut result = BatchResult {
+            outcomes: vec![Outcome::Ignored; items.len()],
+            ..BatchResult::default()
+        };
+        // Vehicles that get newly stored data, marked for rescoring at the end.
+        let mut touched: BTreeSet<i32> = BTreeSet::new();
 
-/// Column buffers for the values of newly accepted samples.
-#[derive(Default)]
-struct ValueColumns {
-    vehicle_id: Vec<i32>,
-    signal_id: Vec<i32>,
-    ts: Vec<DateTime<Utc>>,
-    value: Vec<f64>,
-}
-
-impl ValueColumns {
-    fn push_sample(&mut self, vehicle_id: i32, sample: &Sample, signal_ids: &HashMap<String, i32>) {
-        for (name, value) in &sample.values {
-            self.vehicle_id.push(vehicle_id);
-            self.signal_id.push(signal_ids[name.as_str()]);
-            self.ts.push(sample.ts);
-            self.value.push(*value);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.vehicle_id.is_empty()
-    }
-
-    async fn insert_unnest(&self, tx: &mut PgConnection) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO telemetry (vehicle_id, signal_id, ts, value)
-             SELECT * FROM UNNEST($1::int4[], $2::int4[], $3::timestamptz[], $4::float8[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.vehicle_id)
-        .bind(&self.signal_id)
-        .bind(&self.ts)
-        .bind(&self.value)
-        .execute(&mut *tx)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    fn encode_copy(&self) -> Vec<u8> {
-        let mut enc = TelemetryCopyEncoder::with_capacity(self.vehicle_id.len());
-        for i in 0..self.vehicle_id.len() {
-            enc.push(
-                self.vehicle_id[i],
-                self.signal_id[i],
-                self.ts[i],
-                self.value[i],
-            );
-        }
-        enc.finish()
-    }
-
-    /// Binary COPY straight into `telemetry`. The ledger already filtered redeliveries, so a
-    /// key collision means two different samples with the same (vehicle, signal, ts); then the
-    /// savepoint is rolled back and the values go through a staging table and
-    /// `ON CONFLICT DO NOTHING` instead.
-    async fn insert_copy(&self, tx: &mut PgConnection) -> Result<u64, StoreError> {
-        let data = self.encode_copy();
-        sqlx::query("SAVEPOINT copy_values")
-            .execute(&mut *tx)
-            .await?;
-        let direct = async {
-            let mut copy = tx
-                .copy_in_raw(
-                    "COPY telemetry (vehicle_id, signal_id, ts, value) FROM STDIN (FORMAT binary)",
-                )
-                .await?;
-            copy.send(data.as_slice()).await?;
-            copy.finish().await
-        }
-        .await;
-        match direct {
-            Ok(rows) => {
-                sqlx::query("RELEASE SAVEPOINT copy_values")
-                    .execute(&mut *tx)
+        if !self.telemetry.is_empty() {
+            let careful_claim;
+            let claimed = if careful {
+                let (claimed, stored) = self
+                    .telemetry
+                    .write_careful(&mut tx, items, self.vehicle_ids, self.signal_ids)
                     .await?;
-                return Ok(rows);
+                laps.lap("telemetry_careful");
+                result.values_stored = stored.len() as u64;
+                if self.telemetry.delta.is_some() {
+                    RollupDelta::from_sorted(&stored).insert(&mut tx).await?;
+                    laps.lap("rollup_delta");
+                }
+                careful_claim = claimed;
+                &careful_claim
+            } else {
+                result.values_stored = self.telemetry.write_fast(&mut tx, method, laps).await?;
+                laps.lap("values");
+                if let Some(delta) = &self.telemetry.delta {
+                    delta.insert(&mut tx).await?;
+                    laps.lap("rollup_delta");
+                }
+                &self.telemetry.all_new
+            };
+            for &(i, outcome) in &claimed.outcomes {
+                result.outcomes[i] = outcome;
             }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-                sqlx::query("ROLLBACK TO SAVEPOINT copy_values")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Err(e) => return Err(e.into()),
+            result.samples_stored = claimed.samples;
+            touched.extend(claimed.vehicles.iter().copied());
         }
-        // A plain query, not raw_sql: raw_sql's executor bound makes the future non-Send.
-        sqlx::query(
-            "CREATE TEMP TABLE IF NOT EXISTS stage_telemetry
-                 (vehicle_id int4, signal_id int4, ts timestamptz, value float8)
-                 ON COMMIT DELETE ROWS",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let mut copy = tx
-            .copy_in_raw("COPY stage_telemetry FROM STDIN (FORMAT binary)")
-            .await?;
-        copy.send(data).await?;
-        copy.finish().await?;
-        let done = sqlx::query(
-            "INSERT INTO telemetry (vehicle_id, signal_id, ts, value)
-             SELECT vehicle_id, signal_id, ts, value FROM stage_telemetry
-             ON CONFLICT DO NOTHING",
-        )
-        .execute(&mut *tx)
-        .await?;
-        Ok(done.rows_affected())
-    }
 
-    /// Marks the (vehicle, day) pairs this batch touched for the rollup refresh worker
-    /// (plain PostgreSQL flavor). `DO UPDATE`, not `DO NOTHING`: it locks an existing mark, so
-    /// the worker (SKIP LOCKED) cannot consume it before these values commit; it keeps the
-    /// first-marked time, so a busy day still comes due for refresh. Sorted, so
-    /// concurrent writers take row locks in one order.
-    async fn mark_rollup_dirty(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
-        let mut days: BTreeSet<(i32, DateTime<Utc>)> = BTreeSet::new();
-        for i in 0..self.vehicle_id.len() {
-            let day = self.ts[i]
-                .duration_trunc(TimeDelta::days(1))
-                .unwrap_or(self.ts[i]);
-            days.insert((self.vehicle_id[i], day));
+        // Diagnostics: report ledger, then events and lifecycles of the new reports.
+        if !self.diagnostics.is_empty() {
+            let careful_claim;
+            let claimed = if careful {
+                careful_claim = self.diagnostics.write_careful(&mut tx).await?;
+                &careful_claim
+            } else {
+                self.diagnostics.write_fast(&mut tx).await?;
+                &self.diagnostics.all_new
+            };
+            for &(i, outcome) in &claimed.outcomes {
+                result.outcomes[i] = outcome;
+            }
+            result.dtc_reports_stored = claimed.accepted.len() as u64;
+            touched.extend(claimed.accepted.iter().map(|(vehicle_id, _)| *vehicle_id));
+            merge_dtc_lifecycles(&mut tx, &claimed.accepted).await?;
+            laps.lap("dtc");
         }
-        let (vid, day): (Vec<i32>, Vec<DateTime<Utc>>) = days.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO rollup_dirty (vehicle_id, day)
-             SELECT * FROM UNNEST($1::int4[], $2::timestamptz[])
-             ON CONFLICT (vehicle_id, day) DO UPDATE SET marked_at = rollup_dirty.marked_at",
-        )
-        .bind(vid)
-        .bind(day)
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
+
+        // Dead letters.
+        let letters: Vec<(&DeadLetter, DateTime<Utc>)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match item {
+                BatchItem::DeadLetter {
+                    letter,
+                    received_at,
+                } => {
+                    result.outcomes[i] = Outcome::DeadLetter;
+                    Some((letter, *received_at))
+                }
+                _ => None,
+            })
+            .collect();
+        result.dead_letters = letters.len() as u64;
+        if !letters.is_empty() {
+            insert_dead_letters(&mut tx, &letters).await?;
+            laps.lap("dead_letters");
+        }
+
+        // Last, because concurrent batches for the same vehicle wait here on each other's row
+        // lock until the earlier one commits.
+        if !touched.is_empty() {
+            mark_for_scoring(&mut tx, &touched).await?;
+            laps.lap("score_marks");
+        }
+
+        tx.commit().await?;
+        laps.lap("commit");
+        Ok(result)
     }
 }
 
-fn j1939_parts(code: &DtcCode) -> (Option<i32>, Option<i16>, Option<i16>, Option<i16>) {
-    match code {
-        DtcCode::J2012(_) => (None, None, None, None),
-        DtcCode::J1939 { spn, fmi, oc, sa } => (
-            Some(*spn as i32),
-            Some(i16::from(*fmi)),
-            oc.map(i16::from),
-            sa.map(i16::from),
-        ),
-    }
-}
-
-async fn insert_dtc_events(
+/// Marks vehicles with newly stored data for the scoring worker, one row each, in key order.
+/// A redelivery stores nothing and so marks nothing.
+async fn mark_for_scoring(
     tx: &mut PgConnection,
-    reports: &[(i32, &DtcReport)],
+    vehicles: &BTreeSet<i32>,
 ) -> Result<(), StoreError> {
-    let mut c = (
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-    );
-    for (vehicle_id, r) in reports {
-        for d in &r.dtcs {
-            let (spn, fmi, oc, sa) = j1939_parts(&d.code);
-            c.0.push(*vehicle_id);
-            c.1.push(r.ts);
-            c.2.push(r.seq);
-            c.3.push(d.code.key());
-            c.4.push(d.status.as_str());
-            c.5.push(spn);
-            c.6.push(fmi);
-            c.7.push(oc);
-            c.8.push(sa);
-            c.9.push(r.source.clone());
-        }
-    }
-    if c.0.is_empty() {
-        return Ok(());
-    }
+    let ids: Vec<i32> = vehicles.iter().copied().collect();
     sqlx::query(
-        "INSERT INTO dtc_events (vehicle_id, ts, seq, code, status, spn, fmi, oc, sa, source)
-         SELECT * FROM UNNEST($1::int4[], $2::timestamptz[], $3::int8[], $4::text[], $5::text[],
-                              $6::int4[], $7::int2[], $8::int2[], $9::int2[], $10::text[])
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO score_dirty (vehicle_id, marked_at)
+         SELECT v, clock_timestamp() FROM UNNEST($1::int4[]) AS v ORDER BY v
+         ON CONFLICT (vehicle_id) DO UPDATE SET marked_at = excluded.marked_at",
     )
-    .bind(c.0)
-    .bind(c.1)
-    .bind(c.2)
-    .bind(c.3)
-    .bind(c.4)
-    .bind(c.5)
-    .bind(c.6)
-    .bind(c.7)
-    .bind(c.8)
-    .bind(c.9)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Lifecycle summary of one code over a set of reports; merging two is commutative, so
-/// reports may arrive in any order.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Lifecycle {
-    pub spn: Option<i32>,
-    pub fmi: Option<i16>,
-    pub first_seen: Option<DateTime<Utc>>,
-    pub last_seen: Option<DateTime<Utc>>,
-    pub cleared_at: Option<DateTime<Utc>>,
-    pub last_status: &'static str,
-    pub last_status_ts: DateTime<Utc>,
-    pub reports: i32,
-}
-
-impl Lifecycle {
-    pub(crate) fn observe(
-        status: crate::wire::DtcStatus,
-        ts: DateTime<Utc>,
-        code: &DtcCode,
-    ) -> Self {
-        let cleared = status == crate::wire::DtcStatus::Cleared;
-        let (spn, fmi, ..) = j1939_parts(code);
-        Lifecycle {
-            spn,
-            fmi,
-            first_seen: (!cleared).then_some(ts),
-            last_seen: (!cleared).then_some(ts),
-            cleared_at: cleared.then_some(ts),
-            last_status: status.as_str(),
-            last_status_ts: ts,
-            reports: 1,
-        }
-    }
-
-    /// Same rules as the SQL merge in `merge_dtc_lifecycles`.
-    pub(crate) fn merge(&mut self, o: &Lifecycle) {
-        fn least(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        }
-        self.first_seen = least(self.first_seen, o.first_seen);
-        self.last_seen = self.last_seen.max(o.last_seen);
-        self.cleared_at = self.cleared_at.max(o.cleared_at);
-        if (o.last_status_ts, o.last_status) > (self.last_status_ts, self.last_status) {
-            self.last_status = o.last_status;
-            self.last_status_ts = o.last_status_ts;
-        }
-        self.reports += o.reports;
-    }
-}
-
-async fn merge_dtc_lifecycles(
-    tx: &mut PgConnection,
-    reports: &[(i32, &DtcReport)],
-) -> Result<(), StoreError> {
-    let mut merged: BTreeMap<(i32, String), Lifecycle> = BTreeMap::new();
-    for (vehicle_id, r) in reports {
-        for d in &r.dtcs {
-            let obs = Lifecycle::observe(d.status, r.ts, &d.code);
-            merged
-                .entry((*vehicle_id, d.code.key()))
-                .and_modify(|l| l.merge(&obs))
-                .or_insert(obs);
-        }
-    }
-    if merged.is_empty() {
-        return Ok(());
-    }
-    let mut c = (
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-    );
-    for ((vehicle_id, code), l) in merged {
-        c.0.push(vehicle_id);
-        c.1.push(code);
-        c.2.push(l.spn);
-        c.3.push(l.fmi);
-        c.4.push(l.first_seen);
-        c.5.push(l.last_seen);
-        c.6.push(l.cleared_at);
-        c.7.push(l.last_status);
-        c.8.push(l.last_status_ts);
-        c.9.push(l.reports);
-    }
-    sqlx::query(
-        "INSERT INTO dtcs AS d (vehicle_id, code, spn, fmi, first_seen, last_seen, cleared_at,
-                                last_status, last_status_ts, reports)
-         SELECT * FROM UNNEST($1::int4[], $2::text[], $3::int4[], $4::int2[], $5::timestamptz[],
-                              $6::timestamptz[], $7::timestamptz[], $8::text[], $9::timestamptz[],
-                              $10::int4[])
-         ON CONFLICT (vehicle_id, code) DO UPDATE SET
-             first_seen = LEAST(d.first_seen, EXCLUDED.first_seen),
-             last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen),
-             cleared_at = GREATEST(d.cleared_at, EXCLUDED.cleared_at),
-             last_status = CASE WHEN (EXCLUDED.last_status_ts, EXCLUDED.last_status COLLATE \"C\")
-                                     > (d.last_status_ts, d.last_status COLLATE \"C\")
-                                THEN EXCLUDED.last_status ELSE d.last_status END,
-             last_status_ts = GREATEST(d.last_status_ts, EXCLUDED.last_status_ts),
-             reports = d.reports + EXCLUDED.reports",
-    )
-    .bind(c.0)
-    .bind(c.1)
-    .bind(c.2)
-    .bind(c.3)
-    .bind(c.4)
-    .bind(c.5)
-    .bind(c.6)
-    .bind(c.7)
-    .bind(c.8)
-    .bind(c.9)
+    .bind(ids)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -744,41 +429,4 @@ async fn insert_dead_letters(
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wire::DtcStatus;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    #[test]
-    fn lifecycle_merge_is_order_independent() {
-        let code = DtcCode::J2012("P0301".into());
-        let obs = [
-            Lifecycle::observe(DtcStatus::Pending, at("2026-01-01T00:00:00Z"), &code),
-            Lifecycle::observe(DtcStatus::Confirmed, at("2026-01-02T00:00:00Z"), &code),
-            Lifecycle::observe(DtcStatus::Cleared, at("2026-01-03T00:00:00Z"), &code),
-            Lifecycle::observe(DtcStatus::Active, at("2026-01-03T00:00:00Z"), &code),
-        ];
-        let fold = |order: &[usize]| {
-            let mut l = obs[order[0]].clone();
-            for &i in &order[1..] {
-                l.merge(&obs[i]);
-            }
-            l
-        };
-        let a = fold(&[0, 1, 2, 3]);
-        for order in [[3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]] {
-            assert_eq!(fold(&order), a);
-        }
-        assert_eq!(a.first_seen, Some(at("2026-01-01T00:00:00Z")));
-        assert_eq!(a.last_seen, Some(at("2026-01-03T00:00:00Z")));
-        assert_eq!(a.cleared_at, Some(at("2026-01-03T00:00:00Z")));
-        assert_eq!(a.last_status, "cleared");
-        assert_eq!(a.reports, 4);
-    }
 }

@@ -400,13 +400,107 @@ impl CuttablePath {
     }
 }
 
-/// Waits until the rollup refresh queue is empty. A refresh deletes its marks and writes the
-/// recomputed days in one transaction, so an empty queue means every refresh has committed.
+/// A parsed message as the ingest batcher hands it to the store.
+pub fn batch_item(
+    topic: &str,
+    payload: &serde_json::Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> aftercare::store::BatchItem {
+    let message = aftercare::wire::parse_message(
+        topic,
+        payload.to_string().as_bytes(),
+        now,
+        &aftercare::wire::Limits::default(),
+    )
+    .unwrap();
+    aftercare::store::BatchItem::Message {
+        message,
+        received_at: now,
+    }
+}
+
+/// (vehicle, signal, day, n of the raw values, n in the rollup)
+type RollupMismatch = (
+    Option<i32>,
+    Option<i32>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// Asserts that `signal_daily` equals the daily aggregates of the raw values: every (vehicle,
+/// signal, day) present on both sides, n, min and max equal, sum and sum of squares equal up to
+/// floating-point summation order (relative 1e-9).
+pub async fn assert_rollup_matches_raw(pool: &PgPool) {
+    let mismatches: Vec<RollupMismatch> = sqlx::query_as(
+        "WITH raw AS (
+                 SELECT vehicle_id, signal_id,
+                        date_bin(INTERVAL '1 day', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS day,
+                        count(*) AS n, min(value) AS min, max(value) AS max,
+                        sum(value) AS sum, sum(value * value) AS sumsq
+                 FROM telemetry GROUP BY 1, 2, 3)
+             SELECT coalesce(r.vehicle_id, d.vehicle_id), coalesce(r.signal_id, d.signal_id),
+                    coalesce(r.day, d.day)::text, r.n, d.n
+             FROM raw r FULL JOIN signal_daily d
+               ON d.vehicle_id = r.vehicle_id AND d.signal_id = r.signal_id AND d.day = r.day
+             WHERE r.n IS DISTINCT FROM d.n OR r.min IS DISTINCT FROM d.min
+                OR r.max IS DISTINCT FROM d.max
+                OR abs(r.sum - d.sum) > 1e-9 * greatest(1, abs(r.sum))
+                OR abs(r.sumsq - d.sumsq) > 1e-9 * greatest(1, abs(r.sumsq))
+             LIMIT 5",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        mismatches.is_empty(),
+        "signal_daily differs from the raw values (vehicle, signal, day, raw n, rollup n): {mismatches:?}"
+    );
+}
+
+/// Waits until every rollup delta is folded. A fold deletes its deltas and adds them into
+/// `signal_daily` in one statement, so no delta left means every fold has committed.
 pub async fn rollup_settled(pool: &PgPool) {
-    wait_until(Duration::from_secs(60), "rollup refreshed", || async {
-        count(pool, "SELECT count(*) FROM rollup_dirty").await == 0
+    wait_until(Duration::from_secs(60), "rollup folded", || async {
+        count(pool, "SELECT count(*) FROM rollup_delta").await == 0
     })
     .await;
+}
+
+/// Messages an in-process service has handled, by outcome.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Handled {
+    pub stored: f64,
+    pub duplicate: f64,
+    pub dead_letter: f64,
+    pub received: f64,
+}
+
+/// Waits until the service has handled (committed and acknowledged) at least `n` messages.
+pub async fn handled(
+    service: &aftercare::service::RunningService,
+    n: f64,
+    timeout: Duration,
+) -> Handled {
+    let metrics = service.metrics.clone();
+    wait_until(timeout, &format!("{n} messages handled"), || async {
+        metric(&metrics.render(), "aftercare_ingest_messages_total", "") >= n
+    })
+    .await;
+    let text = metrics.render();
+    let outcome = |o: &str| {
+        metric(
+            &text,
+            "aftercare_ingest_messages_total",
+            &format!("outcome=\"{o}\""),
+        )
+    };
+    Handled {
+        stored: outcome("stored"),
+        duplicate: outcome("duplicate"),
+        dead_letter: outcome("dead_letter"),
+        received: metric(&text, "aftercare_ingest_received_total", ""),
+    }
 }
 
 /// Starts the service in-process and waits until it is connected to the broker.

@@ -9,7 +9,6 @@ use aftercare::model::artifact::{Artifact, ComponentModel, DataSummary, HorizonM
 use aftercare::model::dataset::Window;
 use aftercare::model::features;
 use aftercare::model::learn::{BinaryModel, Learner, Prep, TrainConfig};
-use aftercare::store::Store;
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -71,30 +70,23 @@ pub async fn telemetry(pool: &PgPool, rows: &[(i32, &str, DateTime<Utc>, f64)]) 
         .execute(pool)
         .await
         .unwrap();
-        let day: Vec<DateTime<Utc>> = ts
-            .iter()
-            .map(|t| t.duration_trunc(TimeDelta::days(1)).unwrap())
-            .collect();
-        sqlx::query(
-            "INSERT INTO rollup_dirty (vehicle_id, day)
-             SELECT DISTINCT * FROM UNNEST($1::int4[], $2::timestamptz[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&vid)
-        .bind(&day)
-        .execute(pool)
-        .await
-        .unwrap();
     }
 }
 
+/// Rebuilds `signal_daily` from raw values. The values above are inserted straight into
+/// `telemetry` (bypassing the ingest writer and its rollup deltas), so the rollup is computed
+/// the way the deltas would have made it.
 pub async fn refresh_rollup(pool: &PgPool) {
-    Store::open(pool.clone())
-        .await
-        .unwrap()
-        .refresh_rollup_all()
-        .await
-        .unwrap();
+    sqlx::raw_sql(
+        "DELETE FROM signal_daily;
+         INSERT INTO signal_daily (vehicle_id, signal_id, day, n, min, max, sum, sumsq)
+         SELECT vehicle_id, signal_id, date_bin(INTERVAL '1 day', ts, TIMESTAMPTZ '2000-01-01'),
+                count(*), min(value), max(value), sum(value), sum(value * value)
+         FROM telemetry GROUP BY 1, 2, 3",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 pub async fn dtc(pool: &PgPool, vehicle_id: i32, ts: DateTime<Utc>, code: &str, status: &str) {
