@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The demo: gets PostgreSQL and Mosquitto ready, builds Aftercare, starts a broker with the
-# project's settings and the service, publishes a small synthetic fleet through the broker and
-# shows what was stored through the API. Leaves the service running; `scripts/demo.sh stop`
-# stops it and the demo broker.
+# project's settings and the service, publishes a small synthetic fleet through the broker,
+# shows what was stored, scored and offered through the API, and ends with the web console.
+# Leaves the service running; `scripts/demo.sh stop` stops it and the demo broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO=.demo
@@ -71,5 +71,27 @@ echo "== GET /v1/vehicles/$VIN/telemetry?signal=Vehicle.LowVoltageBattery.Curren
 FROM=$(date -u -d '-91 days' +%Y-%m-%dT%H:%M:%SZ)
 curl -s -H "Authorization: Bearer $KEY" "http://$AFTERCARE_HTTP_ADDR/v1/vehicles/$VIN/telemetry?signal=Vehicle.LowVoltageBattery.CurrentVoltage&bucket=7d&from=$FROM" | head -c 600; echo
 echo
+if [ -f models/current.json ]; then
+  echo "== risk: the scoring worker re-scores vehicles with new data (models/current.json)"
+  for _ in $(seq 1 120); do
+    n=$(psql "$AFTERCARE_DATABASE_URL" -qtAc "SELECT count(DISTINCT vehicle_id) FROM risk_current")
+    [ "${n:-0}" -ge 40 ] && break; sleep 1
+  done
+  curl -s -H "Authorization: Bearer $KEY" "http://$AFTERCARE_HTTP_ADDR/v1/fleet/risk?limit=5" | head -c 1200; echo
+  echo
+  echo "== offers the policy made from those risks, and the demand they bring to WS-01"
+  sleep 8
+  psql "$AFTERCARE_DATABASE_URL" -c "SELECT state, count(*) FROM offers GROUP BY state ORDER BY state"
+  curl -s -H "Authorization: Bearer $KEY" "http://$AFTERCARE_HTTP_ADDR/v1/capacity/preview?workshop=WS-01&days=14" \
+    | python3 -c 'import json,sys; w=json.load(sys.stdin)["workshops"][0]; print(json.dumps(w["totals"]), "over capacity:", w["over_capacity"][:5])' || true
+else
+  echo "(no models/current.json: train one with 'aftercare model train' to see risk and offers)"
+fi
+echo
+URL="http://$AFTERCARE_HTTP_ADDR/console/"
 echo "The service is running on http://$AFTERCARE_HTTP_ADDR (API key in $DEMO/api-key, log in $DEMO/serve.log)."
+echo "The console: $URL  (sign in with the key in $DEMO/api-key)"
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && command -v xdg-open >/dev/null 2>&1; then
+  xdg-open "$URL" >/dev/null 2>&1 || true
+fi
 echo "Stop it with: scripts/demo.sh stop"

@@ -66,6 +66,20 @@ enum KeysCommand {
 enum WorkshopsCommand {
     /// Load a seed file (parts, jobs, workshops); loading it again changes nothing.
     Load { file: PathBuf },
+    /// The demand preview made as of a past date against the work that then arrived.
+    Backtest {
+        /// The date the preview is made on (YYYY-MM-DD, UTC midnight).
+        #[arg(long)]
+        as_of: chrono::NaiveDate,
+        #[arg(long, default_value_t = 4)]
+        weeks: i64,
+        /// The model that scores each vehicle's history up to that date.
+        #[arg(long, default_value = "models/current.json")]
+        artifact: PathBuf,
+        /// Also write every (workshop, skill, week) cell as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -112,6 +126,24 @@ async fn main() -> anyhow::Result<()> {
             aftercare::store::migrate(&pool).await?;
             let secret = aftercare::store::keys::create(&pool, &name, &scopes).await?;
             println!("{secret}");
+        }
+        Command::Workshops {
+            command:
+                WorkshopsCommand::Backtest {
+                    as_of,
+                    weeks,
+                    artifact,
+                    out,
+                },
+        } => {
+            let pool = aftercare::store::pool(&config.database.url, 2).await?;
+            aftercare::store::migrate(&pool).await?;
+            let report = aftercare::capacity::backtest::run(&pool, &artifact, as_of, weeks).await?;
+            println!("{}", report.summary());
+            if let Some(out) = out {
+                std::fs::write(&out, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", out.display()))?;
+            }
         }
         Command::Workshops {
             command: WorkshopsCommand::Load { file },

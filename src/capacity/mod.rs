@@ -4,6 +4,7 @@
 //! from (`aftercare workshops load FILE`, also the API's request bodies), and the slot search
 //! (`slots`), a pure algorithm fed by one query from `store::capacity`.
 
+pub mod backtest;
 pub mod preview;
 pub mod slots;
 

@@ -203,3 +203,68 @@ pub async fn preview_input(
         input,
     )))
 }
+
+/// Work that arrived at a workshop: hours of the default job of each repaired or preventively
+/// fixed component, per skill and local week index from `from` (routine services are not
+/// forecast by the preview, so they are not counted against it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ArrivedWork {
+    pub workshop: String,
+    pub skill: String,
+    /// Whole days since `from`.
+    pub day: i64,
+    pub hours: f64,
+}
+
+pub async fn arrived_work(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<ArrivedWork>, StoreError> {
+    let rows: Vec<(String, String, i64, f64)> = sqlx::query_as(
+        "SELECT r.workshop, j.skill,
+                floor(extract(epoch FROM r.performed_at - $1) / 86400)::int8 AS day,
+                sum(j.labour_minutes)::float8 / 60
+         FROM service_records r JOIN jobs j ON j.component = r.component AND j.is_default
+         WHERE r.kind IN ('repair', 'preventive') AND r.workshop IS NOT NULL
+           AND r.performed_at >= $1 AND r.performed_at < $2
+         GROUP BY 1, 2, 3",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(workshop, skill, day, hours)| ArrivedWork {
+            workshop,
+            skill,
+            day,
+            hours,
+        })
+        .collect())
+}
+
+/// Home workshop of every vehicle that has one, by vehicle id.
+pub async fn home_workshops(pool: &PgPool) -> Result<HashMap<i32, String>, StoreError> {
+    let rows: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT vehicle_id, home_workshop FROM vehicle_profiles WHERE home_workshop IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The default job of each component: (job code, skill, labour minutes).
+pub async fn default_jobs(
+    pool: &PgPool,
+) -> Result<HashMap<String, (String, String, f64)>, StoreError> {
+    let rows: Vec<(String, String, String, i32)> =
+        sqlx::query_as("SELECT component, code, skill, labour_minutes FROM jobs WHERE is_default")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(c, code, skill, m)| (c, (code, skill, f64::from(m))))
+        .collect())
+}
