@@ -171,11 +171,7 @@ async fn a_refused_key_stays_on_the_login_page() {
 async fn console_with_fleet(n: usize, offers: bool) -> (Console, sqlx::PgPool) {
     let db = TestDb::new().await;
     let pool = db.pool().await;
-    let seed =
-        aftercare::capacity::Seed::from_file(std::path::Path::new(booking_common::SEED)).unwrap();
-    aftercare::store::capacity::load_seed(&pool, &seed)
-        .await
-        .unwrap();
+    booking_common::load_demo_workshops(&pool).await;
     let components = ["brakes", "battery_12v", "tyres", "cooling"];
     for i in 0..n {
         let id = booking_common::vehicle(&pool, &booking_common::vin(i)).await;
@@ -224,19 +220,23 @@ async fn get_json(console: &Console, path: &str) -> Value {
         .unwrap()
 }
 
+/// The VINs `GET /v1/fleet/risk?{query}` ranks, in its order.
+async fn ranked_vins(console: &Console, query: &str) -> Vec<String> {
+    get_json(console, &format!("/v1/fleet/risk?{query}")).await["vehicles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["vin"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn fleet_page_ranks_like_the_api_and_filters_by_component() {
     let (console, _pool) = console_with_fleet(60, false).await;
     let browser = Browser::start().await;
     sign_in(&browser, &console).await;
     browser.wait_rendered("page-fleet").await;
-    let api = get_json(&console, "/v1/fleet/risk?limit=50").await;
-    let expected: Vec<String> = api["vehicles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["vin"].as_str().unwrap().to_owned())
-        .collect();
+    let expected = ranked_vins(&console, "limit=50").await;
     assert_eq!(expected.len(), 50);
     assert_eq!(
         browser.texts("#fleet-rows tr td:nth-child(2)").await,
@@ -256,13 +256,7 @@ async fn fleet_page_ranks_like_the_api_and_filters_by_component() {
         .goto(&format!("{}/console/#/fleet?component=tyres", console.base))
         .await;
     browser.wait_rendered("page-fleet").await;
-    let api = get_json(&console, "/v1/fleet/risk?limit=50&component=tyres").await;
-    let expected: Vec<String> = api["vehicles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["vin"].as_str().unwrap().to_owned())
-        .collect();
+    let expected = ranked_vins(&console, "limit=50&component=tyres").await;
     assert_eq!(expected.len(), 15);
     assert_eq!(
         browser.texts("#fleet-rows tr td:nth-child(2)").await,

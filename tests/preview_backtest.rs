@@ -45,11 +45,7 @@ async fn job_hours(pool: &PgPool, component: &str) -> f64 {
 async fn backtest_compares_the_preview_and_a_naive_forecast_with_the_work_that_arrived() {
     let db = TestDb::new().await;
     let pool = db.pool().await;
-    let seed =
-        aftercare::capacity::Seed::from_file(std::path::Path::new(booking_common::SEED)).unwrap();
-    aftercare::store::capacity::load_seed(&pool, &seed)
-        .await
-        .unwrap();
+    booking_common::load_demo_workshops(&pool).await;
     // A Monday, so the first week is a whole working week at every demo workshop.
     let as_of = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
     let at = as_of.and_hms_opt(0, 0, 0).unwrap().and_utc();

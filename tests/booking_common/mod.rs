@@ -29,14 +29,19 @@ pub struct Api {
     pub db: TestDb,
 }
 
+/// Loads the demo seed (`deploy/workshops.toml`): parts, jobs and workshops WS-01..WS-05.
+pub async fn load_demo_workshops(pool: &PgPool) {
+    let seed = aftercare::capacity::Seed::from_file(std::path::Path::new(SEED)).unwrap();
+    aftercare::store::capacity::load_seed(pool, &seed)
+        .await
+        .unwrap();
+}
+
 /// A fresh database with the demo seed loaded, the router, and advisor and planner keys.
 pub async fn api() -> Api {
     let db = TestDb::new().await;
     let pool = db.pool().await;
-    let seed = aftercare::capacity::Seed::from_file(std::path::Path::new(SEED)).unwrap();
-    aftercare::store::capacity::load_seed(&pool, &seed)
-        .await
-        .unwrap();
+    load_demo_workshops(&pool).await;
     let store = Arc::new(Store::open(pool.clone()).await.unwrap());
     let app = router(AppState {
         store: store.clone(),
