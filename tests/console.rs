@@ -232,7 +232,12 @@ async fn ranked_vins(console: &Console, query: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn fleet_page_ranks_like_the_api_and_filters_by_component() {
-    let (console, _pool) = console_with_fleet(60, false).await;
+    let (console, pool) = console_with_fleet(60, false).await;
+    // Every fifth vehicle calls WS-02 home.
+    sqlx::query("UPDATE vehicle_profiles SET home_workshop = 'WS-02' WHERE vehicle_id % 5 = 0")
+        .execute(&pool)
+        .await
+        .unwrap();
     let browser = Browser::start().await;
     sign_in(&browser, &console).await;
     browser.wait_rendered("page-fleet").await;
@@ -262,6 +267,19 @@ async fn fleet_page_ranks_like_the_api_and_filters_by_component() {
         browser.texts("#fleet-rows tr td:nth-child(2)").await,
         expected
     );
+    // And by home workshop: the page shows the API's vehicles, each with that workshop.
+    browser
+        .goto(&format!("{}/console/#/fleet?workshop=WS-02", console.base))
+        .await;
+    browser.wait_rendered("page-fleet").await;
+    let expected = ranked_vins(&console, "limit=50&workshop=WS-02").await;
+    assert_eq!(expected.len(), 12);
+    assert_eq!(
+        browser.texts("#fleet-rows tr td:nth-child(2)").await,
+        expected
+    );
+    let workshops = browser.texts("#fleet-rows tr td:nth-child(4)").await;
+    assert!(workshops.iter().all(|w| w == "WS-02"), "{workshops:?}");
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.close().await;
     console.service.shutdown().await.unwrap();

@@ -26,6 +26,7 @@ pub async fn vehicle_risk(
 #[derive(Debug, Deserialize)]
 pub struct FleetParams {
     component: Option<String>,
+    workshop: Option<String>,
     min: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
@@ -93,6 +94,7 @@ pub async fn fleet_risk(
     let (vehicles, next) = risk::fleet_risk(
         state.store.pool(),
         component.map(Component::as_str),
+        p.workshop.as_deref().filter(|w| !w.is_empty()),
         min,
         after,
         limit,
@@ -100,6 +102,7 @@ pub async fn fleet_risk(
     .await?;
     Ok(Json(json!({
         "component": component,
+        "workshop": p.workshop.as_deref().filter(|w| !w.is_empty()),
         "ranked_by": "p30",
         "vehicles": vehicles,
         "next_cursor": next.map(encode_cursor),

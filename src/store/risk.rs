@@ -219,6 +219,10 @@ pub struct FleetRisk {
     pub vin: String,
     #[serde(skip)]
     pub vehicle_id: i32,
+    /// From the registry profile, when there is one.
+    pub make: Option<String>,
+    pub model: Option<String>,
+    pub home_workshop: Option<String>,
     #[serde(flatten)]
     #[sqlx(flatten)]
     pub risk: Risk,
@@ -229,18 +233,20 @@ pub type FleetCursor = (f32, i32);
 
 /// Vehicles ranked by 30-day risk (descending, then vehicle id), from after `after`, with
 /// p30 ≥ `min`. With a component: that component's risk (served by the `risk_current_rank`
-/// index); without: each vehicle once, with its riskiest component.
+/// index); without: each vehicle once, with its riskiest component. With a workshop: only
+/// vehicles that call it home.
 pub async fn fleet_risk(
     pool: &PgPool,
     component: Option<&str>,
+    workshop: Option<&str>,
     min: f32,
     after: Option<FleetCursor>,
     limit: i64,
 ) -> Result<(Vec<FleetRisk>, Option<FleetCursor>), StoreError> {
     let (after_p, after_id) = after.unwrap_or((f32::INFINITY, i32::MIN));
     let rows: Vec<FleetRisk> = sqlx::query_as(
-        "SELECT v.vin, r.vehicle_id, r.component, r.p7, r.p30, r.p90, r.urgency_days,
-                    r.factors, r.model_version, r.scored_at
+        "SELECT v.vin, r.vehicle_id, p.make, p.model, p.home_workshop, r.component, r.p7,
+                    r.p30, r.p90, r.urgency_days, r.factors, r.model_version, r.scored_at
              FROM (
                  SELECT * FROM risk_current WHERE component = $1
                  UNION ALL
@@ -249,7 +255,9 @@ pub async fn fleet_risk(
                  WHERE $1::text IS NULL
              ) r
              JOIN vehicles v ON v.id = r.vehicle_id
+             LEFT JOIN vehicle_profiles p ON p.vehicle_id = r.vehicle_id
              WHERE r.p30 >= $2 AND (r.p30 < $3 OR (r.p30 = $3 AND r.vehicle_id > $4))
+               AND ($6::text IS NULL OR p.home_workshop = $6)
              ORDER BY r.p30 DESC, r.vehicle_id
              LIMIT $5",
     )
@@ -258,6 +266,7 @@ pub async fn fleet_risk(
     .bind(after_p)
     .bind(after_id)
     .bind(limit + 1)
+    .bind(workshop)
     .fetch_all(pool)
     .await?;
     let more = rows.len() as i64 > limit;
