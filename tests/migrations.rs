@@ -41,6 +41,7 @@ async fn plain_postgres_flavor_is_detected_and_migrations_are_idempotent() {
             "service_and_risk",
             "rollup_deltas",
             "score_queue",
+            "fleet_rank",
             "capacity",
             "booking"
         ]

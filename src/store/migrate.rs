@@ -97,6 +97,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0015_score_queue.sql"),
     },
     Migration {
+        version: 16,
+        name: "fleet_rank",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0016_fleet_rank.sql"),
+    },
+    Migration {
         version: 20,
         name: "capacity",
         applies: Applies::Always,

@@ -244,23 +244,28 @@ pub async fn fleet_risk(
     limit: i64,
 ) -> Result<(Vec<FleetRisk>, Option<FleetCursor>), StoreError> {
     let (after_p, after_id) = after.unwrap_or((f32::INFINITY, i32::MIN));
-    let rows: Vec<FleetRisk> = sqlx::query_as(
+    // With a component the `risk_current_rank` index serves the page; without, the
+    // `risk_current_p30` index walks every component's rows in risk order and keeps each
+    // vehicle's riskiest (about one page of rows read, not the whole fleet sorted).
+    let which = if component.is_some() {
+        "r.component = $1"
+    } else {
+        "$1::text IS NULL AND NOT EXISTS (
+             SELECT 1 FROM risk_current o WHERE o.vehicle_id = r.vehicle_id
+               AND (o.p30 > r.p30 OR (o.p30 = r.p30 AND o.component < r.component)))"
+    };
+    let rows: Vec<FleetRisk> = sqlx::query_as(&format!(
         "SELECT v.vin, r.vehicle_id, p.make, p.model, p.home_workshop, r.component, r.p7,
-                    r.p30, r.p90, r.urgency_days, r.factors, r.model_version, r.scored_at
-             FROM (
-                 SELECT * FROM risk_current WHERE component = $1
-                 UNION ALL
-                 SELECT * FROM (SELECT DISTINCT ON (vehicle_id) * FROM risk_current
-                                ORDER BY vehicle_id, p30 DESC, component) top
-                 WHERE $1::text IS NULL
-             ) r
-             JOIN vehicles v ON v.id = r.vehicle_id
-             LEFT JOIN vehicle_profiles p ON p.vehicle_id = r.vehicle_id
-             WHERE r.p30 >= $2 AND (r.p30 < $3 OR (r.p30 = $3 AND r.vehicle_id > $4))
-               AND ($6::text IS NULL OR p.home_workshop = $6)
-             ORDER BY r.p30 DESC, r.vehicle_id
-             LIMIT $5",
-    )
+                r.p30, r.p90, r.urgency_days, r.factors, r.model_version, r.scored_at
+         FROM risk_current r
+         JOIN vehicles v ON v.id = r.vehicle_id
+         LEFT JOIN vehicle_profiles p ON p.vehicle_id = r.vehicle_id
+         WHERE {which}
+           AND r.p30 >= $2 AND r.p30 <= $3 AND (r.p30 < $3 OR r.vehicle_id > $4)
+           AND ($6::text IS NULL OR p.home_workshop = $6)
+         ORDER BY r.p30 DESC, r.vehicle_id
+         LIMIT $5"
+    ))
     .bind(component)
     .bind(min)
     .bind(after_p)
