@@ -126,7 +126,7 @@ fn overlap_hours(intervals: &[Span], open: &[Span]) -> f64 {
 
 /// The preview for `days` local days from `from`, one cell per day and skill that has either
 /// capacity or demand, days in order and skills by name.
-pub fn preview(input: &PreviewInput, from: NaiveDate, days: u32) -> Vec<Cell> {
+pub fn preview<'a>(input: &'a PreviewInput, from: NaiveDate, days: u32) -> Vec<Cell> {
     let cal = &input.calendar;
     let dates: Vec<NaiveDate> = from.iter_days().take(days as usize).collect();
     let open: Vec<Vec<Span>> = dates
@@ -143,12 +143,13 @@ pub fn preview(input: &PreviewInput, from: NaiveDate, days: u32) -> Vec<Cell> {
     let local_day = |t: DateTime<Utc>| t.with_timezone(&cal.tz).date_naive();
 
     #[derive(Default)]
-    struct Acc {
+    struct Acc<'a> {
         capacity: f64,
         booked: f64,
         offer: f64,
         risk: f64,
-        drivers: Vec<Driver>,
+        /// (hours, kind, vin, job), borrowed from the input: only the top few become `Driver`s.
+        drivers: Vec<(f64, DemandKind, &'a str, &'a str)>,
     }
     let mut cells: BTreeMap<(usize, String), Acc> = BTreeMap::new();
 
@@ -162,23 +163,33 @@ pub fn preview(input: &PreviewInput, from: NaiveDate, days: u32) -> Vec<Cell> {
             }
         }
     }
-    let mut add = |i: usize, skill: &str, kind: DemandKind, vin: &str, job: &str, hours: f64| {
-        if hours <= 0.0 {
-            return;
-        }
-        let acc = cells.entry((i, skill.to_owned())).or_default();
-        match kind {
-            DemandKind::Booked => acc.booked += hours,
-            DemandKind::Offer => acc.offer += hours,
-            DemandKind::Risk => acc.risk += hours,
-        }
-        acc.drivers.push(Driver {
-            kind,
-            vin: vin.to_owned(),
-            job: job.to_owned(),
-            hours,
+    // Work that is only likely (not booked) lands on the next day someone with the skill works
+    // (capacity is already counted, per day and skill, above).
+    let mut staffed: HashMap<&str, Vec<bool>> = HashMap::new();
+    for r in &input.at_risk {
+        staffed.entry(r.skill.as_str()).or_insert_with(|| {
+            (0..dates.len())
+                .map(|i| {
+                    cells
+                        .get(&(i, r.skill.clone()))
+                        .is_some_and(|acc| acc.capacity > 0.0)
+                })
+                .collect()
         });
-    };
+    }
+    let mut add =
+        |i: usize, skill: &str, kind: DemandKind, vin: &'a str, job: &'a str, hours: f64| {
+            if hours <= 0.0 {
+                return;
+            }
+            let acc = cells.entry((i, skill.to_owned())).or_default();
+            match kind {
+                DemandKind::Booked => acc.booked += hours,
+                DemandKind::Offer => acc.offer += hours,
+                DemandKind::Risk => acc.risk += hours,
+            }
+            acc.drivers.push((hours, kind, vin, job));
+        };
     for b in &input.booked {
         if let Some(&i) = index.get(&local_day(b.start)) {
             let hours = (b.end - b.start).num_minutes() as f64 / 60.0;
@@ -203,23 +214,6 @@ pub fn preview(input: &PreviewInput, from: NaiveDate, days: u32) -> Vec<Cell> {
         }
     }
     let day0 = local_day(input.as_of);
-    // Work that is only likely (not booked) lands on the next day someone with the skill works.
-    let staffed: HashMap<&str, Vec<bool>> = input
-        .at_risk
-        .iter()
-        .map(|r| {
-            let days = (0..dates.len())
-                .map(|i| {
-                    input.technicians.iter().any(|t| {
-                        t.skills.contains(&r.skill)
-                            && overlap_hours(&day_intervals(cal.tz, &t.shifts, dates[i]), &open[i])
-                                > 0.0
-                    })
-                })
-                .collect();
-            (r.skill.as_str(), days)
-        })
-        .collect();
     for r in &input.at_risk {
         let hours = r.minutes / 60.0;
         let worked = &staffed[r.skill.as_str()];
@@ -243,10 +237,9 @@ pub fn preview(input: &PreviewInput, from: NaiveDate, days: u32) -> Vec<Cell> {
         .map(|((i, skill), mut acc)| {
             let demand = acc.booked + acc.offer + acc.risk;
             acc.drivers.sort_by(|a, b| {
-                b.hours
-                    .total_cmp(&a.hours)
-                    .then_with(|| a.kind.cmp(&b.kind))
-                    .then_with(|| a.vin.cmp(&b.vin))
+                b.0.total_cmp(&a.0)
+                    .then_with(|| a.1.cmp(&b.1))
+                    .then_with(|| a.2.cmp(b.2))
             });
             acc.drivers.truncate(MAX_DRIVERS);
             Cell {
@@ -262,9 +255,11 @@ pub fn preview(input: &PreviewInput, from: NaiveDate, days: u32) -> Vec<Cell> {
                 drivers: acc
                     .drivers
                     .into_iter()
-                    .map(|d| Driver {
-                        hours: round2(d.hours),
-                        ..d
+                    .map(|(hours, kind, vin, job)| Driver {
+                        kind,
+                        vin: vin.to_owned(),
+                        job: job.to_owned(),
+                        hours: round2(hours),
                     })
                     .collect(),
             }
