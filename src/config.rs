@@ -166,7 +166,7 @@ impl Default for IngestConfig {
             max_age_days: 3 * 365,
             max_future_hours: 24,
             write_method: WriteMethod::Copy,
-            writers: 2,
+            writers: 3,
             rollup_interval_ms: 2000,
         }
     }
