@@ -522,11 +522,6 @@ impl Service {
             .env("AFTERCARE_MQTT_SHARE_GROUP", client_id)
             .env("AFTERCARE_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("AFTERCARE_INGEST_WRITE_METHOD", method)
-            .env(
-                "AFTERCARE_INGEST_ROLLUP_INTERVAL_MS",
-                std::env::var("AFTERCARE_INGEST_ROLLUP_INTERVAL_MS")
-                    .unwrap_or_else(|_| "2000".into()),
-            )
             .env("AFTERCARE_LOG_FILTER", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
