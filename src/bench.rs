@@ -522,11 +522,6 @@ impl Service {
             .env("AFTERCARE_MQTT_SHARE_GROUP", client_id)
             .env("AFTERCARE_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("AFTERCARE_INGEST_WRITE_METHOD", method)
-            .env(
-                "AFTERCARE_INGEST_ROLLUP_INTERVAL_MS",
-                std::env::var("AFTERCARE_INGEST_ROLLUP_INTERVAL_MS")
-                    .unwrap_or_else(|_| "2000".into()),
-            )
             .env("AFTERCARE_LOG_FILTER", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -650,8 +645,8 @@ impl Service {
 }
 
 /// Binary COPY of every telemetry value into a fresh copy of the telemetry table (same key),
-/// in chunks of one transaction each like the pipeline's batches, dealt round-robin to
-/// `streams` connections working at once. Returns seconds.
+/// in chunks of one transaction each (larger than the pipeline's batches, sorted like them),
+/// dealt round-robin to `streams` connections working at once. Returns seconds.
 async fn copy_straight_in(
     db_url: &str,
     messages: &[crate::simulator::Generated],
@@ -691,9 +686,11 @@ async fn copy_straight_in(
     // Chunk i goes to connection i mod streams.
     let streams = streams.max(1);
     let mut dealt: Vec<Vec<Vec<u8>>> = (0..streams).map(|_| Vec::new()).collect();
-    for (i, chunk) in rows.chunks(50_000).enumerate() {
+    for (i, chunk) in rows.chunks_mut(50_000).enumerate() {
+        // In key order, as the pipeline sends its values: index inserts land side by side.
+        chunk.sort_unstable_by_key(|(v, s, ts, _)| (*v, *s, *ts));
         let mut enc = TelemetryCopyEncoder::with_capacity(chunk.len());
-        for (v, s, ts, value) in chunk {
+        for (v, s, ts, value) in chunk.iter() {
             enc.push(*v, *s, *ts, *value);
         }
         dealt[i % streams].push(enc.finish());

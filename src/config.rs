@@ -100,7 +100,9 @@ pub struct IngestConfig {
     /// in arrival order, each after its batch commits.
     pub writers: usize,
     /// How often the daily rollup deltas are folded into `signal_daily` where the service
-    /// maintains it (0: never on this instance; another instance or a batch job does it).
+    /// maintains it (0: never on this instance; another instance or a batch job does it). A fold
+    /// upserts each (vehicle, signal, day) touched since the last one, so longer intervals
+    /// cost the database less with large fleets; day buckets lag by about this much.
     pub rollup_interval_ms: u64,
 }
 
@@ -341,8 +343,8 @@ impl Default for IngestConfig {
             max_age_days: 3 * 365,
             max_future_hours: 24,
             write_method: WriteMethod::Copy,
-            writers: 2,
-            rollup_interval_ms: 2000,
+            writers: 3,
+            rollup_interval_ms: 10_000,
         }
     }
 }

@@ -175,30 +175,6 @@ impl<'a> DiagnosticsPlan<'a> {
         if rows.is_empty() {
             return Ok(claimed);
         }
-        let mut c = (
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-        );
-        for r in rows {
-            c.0.push(r.vehicle_id);
-            c.1.push(r.ts);
-            c.2.push(r.seq);
-            c.3.push(r.code);
-            c.4.push(r.status);
-            c.5.push(r.spn);
-            c.6.push(r.fmi);
-            c.7.push(r.oc);
-            c.8.push(r.sa);
-            c.9.push(r.source);
-        }
         sqlx::query(
             "INSERT INTO dtc_events (vehicle_id, ts, seq, code, status, spn, fmi, oc, sa, source)
              SELECT * FROM UNNEST($1::int4[], $2::timestamptz[], $3::int8[], $4::text[],
@@ -206,16 +182,16 @@ impl<'a> DiagnosticsPlan<'a> {
                                   $10::text[])
              ON CONFLICT DO NOTHING",
         )
-        .bind(c.0)
-        .bind(c.1)
-        .bind(c.2)
-        .bind(c.3)
-        .bind(c.4)
-        .bind(c.5)
-        .bind(c.6)
-        .bind(c.7)
-        .bind(c.8)
-        .bind(c.9)
+        .bind(rows.iter().map(|r| r.vehicle_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ts).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.code.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.spn).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.fmi).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.oc).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.sa).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.source).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
         Ok(claimed)

@@ -248,6 +248,8 @@ pub fn config(db_url: &str, broker_url: &str, client_id: &str) -> Config {
     c.mqtt.client_id = client_id.to_owned();
     c.mqtt.share_group = "aftercare".into();
     c.http.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    // Tests wait for the rollup; fold often.
+    c.ingest.rollup_interval_ms = 200;
     c
 }
 
@@ -317,6 +319,7 @@ impl ServiceProcess {
             .env("AFTERCARE_MQTT_CLIENT_ID", client_id)
             .env("AFTERCARE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("AFTERCARE_LOG_FILTER", "warn")
+            .env("AFTERCARE_INGEST_ROLLUP_INTERVAL_MS", "200")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in extra_env {
