@@ -446,6 +446,17 @@ mod tests {
     use super::*;
     use rand::Rng;
 
+    /// Trains on the rows of `xt` and validates on those of `xv`; `y` covers both, in order.
+    fn fit_halves<'a>(
+        xt: ArrayView2<'a, f64>,
+        xv: ArrayView2<'a, f64>,
+        y: &'a [bool],
+        cfg: &TrainConfig,
+    ) -> BinaryModel {
+        let (yt, yv) = y.split_at(xt.nrows());
+        train_binary(Split { x: xt, y: yt }, Split { x: xv, y: yv }, cfg).unwrap()
+    }
+
     /// Outcome drawn from a known logistic model with a 3% base rate: the fitted model ranks
     /// well, its probabilities are calibrated despite negative undersampling (mean predicted
     /// within 20% of the observed rate), and its strongest coefficient is the true driver.
@@ -464,18 +475,7 @@ mod tests {
             max_negative_ratio: 5.0,
             ..TrainConfig::default()
         };
-        let m = train_binary(
-            Split {
-                x: xt,
-                y: &y[..half],
-            },
-            Split {
-                x: xv,
-                y: &y[half..],
-            },
-            &cfg,
-        )
-        .unwrap();
+        let m = fit_halves(xt, xv, &y, &cfg);
         let v = &m.validation[0];
         assert_eq!(v.learner, "logistic");
         assert!(v.roc_auc.unwrap() > 0.75, "{v:?}");
@@ -539,18 +539,7 @@ mod tests {
             forest: None,
             ..TrainConfig::default()
         };
-        let m = train_binary(
-            Split {
-                x: xt,
-                y: &y[..half],
-            },
-            Split {
-                x: xv,
-                y: &y[half..],
-            },
-            &cfg,
-        )
-        .unwrap();
+        let m = fit_halves(xt, xv, &y, &cfg);
         assert!(
             matches!(m.learner, Learner::Prior { .. }),
             "{:?}",
