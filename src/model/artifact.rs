@@ -233,7 +233,8 @@ impl Artifact {
             s,
             "- Learners: logistic regression (linfa-logistic, L2 α = {}, negatives undersampled \
              to {}:1 with prior correction); forest of linfa-trees ({}) chosen only when its \
-             validation PR-AUC is higher by {} or more",
+             validation PR-AUC is higher by {} or more; the training base rate instead when \
+             the chosen learner ranks validation no better than chance (ROC-AUC ≤ 0.5)",
             t.config.alpha,
             t.config.max_negative_ratio,
             match &t.config.forest {

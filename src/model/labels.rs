@@ -96,8 +96,10 @@ pub enum TruthError {
     },
 }
 
-/// One line of `aftercare simulate --truth`: a failure, or (with `"event": "preventive"`) a
-/// part fixed early. Unknown fields are ignored.
+/// One line of `aftercare simulate --truth`: a failure, a part fixed early (`"event":
+/// "preventive"`, timed by `found_at`), or a part still degrading when the run ended
+/// (`"event": "degraded"`: censored, neither positive nor broken, so skipped). Unknown fields
+/// are ignored.
 #[derive(Debug, Deserialize)]
 struct TruthLine {
     vin: String,
@@ -106,6 +108,8 @@ struct TruthLine {
     event: Option<String>,
     #[serde(default)]
     failed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    found_at: Option<DateTime<Utc>>,
     #[serde(default)]
     performed_at: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -153,14 +157,20 @@ impl Truth {
             let kind = match l.event.as_deref() {
                 None | Some("failure") => EventKind::Failure,
                 Some("preventive") => EventKind::Preventive,
+                Some("degraded") => continue,
                 Some(other) => return Err(err(format!("unknown event {other:?}"))),
             };
             let at = match kind {
                 EventKind::Failure => l.failed_at,
-                EventKind::Preventive => l.performed_at.or(l.at).or(l.repaired_at).or(l.failed_at),
+                EventKind::Preventive => l
+                    .found_at
+                    .or(l.performed_at)
+                    .or(l.at)
+                    .or(l.repaired_at)
+                    .or(l.failed_at),
             }
             .ok_or_else(|| {
-                err("no time: expected failed_at (or performed_at for preventive)".into())
+                err("no time: expected failed_at (or found_at for preventive)".into())
             })?;
             truth
                 .events
@@ -197,15 +207,22 @@ mod tests {
         let text = r#"
 {"vin":"V1","component":"brakes","failed_at":"2026-03-10T08:00:00Z","odometer_km":41000,"precursor_start":"2026-02-01T00:00:00Z","cause":"pad wear","repaired_at":"2026-03-12T10:00:00Z","extra":1}
 {"vin":"V1","component":"brakes","event":"preventive","performed_at":"2026-01-05T09:00:00Z"}
+{"event":"preventive","vin":"V1","component":"brakes","found_at":"2026-02-10T08:31:00Z","odometer_km":51022.0,"precursor_start":null,"cause":"pads 78% worn","job":"brake_pads_front","visit":"routine"}
+{"event":"degraded","vin":"V1","component":"brakes","precursor_start":"2026-02-20T00:00:00Z","as_of":"2026-05-01T00:00:00Z"}
 {"vin":"V2","component":"gearbox","failed_at":"2026-03-10T08:00:00Z"}
 {"vin":"V2","component":"oil","failed_at":"2026-04-01T00:00:00Z","precursor_start":null,"repaired_at":null}
 "#;
         let t = Truth::parse(text, "t.jsonl").unwrap();
         assert_eq!(t.unknown_components, 1);
         let brakes = t.for_vehicle("V1", Component::Brakes);
-        assert_eq!(brakes.len(), 2);
+        // The degraded (censored) line is no event.
+        assert_eq!(brakes.len(), 3);
         assert_eq!(brakes[0].kind, EventKind::Preventive);
-        assert_eq!(brakes[1].kind, EventKind::Failure);
+        assert_eq!(
+            brakes[1].at,
+            Utc.with_ymd_and_hms(2026, 2, 10, 8, 31, 0).unwrap()
+        );
+        assert_eq!(brakes[2].kind, EventKind::Failure);
         let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
         assert!(positive(&brakes, t0, 30));
         assert!(!positive(&brakes, t0, 7));

@@ -211,9 +211,9 @@ pub fn train_binary(
     let positives = train.y.iter().filter(|&&y| y).count();
     let negatives = train.y.len() - positives;
     let mut candidates: Vec<(Learner, Vec<f64>)> = Vec::new();
+    let base_rate = (positives as f64 + 0.5) / (train.y.len() as f64 + 1.0);
     if positives < cfg.min_positives || negatives == 0 {
-        let p = (positives as f64 + 0.5) / (train.y.len() as f64 + 1.0);
-        candidates.push((Learner::Prior { p }, vec![p; xv.nrows()]));
+        candidates.push((Learner::Prior { p: base_rate }, vec![base_rate; xv.nrows()]));
     } else {
         let logistic = fit_logistic(&prep, xt.view(), train.y, cfg)?;
         let scores = predict_rows(&prep, &Learner::Logistic(logistic.clone()), xv.view());
@@ -231,6 +231,7 @@ pub fn train_binary(
             let scores = raw.iter().map(|&r| platt.apply(r)).collect();
             candidates.push((Learner::Forest { forest, platt }, scores));
         }
+        candidates.push((Learner::Prior { p: base_rate }, vec![base_rate; xv.nrows()]));
     }
     let mut reports: Vec<(usize, Validation, f64)> = candidates
         .iter()
@@ -249,11 +250,13 @@ pub fn train_binary(
             )
         })
         .collect();
-    // The first candidate (logistic) unless another beats it on PR-AUC by the margin.
+    // The first candidate (logistic) unless the forest beats it on PR-AUC by the margin.
     let base = reports[0].1.pr_auc.unwrap_or(0.0);
-    let chosen = reports
+    let is_prior = |i: usize| matches!(candidates[i].0, Learner::Prior { .. });
+    let mut chosen = reports
         .iter()
         .skip(1)
+        .filter(|(i, ..)| !is_prior(*i))
         .filter(|(_, v, _)| v.pr_auc.unwrap_or(0.0) >= base + cfg.forest_margin)
         .max_by(|a, b| {
             a.1.pr_auc
@@ -262,6 +265,14 @@ pub fn train_binary(
         })
         .map(|(i, ..)| *i)
         .unwrap_or(0);
+    // A learner that ranks validation no better than chance (too few positives to learn
+    // from, or a drift it fitted the wrong way) is replaced by the base rate: a confident
+    // wrong ranking is worse than none.
+    if reports[chosen].1.roc_auc.is_some_and(|auc| auc <= 0.5) {
+        if let Some(prior) = (0..candidates.len()).find(|&i| is_prior(i)) {
+            chosen = prior;
+        }
+    }
     let pos = reports.iter().position(|(i, ..)| *i == chosen).unwrap_or(0);
     let first = reports.remove(pos);
     let threshold = first.2;
@@ -435,6 +446,17 @@ mod tests {
     use super::*;
     use rand::Rng;
 
+    /// Trains on the rows of `xt` and validates on those of `xv`; `y` covers both, in order.
+    fn fit_halves<'a>(
+        xt: ArrayView2<'a, f64>,
+        xv: ArrayView2<'a, f64>,
+        y: &'a [bool],
+        cfg: &TrainConfig,
+    ) -> BinaryModel {
+        let (yt, yv) = y.split_at(xt.nrows());
+        train_binary(Split { x: xt, y: yt }, Split { x: xv, y: yv }, cfg).unwrap()
+    }
+
     /// Outcome drawn from a known logistic model with a 3% base rate: the fitted model ranks
     /// well, its probabilities are calibrated despite negative undersampling (mean predicted
     /// within 20% of the observed rate), and its strongest coefficient is the true driver.
@@ -453,18 +475,7 @@ mod tests {
             max_negative_ratio: 5.0,
             ..TrainConfig::default()
         };
-        let m = train_binary(
-            Split {
-                x: xt,
-                y: &y[..half],
-            },
-            Split {
-                x: xv,
-                y: &y[half..],
-            },
-            &cfg,
-        )
-        .unwrap();
+        let m = fit_halves(xt, xv, &y, &cfg);
         let v = &m.validation[0];
         assert_eq!(v.learner, "logistic");
         assert!(v.roc_auc.unwrap() > 0.75, "{v:?}");
@@ -507,5 +518,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.learner, Learner::Prior { p: 1.5 / 5.0 });
+    }
+
+    /// A signal that flips between the splits: the fitted model ranks validation backwards,
+    /// so the base rate is chosen instead (and the learners tried stay in the report).
+    #[test]
+    fn a_learner_worse_than_chance_on_validation_gives_the_base_rate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let n = 4_000;
+        let x = Array2::from_shape_fn((n, 2), |_| rng.gen::<f64>() * 2.0 - 1.0);
+        let half = n / 2;
+        let y: Vec<bool> = (0..n)
+            .map(|i| {
+                let sign = if i < half { 1.0 } else { -1.0 };
+                rng.gen::<f64>() < sigmoid(-3.0 + sign * 3.0 * x[(i, 0)])
+            })
+            .collect();
+        let (xt, xv) = x.view().split_at(ndarray::Axis(0), half);
+        let cfg = TrainConfig {
+            forest: None,
+            ..TrainConfig::default()
+        };
+        let m = fit_halves(xt, xv, &y, &cfg);
+        assert!(
+            matches!(m.learner, Learner::Prior { .. }),
+            "{:?}",
+            m.learner
+        );
+        let logistic = m
+            .validation
+            .iter()
+            .find(|v| v.learner == "logistic")
+            .unwrap();
+        assert!(logistic.roc_auc.unwrap() < 0.3, "{logistic:?}");
+        assert_eq!(m.validation[0].learner, "prior");
     }
 }
