@@ -10,8 +10,9 @@ fn cmapss_fd001_figures_are_pinned() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = cmapss::locate(repo).unwrap_or_else(|| {
         panic!(
-            "NASA C-MAPSS FD001 not found: expected ../shared/datasets/cmapss beside {} (or a \
-             parent), with train_FD001.txt, test_FD001.txt and RUL_FD001.txt; see its SOURCE.md",
+            "NASA C-MAPSS FD001 not found: expected datasets/cmapss in {} (or \
+             ../shared/datasets/cmapss beside it), with train_FD001.txt, test_FD001.txt and \
+             RUL_FD001.txt; see its SOURCE.md",
             repo.display()
         )
     });

@@ -109,7 +109,7 @@ pub struct EvaluateArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CmapssArgs {
-    /// Default: ../shared/datasets/cmapss beside this directory or one of its parents.
+    /// Default: datasets/cmapss here, else ../shared/datasets/cmapss beside this directory or a parent.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Also write the report (markdown and JSON) into this directory.
@@ -125,7 +125,7 @@ pub async fn run(config: &Config, command: ModelCommand) -> Result<(), CliError>
             let cwd = std::env::current_dir().unwrap_or_default();
             let data = args.data.or_else(|| cmapss::locate(&cwd)).ok_or_else(|| {
                 CliError::Usage(
-                    "C-MAPSS FD001 not found in ../shared/datasets/cmapss; pass --data DIR".into(),
+                    "C-MAPSS FD001 not found in datasets/cmapss or ../shared/datasets/cmapss; pass --data DIR".into(),
                 )
             })?;
             let report = cmapss::run(&data, &cmapss::Params::default())?;

@@ -26,7 +26,7 @@ const SHORT_WINDOW: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CmapssError {
-    #[error("cannot read {path}: {source} (the dataset lives in ../shared/datasets/cmapss)")]
+    #[error("cannot read {path}: {source} (the dataset lives in datasets/cmapss)")]
     Read {
         path: String,
         source: std::io::Error,
@@ -99,15 +99,20 @@ fn parse_engines(path: &Path) -> Result<Vec<Engine>, CmapssError> {
     Ok(engines)
 }
 
-/// Where the dataset is: `shared/datasets/cmapss` beside the repository (`../shared/...`), or
-/// beside one of its parent directories (git worktrees live deeper), or `AFTERCARE_CMAPSS_DIR`.
+/// Where the dataset is: `AFTERCARE_CMAPSS_DIR`, else `datasets/cmapss` in the repository,
+/// else `shared/datasets/cmapss` beside it or beside one of its parents.
 pub fn locate(repo: &Path) -> Option<std::path::PathBuf> {
     if let Some(dir) = std::env::var_os("AFTERCARE_CMAPSS_DIR") {
         return Some(dir.into());
     }
-    repo.ancestors()
-        .skip(1)
-        .map(|a| a.join("shared/datasets/cmapss"))
+    // The repository carries a copy (public domain), so CI finds it wherever it clones; a
+    // shared datasets folder beside the checkout is used when the copy is absent.
+    std::iter::once(repo.join("datasets/cmapss"))
+        .chain(
+            repo.ancestors()
+                .skip(1)
+                .map(|a| a.join("shared/datasets/cmapss")),
+        )
         .find(|d| d.join("train_FD001.txt").is_file())
 }
 
