@@ -5,6 +5,7 @@
 //! rising 4%/1000 km".
 
 use super::features::{self, ContextStat, DtcStat, Kind, ServiceStat, Snapshot, Stat};
+use super::rules;
 use crate::catalog;
 use crate::component::Component;
 use serde::{Deserialize, Serialize};
@@ -29,13 +30,22 @@ enum Subject {
     Context(ContextStat),
 }
 
-fn subject(kind: Kind) -> Subject {
-    match kind {
+/// The rule ratio is told as the reading that drives it, so its contribution joins that
+/// reading's subject ("state of health 78%") rather than reading "a rule fired".
+fn subject(component: Component, kind: Kind, snapshot: &Snapshot) -> Option<Subject> {
+    Some(match kind {
         Kind::Signal { source, .. } | Kind::Missing { source } => Subject::Source(source),
         Kind::Dtc(_) => Subject::Dtc,
         Kind::Service(_) => Subject::Service,
         Kind::Context(c) => Subject::Context(c),
-    }
+        Kind::Rule => {
+            let driver = rules::strongest(component, &snapshot.values)?;
+            match features::all().get(driver)?.kind {
+                Kind::Rule => return None,
+                k => subject(component, k, snapshot)?,
+            }
+        }
+    })
 }
 
 /// The `n` subjects with the largest positive summed contribution, strongest first.
@@ -55,7 +65,9 @@ pub fn top_factors(
         if !c.is_finite() {
             continue;
         }
-        let s = subject(def.kind);
+        let Some(s) = subject(component, def.kind, snapshot) else {
+            continue;
+        };
         match subjects.iter_mut().find(|e| e.0 == s) {
             Some(e) => {
                 e.1 += c;
@@ -84,10 +96,11 @@ pub fn top_factors(
         .collect()
 }
 
-fn value_of(snapshot: &Snapshot, kind: Kind) -> f64 {
+/// The component's own feature of that kind (or the vehicle's, for context).
+fn value_of(snapshot: &Snapshot, component: Component, kind: Kind) -> f64 {
     features::all()
         .iter()
-        .position(|f| f.kind == kind)
+        .position(|f| f.kind == kind && f.component.is_none_or(|c| c == component))
         .and_then(|i| snapshot.values.get(i).copied())
         .unwrap_or(f64::NAN)
 }
@@ -113,7 +126,7 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
                 features::Source::Worst { .. } => (spec.label, spec.unit),
                 features::Source::Signal(_) => (spec.label, spec.unit),
             };
-            let stat_value = |stat: Stat| value_of(snap, Kind::Signal { source, stat });
+            let stat_value = |stat: Stat| value_of(snap, component, Kind::Signal { source, stat });
             if defs[strongest].kind == (Kind::Missing { source }) {
                 return Some(format!("no {label} reported in the last 30 days"));
             }
@@ -170,8 +183,8 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
                 .collect();
             match mine.as_slice() {
                 [] => {
-                    let cleared = value_of(snap, Kind::Dtc(DtcStat::Cleared90));
-                    let reports = value_of(snap, Kind::Dtc(DtcStat::Reports30));
+                    let cleared = value_of(snap, component, Kind::Dtc(DtcStat::Cleared90));
+                    let reports = value_of(snap, component, Kind::Dtc(DtcStat::Reports30));
                     if cleared >= 1.0 {
                         format!(
                             "{} fault codes came and went ({} cleared in 90 days)",
@@ -212,10 +225,10 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
             }
         }
         Subject::Service => {
-            let never = value_of(snap, Kind::Service(ServiceStat::Never)) >= 1.0;
-            let days = value_of(snap, Kind::Service(ServiceStat::DaysSince));
-            let km = value_of(snap, Kind::Service(ServiceStat::KmSince));
-            let repairs = value_of(snap, Kind::Service(ServiceStat::Repairs365));
+            let never = value_of(snap, component, Kind::Service(ServiceStat::Never)) >= 1.0;
+            let days = value_of(snap, component, Kind::Service(ServiceStat::DaysSince));
+            let km = value_of(snap, component, Kind::Service(ServiceStat::KmSince));
+            let repairs = value_of(snap, component, Kind::Service(ServiceStat::Repairs365));
             if defs[strongest].kind == Kind::Service(ServiceStat::Repairs365) && repairs >= 1.0 {
                 format!(
                     "{} repaired {} time{} in the last 12 months",
@@ -234,7 +247,7 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
             }
         }
         Subject::Context(c) => {
-            let v = value_of(snap, Kind::Context(c));
+            let v = value_of(snap, component, Kind::Context(c));
             match c {
                 ContextStat::OdometerKm => format!("odometer {}", quantity(v, "km")),
                 ContextStat::KmPerDay => format!("drives {} a day", quantity(v, "km")),
@@ -332,5 +345,48 @@ mod tests {
         assert_eq!(quantity(3.0, "mm"), "3 mm");
         assert_eq!(span(400.0), "13 months");
         assert_eq!(span(21.0), "3 weeks");
+    }
+
+    fn blank_snapshot() -> Snapshot {
+        let n = features::all().len();
+        Snapshot {
+            at: chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000),
+            values: vec![f64::NAN; n],
+            source_signal: vec![None; features::SOURCES.len()],
+            active_codes: Vec::new(),
+            powertrain: None,
+            active: true,
+        }
+    }
+
+    #[test]
+    fn the_rule_ratio_is_told_as_the_reading_behind_it() {
+        let mut snap = blank_snapshot();
+        let i = |n: &str| features::index_of(n).expect(n);
+        snap.values[i("brakes.worst_brake_padwear.level")] = 88.0;
+        snap.values[i("brakes.rule.ratio")] = rules::score(Component::Brakes, &snap.values);
+        let model = [
+            i("brakes.rule.ratio"),
+            i("brakes.worst_brake_padwear.level"),
+        ];
+        let factors = top_factors(Component::Brakes, &model, &[1.5, 0.5], &snap, 3);
+        assert_eq!(factors.len(), 1, "{factors:?}");
+        assert!(factors[0].text.contains("88%"), "{}", factors[0].text);
+        assert!((factors[0].contribution - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn service_reasons_read_the_component_own_record() {
+        let mut snap = blank_snapshot();
+        let i = |n: &str| features::index_of(n).expect(n);
+        // The 12 V battery (first in the list) was serviced recently, the brakes long ago.
+        snap.values[i("battery_12v.service.days_since")] = 10.0;
+        snap.values[i("battery_12v.service.never")] = 0.0;
+        snap.values[i("brakes.service.days_since")] = 800.0;
+        snap.values[i("brakes.service.never")] = 0.0;
+        let model = [i("brakes.service.days_since")];
+        let factors = top_factors(Component::Brakes, &model, &[1.0], &snap, 3);
+        assert_eq!(factors.len(), 1, "{factors:?}");
+        assert!(factors[0].text.contains("2.2 years"), "{}", factors[0].text);
     }
 }

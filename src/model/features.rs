@@ -14,6 +14,7 @@
 use super::history::{
     age_years, day_index, days_between, DayAgg, DtcStatus, History, Powertrain, ServiceKind,
 };
+use super::rules;
 use super::window::{slope, Moments};
 use crate::catalog::{self, SignalSpec};
 use crate::component::Component;
@@ -95,11 +96,19 @@ pub enum ContextStat {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
-    Signal { source: usize, stat: Stat },
-    Missing { source: usize },
+    Signal {
+        source: usize,
+        stat: Stat,
+    },
+    Missing {
+        source: usize,
+    },
     Dtc(DtcStat),
     Service(ServiceStat),
     Context(ContextStat),
+    /// The rule baseline's reading-to-threshold ratio (`rules::score`): what a reminder
+    /// rule knows, given to the learner so a model on few failures starts from it.
+    Rule,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,6 +267,11 @@ pub fn all() -> &'static [FeatureDef] {
                     component: Some(component),
                 });
             }
+            out.push(FeatureDef {
+                name: format!("{component}.rule.ratio"),
+                kind: Kind::Rule,
+                component: Some(component),
+            });
         }
         let mut context = vec![
             (ContextStat::OdometerKm, "vehicle.odometer_km".to_owned()),
@@ -562,6 +576,12 @@ pub fn compute(history: &History, as_of: DateTime<Utc>) -> Snapshot {
             _ => f64::NAN,
         };
         values.push(v);
+    }
+    // Rule ratios read the features above (never each other), so they come last.
+    for (i, def) in defs.iter().enumerate() {
+        if let (Kind::Rule, Some(c)) = (def.kind, def.component) {
+            values[i] = rules::score(c, &values);
+        }
     }
     let reporting = (0..history.signals.len()).any(|i| {
         history

@@ -82,23 +82,28 @@ fn compiled(component: Component) -> &'static [(bool, usize, f64)] {
     all.get(i).map(Vec::as_slice).unwrap_or(&[])
 }
 
+/// Each rule's reading-to-threshold ratio, with the feature it reads (rules without a
+/// reading are left out: they cannot fire).
+fn ratios(component: Component, values: &[f64]) -> impl Iterator<Item = (usize, f64)> + '_ {
+    compiled(component).iter().filter_map(|&(at_least, i, t)| {
+        let v = values.get(i).copied().filter(|v| v.is_finite())?;
+        Some((i, if at_least { v / t } else { t / v.max(t * 1e-3) }))
+    })
+}
+
 /// Largest reading-to-threshold ratio over the component's rules (0 with no readings);
 /// the reminder fires at ≥ 1. `values` is a global feature vector (`Snapshot::values`).
 pub fn score(component: Component, values: &[f64]) -> f64 {
-    compiled(component)
-        .iter()
-        .map(|&(at_least, i, t)| {
-            let v = values.get(i).copied().unwrap_or(f64::NAN);
-            if !v.is_finite() {
-                f64::NAN // no reading: this rule cannot fire
-            } else if at_least {
-                v / t
-            } else {
-                t / v.max(t * 1e-3)
-            }
-        })
-        .filter(|r| r.is_finite())
-        .fold(0.0, f64::max)
+    ratios(component, values).fold(0.0, |m, (_, r)| m.max(r))
+}
+
+/// The feature (global index) of the rule closest to firing, if any rule has a reading
+/// above zero.
+pub fn strongest(component: Component, values: &[f64]) -> Option<usize> {
+    ratios(component, values)
+        .filter(|&(_, r)| r > 0.0)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
 }
 
 /// Every rule names a real feature (checked by a test, so a renamed feature cannot silently
