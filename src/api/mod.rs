@@ -81,7 +81,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
 }
 
 /// The OpenAPI document as served at `/openapi.json`.
-pub fn openapi_json(doc: &utoipa::openapi::OpenApi) -> bytes::Bytes {
+fn openapi_json(doc: &utoipa::openapi::OpenApi) -> bytes::Bytes {
     // Serialising plain data cannot fail; an empty object would still be served as JSON.
     doc.to_pretty_json().unwrap_or_else(|_| "{}".into()).into()
 }
