@@ -116,7 +116,7 @@ async fn call(
     )
 }
 
-/// Every /v1 operation in the OpenAPI document refuses a missing, wrong or under-scoped key,
+/// Every /v1 operation in the OpenAPI document refuses a missing, wrong, revoked or under-scoped key,
 /// and lets the scope it documents (and admin) through: the scope comes from the document
 /// (`x-required-scope`, the same as the security requirement's), so the document and the
 /// route layer must agree.
@@ -130,6 +130,14 @@ async fn every_v1_route_refuses_missing_wrong_and_underscoped_keys() {
         keys_by_scope.insert(scope.as_str().to_owned(), key);
     }
     let admin = keys_by_scope["admin"].clone();
+    // An admin key that was revoked opens nothing.
+    let revoked = keys::create(&pool, "revoked", &[Scope::Admin])
+        .await
+        .unwrap();
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = 'revoked'")
+        .execute(&pool)
+        .await
+        .unwrap();
     let (status, doc) = get(&api, "/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
@@ -160,6 +168,8 @@ async fn every_v1_route_refuses_missing_wrong_and_underscoped_keys() {
             assert_eq!(body["error"]["code"], "unauthorized");
             let (s, _) = call(&api, &method, &concrete, Some("ack_not-a-real-key"), None).await;
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} with a wrong key");
+            let (s, _) = call(&api, &method, &concrete, Some(&revoked), None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} with a revoked key");
             for (other, key) in keys_by_scope
                 .iter()
                 .filter(|(o, _)| *o != scope && *o != "admin")

@@ -83,7 +83,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
 /// The OpenAPI document as served at `/openapi.json`.
 fn openapi_json(doc: &utoipa::openapi::OpenApi) -> bytes::Bytes {
     // Serialising plain data cannot fail; an empty object would still be served as JSON.
-    doc.to_pretty_json().unwrap_or_else(|_| "{}".into()).into()
+    doc.to_json().unwrap_or_else(|_| "{}".into()).into()
 }
 
 pub fn router(state: AppState) -> Router {
