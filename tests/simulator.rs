@@ -656,7 +656,7 @@ async fn live_and_bulk_store_identical_tables() {
     let store = Arc::new(Store::open(bulk_db.pool().await).await.unwrap());
     let bulk = bulk::run(
         store,
-        Simulation::new(sim),
+        Simulation::new(sim.clone()),
         WriteMethod::Copy,
         Config::default().limits(),
         &Progress::new(90, false),
@@ -665,19 +665,36 @@ async fn live_and_bulk_store_identical_tables() {
     .unwrap();
     assert_eq!(bulk.summary, report.summary, "both modes sent the same");
     assert_eq!(bulk.truth, report.truth);
+    // The fast bulk path (vehicle ranges, COPY straight into the tables) too.
+    let fast_db = TestDb::new().await;
+    let fast = bulk::run_with(
+        Arc::new(Store::open(fast_db.pool().await).await.unwrap()),
+        sim,
+        bulk::BulkPath::Fast,
+        WriteMethod::Copy,
+        Config::default().limits(),
+        &Progress::new(90, false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fast.path, bulk::BulkPath::Fast);
+    assert_eq!(fast.summary, report.summary);
+    assert_eq!(fast.truth, report.truth);
     let live = dump(&live_db.pool().await).await;
-    let stored = dump(&bulk_db.pool().await).await;
-    for ((table, a), (_, b)) in live.iter().zip(&stored) {
-        assert!(!a.is_empty(), "{table} has rows");
-        assert_eq!(
-            a.len(),
-            b.len(),
-            "{table}: live {} rows, bulk {}",
-            a.len(),
-            b.len()
-        );
-        if let Some((x, y)) = a.iter().zip(b).find(|(x, y)| x != y) {
-            panic!("{table} differs: live {x} vs bulk {y}");
+    for (mode, db) in [("bulk", &bulk_db), ("fast bulk", &fast_db)] {
+        let stored = dump(&db.pool().await).await;
+        for ((table, a), (_, b)) in live.iter().zip(&stored) {
+            assert!(!a.is_empty(), "{table} has rows");
+            assert_eq!(
+                a.len(),
+                b.len(),
+                "{table}: live {} rows, {mode} {}",
+                a.len(),
+                b.len()
+            );
+            if let Some((x, y)) = a.iter().zip(b).find(|(x, y)| x != y) {
+                panic!("{table} differs: live {x} vs {mode} {y}");
+            }
         }
     }
 }
