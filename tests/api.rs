@@ -14,6 +14,7 @@ use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use common::*;
 use http_body_util::BodyExt;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -115,8 +116,10 @@ async fn call(
     )
 }
 
-/// Every /v1 operation in the OpenAPI document refuses a missing, wrong or under-scoped key,
-/// and lets the scope it documents (and admin) through.
+/// Every /v1 operation in the OpenAPI document refuses a missing, wrong, revoked or under-scoped key,
+/// and lets the scope it documents (and admin) through: the scope comes from the document
+/// (`x-required-scope`, the same as the security requirement's), so the document and the
+/// route layer must agree.
 #[tokio::test]
 async fn every_v1_route_refuses_missing_wrong_and_underscoped_keys() {
     let api = api_with_data().await;
@@ -127,6 +130,14 @@ async fn every_v1_route_refuses_missing_wrong_and_underscoped_keys() {
         keys_by_scope.insert(scope.as_str().to_owned(), key);
     }
     let admin = keys_by_scope["admin"].clone();
+    // An admin key that was revoked opens nothing.
+    let revoked = keys::create(&pool, "revoked", &[Scope::Admin])
+        .await
+        .unwrap();
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = 'revoked'")
+        .execute(&pool)
+        .await
+        .unwrap();
     let (status, doc) = get(&api, "/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
@@ -134,7 +145,19 @@ async fn every_v1_route_refuses_missing_wrong_and_underscoped_keys() {
     for (path, ops) in paths.iter().filter(|(p, _)| p.starts_with("/v1/")) {
         for (method, op) in ops.as_object().unwrap() {
             let method = method.to_uppercase();
-            let scope = op["x-scope"].as_str().unwrap();
+            let scope = op["x-required-scope"].as_str().unwrap();
+            assert_eq!(
+                op["security"],
+                serde_json::json!([{"apiKey": [scope]}]),
+                "{method} {path}: the security requirement names the scope"
+            );
+            for status in ["401", "403"] {
+                assert_eq!(
+                    op["responses"][status]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/Error",
+                    "{method} {path} documents {status}"
+                );
+            }
             let mut concrete = path.replace("{vin}", VIN);
             while let (Some(a), Some(z)) = (concrete.find('{'), concrete.find('}')) {
                 concrete.replace_range(a..=z, "1");
@@ -145,6 +168,8 @@ async fn every_v1_route_refuses_missing_wrong_and_underscoped_keys() {
             assert_eq!(body["error"]["code"], "unauthorized");
             let (s, _) = call(&api, &method, &concrete, Some("ack_not-a-real-key"), None).await;
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} with a wrong key");
+            let (s, _) = call(&api, &method, &concrete, Some(&revoked), None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} with a revoked key");
             for (other, key) in keys_by_scope
                 .iter()
                 .filter(|(o, _)| *o != scope && *o != "admin")
@@ -170,6 +195,9 @@ async fn every_v1_route_refuses_missing_wrong_and_underscoped_keys() {
         }
     }
     assert!(operations >= 28, "every operation walked ({operations})");
+    let scoped = doc["components"]["securitySchemes"]["apiKey"].clone();
+    assert_eq!(scoped["type"], "http");
+    assert_eq!(scoped["scheme"], "bearer");
     // A revoked key is refused.
     sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = 'admin'")
         .execute(&pool)
@@ -429,4 +457,113 @@ async fn keys_create_prints_a_working_key() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope"));
+}
+
+/// The paths the router holds. axum offers no way to list them but its `Debug` output, which
+/// shows the path router's `RouteId(n): "/path"` table; the fallback router's part is left out.
+fn router_paths(app: &axum::Router) -> BTreeSet<String> {
+    let debug = format!("{app:?}");
+    let routes = debug.split("fallback_router").next().unwrap_or("");
+    let mut paths = BTreeSet::new();
+    for part in routes.split("RouteId(").skip(1) {
+        if let Some((_, rest)) = part.split_once("): \"") {
+            if let Some((path, _)) = rest.split_once('"') {
+                paths.insert(path.to_owned());
+            }
+        }
+    }
+    paths
+}
+
+/// Every route the router serves is in the OpenAPI document with the same methods, and every
+/// documented operation is served: a route registered without its `#[utoipa::path]` (or a
+/// documented one that is not routed) fails here. The methods of a path come from the
+/// router itself: the `Allow` header of its 405 answer to OPTIONS, which no route takes.
+#[tokio::test]
+async fn router_and_openapi_document_list_the_same_operations() {
+    let api = api_with_data().await;
+    let (status, doc) = get(&api, "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut documented = BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.insert((path.clone(), method.to_uppercase()));
+        }
+    }
+    let paths = router_paths(&api.app);
+    assert!(paths.len() >= 30, "the router's paths were read: {paths:?}");
+    let undocumented: BTreeSet<String> = aftercare::api::UNDOCUMENTED_PATHS
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        undocumented.is_subset(&paths),
+        "the console routes are there"
+    );
+    let mut routed = BTreeSet::new();
+    for path in paths.difference(&undocumented) {
+        let mut concrete = path.replace("{vin}", VIN);
+        while let (Some(a), Some(z)) = (concrete.find('{'), concrete.find('}')) {
+            concrete.replace_range(a..=z, "1");
+        }
+        let req = Request::builder()
+            .method("OPTIONS")
+            .uri(&concrete)
+            .body(Body::empty())
+            .unwrap();
+        let resp = api.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "OPTIONS {path}"
+        );
+        let allow = resp.headers()["allow"].to_str().unwrap().to_owned();
+        for method in allow.split(',').map(str::trim).filter(|m| *m != "HEAD") {
+            routed.insert((path.clone(), method.to_owned()));
+        }
+    }
+    let missing: Vec<_> = routed.difference(&documented).collect();
+    assert!(missing.is_empty(), "routed but not documented: {missing:?}");
+    let unrouted: Vec<_> = documented.difference(&routed).collect();
+    assert!(
+        unrouted.is_empty(),
+        "documented but not routed: {unrouted:?}"
+    );
+    assert!(routed.len() >= 32, "{routed:?}");
+}
+
+/// The generated document keeps what clients rely on: unique operationIds and a tag on every
+/// operation, the shared error schema, 4xx answers where they apply, and request bodies.
+#[tokio::test]
+async fn openapi_document_describes_operations_and_errors() {
+    let api = api_with_data().await;
+    let (_, doc) = get(&api, "/openapi.json", None).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let error = &doc["components"]["schemas"]["Error"];
+    assert_eq!(error["required"], serde_json::json!(["error"]));
+    let mut ids = BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operationId {id} is unique");
+            assert!(op["tags"][0].is_string(), "{method} {path} has a tag");
+            assert!(op["summary"].is_string(), "{method} {path} has a summary");
+            if path.contains('{') {
+                assert!(op["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["in"] == "path"));
+            }
+            if method == "put" || path.ends_with("/accept") || path.ends_with("/reschedule") {
+                assert!(op["requestBody"].is_object(), "{method} {path} has a body");
+            }
+        }
+    }
+    let op = |m: &str, p: &str| doc["paths"][p][m].clone();
+    assert!(op("post", "/v1/offers/{id}/accept")["responses"]["409"].is_object());
+    assert!(op("post", "/v1/service-records")["responses"]["422"].is_object());
+    assert!(op("put", "/v1/vehicles/{vin}")["responses"]["201"].is_object());
+    assert!(op("get", "/v1/vehicles/{vin}")["responses"]["404"].is_object());
+    assert_eq!(op("get", "/healthz")["security"], Value::Null);
 }

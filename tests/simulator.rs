@@ -656,7 +656,7 @@ async fn live_and_bulk_store_identical_tables() {
     let store = Arc::new(Store::open(bulk_db.pool().await).await.unwrap());
     let bulk = bulk::run(
         store,
-        Simulation::new(sim),
+        Simulation::new(sim.clone()),
         WriteMethod::Copy,
         Config::default().limits(),
         &Progress::new(90, false),
@@ -665,19 +665,103 @@ async fn live_and_bulk_store_identical_tables() {
     .unwrap();
     assert_eq!(bulk.summary, report.summary, "both modes sent the same");
     assert_eq!(bulk.truth, report.truth);
+    // The fast bulk path (vehicle ranges, COPY straight into the tables) too.
+    let fast_db = TestDb::new().await;
+    let fast = bulk::run_with(
+        Arc::new(Store::open(fast_db.pool().await).await.unwrap()),
+        sim,
+        bulk::BulkPath::Fast,
+        WriteMethod::Copy,
+        Config::default().limits(),
+        &Progress::new(90, false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fast.path, bulk::BulkPath::Fast);
+    assert_eq!(fast.summary, report.summary);
+    assert_eq!(fast.truth, report.truth);
     let live = dump(&live_db.pool().await).await;
-    let stored = dump(&bulk_db.pool().await).await;
-    for ((table, a), (_, b)) in live.iter().zip(&stored) {
-        assert!(!a.is_empty(), "{table} has rows");
-        assert_eq!(
-            a.len(),
-            b.len(),
-            "{table}: live {} rows, bulk {}",
-            a.len(),
-            b.len()
-        );
-        if let Some((x, y)) = a.iter().zip(b).find(|(x, y)| x != y) {
-            panic!("{table} differs: live {x} vs bulk {y}");
+    for (mode, db) in [("bulk", &bulk_db), ("fast bulk", &fast_db)] {
+        let stored = dump(&db.pool().await).await;
+        for ((table, a), (_, b)) in live.iter().zip(&stored) {
+            assert!(!a.is_empty(), "{table} has rows");
+            assert_eq!(
+                a.len(),
+                b.len(),
+                "{table}: live {} rows, {mode} {}",
+                a.len(),
+                b.len()
+            );
+            if let Some((x, y)) = a.iter().zip(b).find(|(x, y)| x != y) {
+                panic!("{table} differs: live {x} vs {mode} {y}");
+            }
         }
     }
+}
+
+/// The simulator's API client retries a service that is restarting (connection refused, then
+/// 503) and succeeds once it answers; a refusal (4xx) is final at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_client_retries_transient_failures_and_not_refusals() {
+    use axum::http::StatusCode;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let port = free_port();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let spec = aftercare::simulator::fleet::vehicle(1, 0, 5, Utc::now());
+    let client = live::ApiClient::new(&format!("http://127.0.0.1:{port}"), "key");
+    let seen = calls.clone();
+    let refused_calls = Arc::new(AtomicUsize::new(0));
+    let refusals = refused_calls.clone();
+    // Nothing listens for the first half second; then two 503s, then 200s.
+    let server = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let app = axum::Router::new()
+            .route(
+                "/v1/vehicles/{vin}",
+                axum::routing::put(move || {
+                    let seen = seen.clone();
+                    async move {
+                        match seen.fetch_add(1, Ordering::SeqCst) {
+                            0 | 1 => StatusCode::SERVICE_UNAVAILABLE,
+                            _ => StatusCode::OK,
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/v1/service-records",
+                axum::routing::post(move || {
+                    refusals.fetch_add(1, Ordering::SeqCst);
+                    async { StatusCode::UNPROCESSABLE_ENTITY }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+    client
+        .put_profile(&spec.vin, &spec.profile())
+        .await
+        .expect("retried until the service answered");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let record = NewServiceRecord {
+        vin: spec.vin.clone(),
+        source: "sim".into(),
+        external_id: "r-1".into(),
+        performed_at: Utc::now(),
+        odometer_km: None,
+        workshop: None,
+        component: Component::Brakes,
+        kind: ServiceKind::Repair,
+        job: "brake_pads_front".into(),
+        notes: None,
+    };
+    let refused = client.post_records(&[record]).await;
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("422")),
+        "a refusal is final"
+    );
+    assert_eq!(refused_calls.load(Ordering::SeqCst), 1, "and not retried");
+    server.abort();
 }

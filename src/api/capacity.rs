@@ -1,8 +1,9 @@
 //! `GET /v1/capacity/preview` (scope planner): demand against capacity per workshop, local
 //! day and skill, with over-capacity days flagged and the jobs that drive them.
 
+use super::error::{ApiError, ErrorBody};
 use super::input::query;
-use super::{error::ApiError, AppState};
+use super::AppState;
 use crate::capacity::preview::{self, Cell};
 use crate::store::capacity as cap;
 use crate::store::preview::preview_input;
@@ -10,8 +11,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{NaiveDate, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// Risks below this (largest horizon) are noise, not demand.
 const MIN_RISK: f64 = 0.02;
@@ -19,17 +20,83 @@ const MAX_DAYS: u32 = 90;
 /// Without `workshop=`, at most this many workshops (in code order) are previewed.
 const MAX_WORKSHOPS: i64 = 50;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PreviewParams {
+    /// Workshop code; default every workshop (at most 50)
     workshop: Option<String>,
+    /// First local day, YYYY-MM-DD; default today at the workshop
+    #[param(value_type = Option<NaiveDate>)]
     from: Option<String>,
+    /// 1 to 90; default 28
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 90)]
     days: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Preview {
+    pub days: u32,
+    pub workshops: Vec<WorkshopPreview>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Acceptance {
+    #[schema(value_type = crate::component::Component)]
+    pub component: String,
+    /// Share of decided offers that were booked, smoothed towards a prior.
+    pub rate: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Totals {
+    pub capacity_hours: f64,
+    pub booked_hours: f64,
+    pub offer_hours: f64,
+    pub risk_hours: f64,
+    pub demand_hours: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OverCapacity {
+    pub day: NaiveDate,
+    pub skill: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkshopPreview {
+    pub workshop: String,
+    pub name: String,
+    pub time_zone: String,
+    pub from: NaiveDate,
+    pub days: u32,
+    /// The acceptance rate per component that weights open offers.
+    pub acceptance: Vec<Acceptance>,
+    pub totals: Totals,
+    /// The cells whose demand exceeds capacity.
+    pub over_capacity: Vec<OverCapacity>,
+    /// One per local day and skill.
+    pub cells: Vec<Cell>,
+}
+
+/// Demand against capacity per workshop, local day and skill
+///
+/// Hours booked, expected hours from open offers (weighted by the acceptance rate learned
+/// from decided offers) and from at-risk vehicles without an offer (weighted by risk and
+/// horizon), against rostered technician hours; over-capacity cells flagged with the jobs
+/// that drive them.
+#[utoipa::path(
+    get, path = "/v1/capacity/preview", tag = "planning", operation_id = "getCapacityPreview",
+    params(PreviewParams),
+    responses(
+        (status = 200, description = "The preview per workshop", body = Preview),
+        (status = 400, description = "A bad parameter", body = ErrorBody),
+        (status = 404, description = "No such workshop", body = ErrorBody),
+    )
+)]
 pub async fn preview(
     State(state): State<AppState>,
     params: Result<Query<PreviewParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Preview>, ApiError> {
     let p = query(params)?;
     let days = match p.days.as_deref() {
         None => 28,
@@ -69,7 +136,10 @@ pub async fn preview(
     for code in codes {
         out.push(one(&state, &code, from, days).await?);
     }
-    Ok(Json(json!({"days": days, "workshops": out})))
+    Ok(Json(Preview {
+        days,
+        workshops: out,
+    }))
 }
 
 async fn one(
@@ -77,7 +147,7 @@ async fn one(
     code: &str,
     from: Option<NaiveDate>,
     days: u32,
-) -> Result<Value, ApiError> {
+) -> Result<WorkshopPreview, ApiError> {
     let tz = cap::workshop_by_code(state.store.pool(), code)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no workshop {code}")))?
@@ -93,23 +163,35 @@ async fn one(
     let over: Vec<&Cell> = cells.iter().filter(|c| c.over).collect();
     let mut acceptance: Vec<(&String, &f64)> = input.acceptance.iter().collect();
     acceptance.sort_by(|a, b| a.0.cmp(b.0));
-    Ok(json!({
-        "workshop": workshop.code,
-        "name": workshop.name,
-        "time_zone": workshop.time_zone,
-        "from": from,
-        "days": days,
-        "acceptance": acceptance.into_iter().map(|(c, r)| json!({"component": c, "rate": (r * 1000.0).round() / 1000.0})).collect::<Vec<_>>(),
-        "totals": {
-            "capacity_hours": sum(&cells, |c| c.capacity_hours),
-            "booked_hours": sum(&cells, |c| c.booked_hours),
-            "offer_hours": sum(&cells, |c| c.offer_hours),
-            "risk_hours": sum(&cells, |c| c.risk_hours),
-            "demand_hours": sum(&cells, |c| c.demand_hours),
+    Ok(WorkshopPreview {
+        workshop: workshop.code,
+        name: workshop.name,
+        time_zone: workshop.time_zone,
+        from,
+        days,
+        acceptance: acceptance
+            .into_iter()
+            .map(|(c, r)| Acceptance {
+                component: c.clone(),
+                rate: (r * 1000.0).round() / 1000.0,
+            })
+            .collect(),
+        totals: Totals {
+            capacity_hours: sum(&cells, |c| c.capacity_hours),
+            booked_hours: sum(&cells, |c| c.booked_hours),
+            offer_hours: sum(&cells, |c| c.offer_hours),
+            risk_hours: sum(&cells, |c| c.risk_hours),
+            demand_hours: sum(&cells, |c| c.demand_hours),
         },
-        "over_capacity": over.iter().map(|c| json!({"day": c.day, "skill": c.skill})).collect::<Vec<_>>(),
-        "cells": cells,
-    }))
+        over_capacity: over
+            .iter()
+            .map(|c| OverCapacity {
+                day: c.day,
+                skill: c.skill.clone(),
+            })
+            .collect(),
+        cells,
+    })
 }
 
 fn sum(cells: &[Cell], f: impl Fn(&Cell) -> f64) -> f64 {

@@ -3,6 +3,23 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every refusal.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable, e.g. `invalid_parameter`, `unauthorized`, `window_taken`.
+    pub code: String,
+    /// For people: names the field or parameter and says what is wrong with it.
+    pub message: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -72,7 +89,13 @@ impl IntoResponse for ApiError {
                 (status, "internal")
             }
         };
-        let mut body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let error = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+            },
+        };
+        let mut body = serde_json::json!(error);
         if let (ApiError::Conflict { extra, .. }, Some(obj)) = (&self, body.as_object_mut()) {
             obj.extend(extra.clone());
         }

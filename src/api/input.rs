@@ -7,9 +7,13 @@ use axum::extract::{Json, Query};
 use serde::Deserialize;
 
 /// `cursor` and `limit` of a paged list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// `next_cursor` from the previous page
     pub cursor: Option<String>,
+    /// 1 to 1000, default 100
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
 

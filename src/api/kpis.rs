@@ -1,22 +1,43 @@
 //! `GET /v1/kpis?from=&to=` (scope planner): service KPIs for a period (default the last
 //! 30 days).
 
+use super::error::{ApiError, ErrorBody};
 use super::input::query;
 use super::vehicles::parse_time;
-use super::{error::ApiError, AppState};
+use super::AppState;
 use crate::store::kpis::{self, Kpis};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{Duration, Utc};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
+    /// RFC 3339; default `to` - 30 days
+    #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
+    /// RFC 3339; default now; at most 366 days after `from`
+    #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
 }
 
+/// Service KPIs for a period
+///
+/// risk_to_offer (seconds from the score that crossed the threshold to the offer), conversion
+/// (offers booked), visits (share of non-routine visits booked by Aftercare), bay_utilisation
+/// per workshop, fault_hotspots (repairs per vehicle by make, model and component),
+/// owners_without_visit_90d.
+#[utoipa::path(
+    get, path = "/v1/kpis", tag = "planning", operation_id = "getKpis",
+    params(Params),
+    responses(
+        (status = 200, description = "The KPIs of the period", body = Kpis),
+        (status = 400, description = "A bad parameter or period", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     params: Result<Query<Params>, QueryRejection>,

@@ -4,6 +4,7 @@
 mod auth;
 mod capacity;
 mod console;
+pub(crate) mod doc;
 pub mod error;
 mod fields;
 mod input;
@@ -19,9 +20,13 @@ mod workshops;
 use crate::metrics::Metrics;
 use crate::store::keys::Scope;
 use crate::store::Store;
-use axum::routing::{get, post, put};
-use axum::Router;
+use axum::routing::get;
+use axum::{Extension, Router};
+use doc::scoped;
 use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -30,74 +35,67 @@ pub struct AppState {
     pub ingest_enabled: bool,
 }
 
+/// Paths served outside the OpenAPI document: the web console's pages and assets.
+pub const UNDOCUMENTED_PATHS: &[&str] = &["/", "/console", "/console/", "/console/assets/{*path}"];
+
+/// The documented API: every route registered here is in the document, because `routes!`
+/// adds a handler's `#[utoipa::path]` to both (one `routes!` per path).
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let s = |scope, r| scoped(state, scope, r);
+    OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        // fleet-read
+        .routes(s(Scope::FleetRead, routes!(vehicles::profile)))
+        .routes(s(Scope::FleetRead, routes!(vehicles::telemetry)))
+        .routes(s(Scope::FleetRead, routes!(vehicles::dtcs)))
+        .routes(s(Scope::FleetRead, routes!(risk::vehicle_risk)))
+        .routes(s(Scope::FleetRead, routes!(risk::fleet_risk)))
+        // planner
+        .routes(s(Scope::Planner, routes!(workshops::list)))
+        .routes(s(Scope::Planner, routes!(workshops::get, workshops::put)))
+        .routes(s(Scope::Planner, routes!(workshops::put_bay)))
+        .routes(s(Scope::Planner, routes!(workshops::put_technician)))
+        .routes(s(Scope::Planner, routes!(workshops::put_stock)))
+        .routes(s(Scope::Planner, routes!(workshops::slots)))
+        .routes(s(Scope::Planner, routes!(workshops::list_jobs)))
+        .routes(s(Scope::Planner, routes!(workshops::put_job)))
+        .routes(s(Scope::Planner, routes!(workshops::put_part)))
+        .routes(s(Scope::Planner, routes!(kpis::get)))
+        .routes(s(Scope::Planner, routes!(capacity::preview)))
+        // advisor
+        .routes(s(Scope::Advisor, routes!(offers::list)))
+        .routes(s(Scope::Advisor, routes!(offers::get)))
+        .routes(s(Scope::Advisor, routes!(offers::accept)))
+        .routes(s(Scope::Advisor, routes!(offers::decline)))
+        .routes(s(Scope::Advisor, routes!(offers::list_bookings)))
+        .routes(s(Scope::Advisor, routes!(offers::get_booking)))
+        .routes(s(Scope::Advisor, routes!(offers::reschedule)))
+        .routes(s(Scope::Advisor, routes!(offers::cancel)))
+        .routes(s(Scope::Advisor, routes!(offers::complete)))
+        .routes(s(Scope::Advisor, routes!(service_records::create)))
+        // admin
+        .routes(s(Scope::Admin, routes!(profiles::put)))
+}
+
+/// The OpenAPI document as served at `/openapi.json`.
+fn openapi_json(doc: &utoipa::openapi::OpenApi) -> bytes::Bytes {
+    // Serialising plain data cannot fail; an empty object would still be served as JSON.
+    doc.to_json().unwrap_or_else(|_| "{}".into()).into()
+}
+
 pub fn router(state: AppState) -> Router {
-    let fleet_read = Router::new()
-        .route("/v1/vehicles/{vin}", get(vehicles::profile))
-        .route("/v1/vehicles/{vin}/telemetry", get(vehicles::telemetry))
-        .route("/v1/vehicles/{vin}/dtcs", get(vehicles::dtcs))
-        .route("/v1/vehicles/{vin}/risk", get(risk::vehicle_risk))
-        .route("/v1/fleet/risk", get(risk::fleet_risk))
-        .route_layer(axum::middleware::from_fn_with_state(
-            (state.clone(), Scope::FleetRead),
-            auth::require_scope,
-        ));
-    let planner = Router::new()
-        .route("/v1/workshops", get(workshops::list))
-        .route(
-            "/v1/workshops/{id}",
-            get(workshops::get).put(workshops::put),
-        )
-        .route("/v1/workshops/{id}/bays/{bay}", put(workshops::put_bay))
-        .route(
-            "/v1/workshops/{id}/technicians/{technician}",
-            put(workshops::put_technician),
-        )
-        .route("/v1/workshops/{id}/stock/{sku}", put(workshops::put_stock))
-        .route("/v1/workshops/{id}/slots", get(workshops::slots))
-        .route("/v1/jobs", get(workshops::list_jobs))
-        .route("/v1/jobs/{code}", put(workshops::put_job))
-        .route("/v1/parts/{sku}", put(workshops::put_part))
-        .route("/v1/kpis", get(kpis::get))
-        .route("/v1/capacity/preview", get(capacity::preview))
-        .route_layer(axum::middleware::from_fn_with_state(
-            (state.clone(), Scope::Planner),
-            auth::require_scope,
-        ));
-    let advisor = Router::new()
-        .route("/v1/offers", get(offers::list))
-        .route("/v1/offers/{id}", get(offers::get))
-        .route("/v1/offers/{id}/accept", post(offers::accept))
-        .route("/v1/offers/{id}/decline", post(offers::decline))
-        .route("/v1/bookings", get(offers::list_bookings))
-        .route("/v1/bookings/{id}", get(offers::get_booking))
-        .route("/v1/bookings/{id}/reschedule", post(offers::reschedule))
-        .route("/v1/bookings/{id}/cancel", post(offers::cancel))
-        .route("/v1/bookings/{id}/complete", post(offers::complete))
-        .route("/v1/service-records", post(service_records::create))
-        .route_layer(axum::middleware::from_fn_with_state(
-            (state.clone(), Scope::Advisor),
-            auth::require_scope,
-        ));
-    let admin = Router::new()
-        .route("/v1/vehicles/{vin}", put(profiles::put))
-        .route_layer(axum::middleware::from_fn_with_state(
-            (state.clone(), Scope::Admin),
-            auth::require_scope,
-        ));
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+    let (api, doc) = api(&state).split_for_parts();
+    let console = Router::new()
         .route("/", get(console::root))
         .route("/console", get(console::root))
         .route("/console/", get(console::index))
-        .route("/console/assets/{*path}", get(console::asset))
-        .merge(fleet_read)
-        .merge(planner)
-        .merge(advisor)
-        .merge(admin)
+        .route("/console/assets/{*path}", get(console::asset));
+    api.merge(console)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(Extension(ops::OpenApiJson(openapi_json(&doc))))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -1,9 +1,11 @@
 //! `/v1/offers` and `/v1/bookings` (scope advisor): the booking queue. Accepting a window
 //! books it atomically; a window that is gone is a 409 with alternatives.
 
+use super::doc::Unavailable;
+use super::error::{ApiError, ErrorBody};
 use super::input::{body, id_cursor, next_cursor, query, Page};
 use super::vehicles::parse_time;
-use super::{error::ApiError, AppState};
+use super::AppState;
 use crate::booking::{self, BookingError};
 use crate::offers::state::OfferState;
 use crate::store::booking::{self as bookings, BookingView, Refusal};
@@ -12,8 +14,9 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 impl From<BookingError> for ApiError {
     fn from(e: BookingError) -> ApiError {
@@ -57,19 +60,39 @@ fn parse_id(what: &str, raw: &str) -> Result<i64, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// proposed, notified, booked, declined, expired or completed
+    #[param(value_type = Option<OfferState>)]
     state: Option<String>,
+    /// One vehicle's offers
     vin: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     page: Page,
 }
 
-/// `GET /v1/offers?state=&vin=&cursor=&limit=`: in id order, cursor-paged.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Offers {
+    pub offers: Vec<OfferView>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// The booking queue, in id order, cursor-paged
+#[utoipa::path(
+    get, path = "/v1/offers", tag = "offers", operation_id = "listOffers",
+    params(ListParams, Page),
+    responses(
+        (status = 200, description = "One page of offers", body = Offers),
+        (status = 400, description = "A bad parameter or cursor", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Offers>, ApiError> {
     let p = query(params)?;
     let st = p
         .state
@@ -83,9 +106,22 @@ pub async fn list(
     let vin = p.vin.as_deref().filter(|s| !s.is_empty());
     let rows = store::list(state.store.pool(), st, vin, after, n).await?;
     let next = next_cursor(&rows, n, |o| o.id.to_string());
-    Ok(Json(json!({"offers": rows, "next_cursor": next})))
+    Ok(Json(Offers {
+        offers: rows,
+        next_cursor: next,
+    }))
 }
 
+/// One offer
+#[utoipa::path(
+    get, path = "/v1/offers/{id}", tag = "offers", operation_id = "getOffer",
+    params(("id" = i64, Path, description = "Offer id", minimum = 1)),
+    responses(
+        (status = 200, description = "Offer", body = OfferView),
+        (status = 400, description = "Not an offer id", body = ErrorBody),
+        (status = 404, description = "No such offer", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -97,7 +133,7 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("no offer {id}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Choice {
     /// The window's start (RFC 3339), one of the offer's windows or any other open one.
@@ -106,7 +142,18 @@ pub struct Choice {
     workshop: Option<String>,
 }
 
-/// `POST /v1/offers/{id}/accept` with `{"start": "...", "workshop": "WS-02"?}`.
+/// Accept a window: books a bay and a technician atomically and creates the work order
+#[utoipa::path(
+    post, path = "/v1/offers/{id}/accept", tag = "offers", operation_id = "acceptOffer",
+    params(("id" = i64, Path, description = "Offer id", minimum = 1)),
+    request_body = Choice,
+    responses(
+        (status = 200, description = "The booking", body = BookingView),
+        (status = 400, description = "Not an offer id, or a bad body", body = ErrorBody),
+        (status = 404, description = "No such offer", body = ErrorBody),
+        (status = 409, description = "Window taken (`window_taken`) or unavailable (`window_unavailable`), with alternatives; or an illegal state transition", body = Unavailable),
+    )
+)]
 pub async fn accept(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -119,7 +166,17 @@ pub async fn accept(
     Ok(Json(b))
 }
 
-/// `POST /v1/offers/{id}/decline`.
+/// Decline an offer (a cooldown follows before the next one)
+#[utoipa::path(
+    post, path = "/v1/offers/{id}/decline", tag = "offers", operation_id = "declineOffer",
+    params(("id" = i64, Path, description = "Offer id", minimum = 1)),
+    responses(
+        (status = 200, description = "The offer", body = OfferView),
+        (status = 400, description = "Not an offer id", body = ErrorBody),
+        (status = 404, description = "No such offer", body = ErrorBody),
+        (status = 409, description = "The offer can no longer be declined (`illegal_transition`)", body = ErrorBody),
+    )
+)]
 pub async fn decline(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -135,21 +192,44 @@ pub async fn decline(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BookingParams {
+    /// booked, cancelled or completed
     status: Option<String>,
+    /// Workshop code
     workshop: Option<String>,
+    /// With `to`: bookings overlapping [from, to), RFC 3339
+    #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
+    /// With `from`, RFC 3339
+    #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     page: Page,
 }
 
-/// `GET /v1/bookings?status=&workshop=&from=&to=&cursor=&limit=`: newest first, cursor-paged.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Bookings {
+    pub bookings: Vec<BookingView>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Bookings, newest first, cursor-paged
+#[utoipa::path(
+    get, path = "/v1/bookings", tag = "bookings", operation_id = "listBookings",
+    params(BookingParams, Page),
+    responses(
+        (status = 200, description = "One page of bookings", body = Bookings),
+        (status = 400, description = "A bad parameter or cursor", body = ErrorBody),
+    )
+)]
 pub async fn list_bookings(
     State(state): State<AppState>,
     params: Result<Query<BookingParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Bookings>, ApiError> {
     let p = query(params)?;
     let status = p.status.as_deref().filter(|s| !s.is_empty());
     if let Some(s) = status {
@@ -187,9 +267,22 @@ pub async fn list_bookings(
     };
     let rows = bookings::list(state.store.pool(), filter, before, n).await?;
     let next = next_cursor(&rows, n, |b| b.id.to_string());
-    Ok(Json(json!({"bookings": rows, "next_cursor": next})))
+    Ok(Json(Bookings {
+        bookings: rows,
+        next_cursor: next,
+    }))
 }
 
+/// One booking with its work order
+#[utoipa::path(
+    get, path = "/v1/bookings/{id}", tag = "bookings", operation_id = "getBooking",
+    params(("id" = i64, Path, description = "Booking id", minimum = 1)),
+    responses(
+        (status = 200, description = "The booking", body = BookingView),
+        (status = 400, description = "Not a booking id", body = ErrorBody),
+        (status = 404, description = "No such booking", body = ErrorBody),
+    )
+)]
 pub async fn get_booking(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -201,12 +294,25 @@ pub async fn get_booking(
         .ok_or_else(|| ApiError::NotFound(format!("no booking {id}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTime {
+    /// The new start (RFC 3339) at the booking's workshop.
     start: DateTime<Utc>,
 }
 
+/// Move a booking to another start at its workshop
+#[utoipa::path(
+    post, path = "/v1/bookings/{id}/reschedule", tag = "bookings", operation_id = "rescheduleBooking",
+    params(("id" = i64, Path, description = "Booking id", minimum = 1)),
+    request_body = NewTime,
+    responses(
+        (status = 200, description = "The booking", body = BookingView),
+        (status = 400, description = "Not a booking id, or a bad body", body = ErrorBody),
+        (status = 404, description = "No such booking", body = ErrorBody),
+        (status = 409, description = "Window taken or unavailable, with alternatives; or the booking is not live", body = Unavailable),
+    )
+)]
 pub async fn reschedule(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -219,6 +325,17 @@ pub async fn reschedule(
     ))
 }
 
+/// Cancel a booking; its offer is open again
+#[utoipa::path(
+    post, path = "/v1/bookings/{id}/cancel", tag = "bookings", operation_id = "cancelBooking",
+    params(("id" = i64, Path, description = "Booking id", minimum = 1)),
+    responses(
+        (status = 200, description = "The cancelled booking", body = BookingView),
+        (status = 400, description = "Not a booking id", body = ErrorBody),
+        (status = 404, description = "No such booking", body = ErrorBody),
+        (status = 409, description = "The booking is not live (`not_booked`)", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -227,13 +344,28 @@ pub async fn cancel(
     Ok(Json(booking::cancel(state.store.pool(), id).await?))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Completion {
     /// preventive (default) or repair.
+    #[schema(value_type = Option<String>, pattern = "^(preventive|repair)$", default = "preventive")]
     kind: Option<String>,
 }
 
+/// The job was done: writes the service record (source aftercare) the model learns from
+///
+/// The body is optional: without one (no JSON content type), the job counts as preventive.
+#[utoipa::path(
+    post, path = "/v1/bookings/{id}/complete", tag = "bookings", operation_id = "completeBooking",
+    params(("id" = i64, Path, description = "Booking id", minimum = 1)),
+    request_body(content = Option<Completion>, description = "Optional; default `{\"kind\": \"preventive\"}`"),
+    responses(
+        (status = 200, description = "The completed booking", body = BookingView),
+        (status = 400, description = "Not a booking id, or a bad body", body = ErrorBody),
+        (status = 404, description = "No such booking", body = ErrorBody),
+        (status = 409, description = "The booking is not live (`not_booked`)", body = ErrorBody),
+    )
+)]
 pub async fn complete(
     State(state): State<AppState>,
     Path(id): Path<String>,

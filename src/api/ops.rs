@@ -4,14 +4,46 @@ use super::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::Json;
+use axum::{Extension, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-pub async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
 }
 
-/// Ready when the database answers and, if ingest runs here, the broker connection is up.
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+/// Liveness
+#[utoipa::path(
+    get, path = "/healthz", tag = "ops", operation_id = "healthz",
+    responses((status = 200, description = "The process is up", body = Health))
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// The database answered.
+    pub database: bool,
+    /// Whether the MQTT connection is up, or `"disabled"` when ingest does not run here.
+    #[schema(value_type = serde_json::Value)]
+    pub broker: serde_json::Value,
+}
+
+/// Readiness: database and broker reachable
+///
+/// Ready when the database answers and, if ingest runs in this process, the broker
+/// connection is up.
+#[utoipa::path(
+    get, path = "/readyz", tag = "ops", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready; the body says which dependency is down", body = Readiness),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let database = state.store.ping().await.is_ok();
     let broker = !state.ingest_enabled || state.metrics.mqtt_connected.get() == 1;
     let status = if database && broker {
@@ -19,15 +51,22 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(serde_json::json!({
-            "database": database,
-            "broker": if state.ingest_enabled { serde_json::Value::Bool(broker) } else { "disabled".into() },
-        })),
-    )
+    let readiness = Readiness {
+        database,
+        broker: if state.ingest_enabled {
+            serde_json::Value::Bool(broker)
+        } else {
+            "disabled".into()
+        },
+    };
+    (status, Json(readiness))
 }
 
+/// Prometheus metrics (text format)
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops", operation_id = "metrics",
+    responses((status = 200, description = "Metrics in the Prometheus text format 0.0.4", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -38,9 +77,15 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-pub async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
+/// The generated document, serialised once when the router is built.
+#[derive(Clone)]
+pub struct OpenApiJson(pub bytes::Bytes);
+
+/// This document
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "ops", operation_id = "openapi",
+    responses((status = 200, description = "OpenAPI 3.1, generated from the code by utoipa", content_type = "application/json"))
+)]
+pub async fn openapi(Extension(OpenApiJson(doc)): Extension<OpenApiJson>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], doc)
 }

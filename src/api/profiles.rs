@@ -2,7 +2,7 @@
 //! powertrain, home workshop, owner, consent to proactive offers). Replaces the whole profile
 //! and creates the vehicle when it is new.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::fields::{parse_body, Fields};
 use super::AppState;
 use crate::store::profiles::{self, Powertrain, Profile};
@@ -11,7 +11,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 const FIELDS: &[&str] = &[
     "make",
@@ -49,11 +51,58 @@ pub fn parse_profile(value: &Value) -> Result<Profile, ApiError> {
     })
 }
 
+// Describes the body that `parse_profile` reads field by field (so that a refusal names the
+// field); never built.
+/// A vehicle's registry profile. A PUT replaces the whole profile: absent fields become null.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = VehicleProfile)]
+pub struct ProfileBody {
+    #[schema(max_length = 100)]
+    make: Option<String>,
+    #[schema(max_length = 100)]
+    model: Option<String>,
+    #[schema(minimum = 1980, maximum = 2100)]
+    model_year: Option<i16>,
+    powertrain: Option<Powertrain>,
+    /// Workshop code, e.g. WS-01.
+    #[schema(max_length = 64)]
+    home_workshop: Option<String>,
+    /// The owner's id in the OEM/dealer CRM.
+    #[schema(max_length = 200)]
+    owner_ref: Option<String>,
+    /// False: the owner opted out of proactive offers.
+    #[schema(default = true)]
+    offers_consent: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileStored {
+    pub vin: Vin,
+    pub profile: Profile,
+}
+
+/// Register or replace the vehicle's registry profile; creates the vehicle when new
+///
+/// The whole profile is replaced: absent fields are stored as null (`offers_consent`
+/// defaults to true).
+#[utoipa::path(
+    put, path = "/v1/vehicles/{vin}", tag = "vehicles", operation_id = "putVehicleProfile",
+    params(("vin" = String, Path, description = "ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q", pattern = "^[A-HJ-NPR-Z0-9]{17}$")),
+    request_body = ProfileBody,
+    responses(
+        (status = 200, description = "Profile replaced", body = ProfileStored),
+        (status = 201, description = "Vehicle created with this profile", body = ProfileStored),
+        (status = 400, description = "Not a VIN, or the body is not JSON", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule; the message names it", body = ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     Path(vin): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ProfileStored>), ApiError> {
     let vin = Vin::parse(&vin).map_err(|e| ApiError::bad_request("invalid_vin", e.detail))?;
     let profile = parse_profile(&parse_body(&body)?)?;
     let created = profiles::upsert_profiles(
@@ -66,5 +115,5 @@ pub async fn put(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({"vin": vin, "profile": profile}))))
+    Ok((status, Json(ProfileStored { vin, profile })))
 }

@@ -1,35 +1,81 @@
 //! Risk scores: `GET /v1/vehicles/{vin}/risk` (per component and horizon, with top factors and
 //! model version) and `GET /v1/fleet/risk` (vehicles ranked by 30-day risk, keyset-paged).
 
+use super::error::{ApiError, ErrorBody};
 use super::vehicles::vehicle;
-use super::{error::ApiError, AppState};
+use super::AppState;
 use crate::component::Component;
-use crate::store::risk::{self, FleetCursor};
+use crate::store::risk::{self, FleetCursor, FleetRisk, Risk};
+use crate::wire::Vin;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VehicleRisk {
+    pub vin: Vin,
+    /// One entry per component the vehicle has, highest 30-day risk first.
+    pub components: Vec<Risk>,
+}
+
+/// Current failure risk per component: probability of a repair within 7, 30 and 90 days, urgency, top factors, model version
+///
+/// One entry per component the vehicle has, highest 30-day risk first. `urgency_days` is the
+/// likely number of days to failure (null when no horizon is at its alert threshold).
+/// `factors` are the top contributing reasons in a service advisor's words:
+/// `{feature, value, contribution, text}`. Empty until the vehicle has been scored.
+#[utoipa::path(
+    get, path = "/v1/vehicles/{vin}/risk", tag = "risk", operation_id = "getVehicleRisk",
+    params(("vin" = String, Path, description = "ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q", pattern = "^[A-HJ-NPR-Z0-9]{17}$")),
+    responses(
+        (status = 200, description = "Risk per component", body = VehicleRisk),
+        (status = 400, description = "Not a VIN", body = ErrorBody),
+        (status = 404, description = "No such vehicle", body = ErrorBody),
+    )
+)]
 pub async fn vehicle_risk(
     State(state): State<AppState>,
     Path(vin): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VehicleRisk>, ApiError> {
     let (vin, id) = vehicle(&state, &vin).await?;
     let components = risk::vehicle_risk(state.store.pool(), id).await?;
-    Ok(Json(json!({"vin": vin, "components": components})))
+    Ok(Json(VehicleRisk { vin, components }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FleetParams {
+    /// One component's risk; without it, each vehicle once with its riskiest component
+    #[param(value_type = Option<Component>)]
     component: Option<String>,
+    /// Only vehicles whose home workshop this is (a workshop code)
     workshop: Option<String>,
+    /// Lowest p30 to include, 0 to 1, default 0
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1)]
     min: Option<String>,
+    /// 1 to 1000, default 100
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` from the previous page
     cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetRanking {
+    /// The component asked for, or null.
+    pub component: Option<Component>,
+    /// The workshop asked for, or null.
+    pub workshop: Option<String>,
+    /// Always `p30`.
+    pub ranked_by: &'static str,
+    pub vehicles: Vec<FleetRisk>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
 }
 
 fn invalid(message: String) -> ApiError {
@@ -58,10 +104,23 @@ fn decode_cursor(s: &str) -> Result<FleetCursor, ApiError> {
     Ok((p30, id))
 }
 
+/// Vehicles ranked by 30-day failure risk
+///
+/// Ordered by p30 descending, then vehicle. With `component`: that component's risk; without:
+/// each vehicle once, with its riskiest component. Keyset-paged: pass `next_cursor` as
+/// `cursor` for the next page; each vehicle appears once across pages.
+#[utoipa::path(
+    get, path = "/v1/fleet/risk", tag = "risk", operation_id = "getFleetRisk",
+    params(FleetParams),
+    responses(
+        (status = 200, description = "Ranked vehicles", body = FleetRanking),
+        (status = 400, description = "A bad parameter, or a cursor this API did not issue", body = ErrorBody),
+    )
+)]
 pub async fn fleet_risk(
     State(state): State<AppState>,
     params: Result<Query<FleetParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FleetRanking>, ApiError> {
     let Query(p) = params.map_err(|e| invalid(e.body_text()))?;
     let component = p
         .component
@@ -100,13 +159,13 @@ pub async fn fleet_risk(
         limit,
     )
     .await?;
-    Ok(Json(json!({
-        "component": component,
-        "workshop": p.workshop.as_deref().filter(|w| !w.is_empty()),
-        "ranked_by": "p30",
-        "vehicles": vehicles,
-        "next_cursor": next.map(encode_cursor),
-    })))
+    Ok(Json(FleetRanking {
+        component,
+        workshop: p.workshop.filter(|w| !w.is_empty()),
+        ranked_by: "p30",
+        vehicles,
+        next_cursor: next.map(encode_cursor),
+    }))
 }
 
 #[cfg(test)]

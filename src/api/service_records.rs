@@ -2,18 +2,22 @@
 //! array), idempotent on (source, external_id). Validates every field before anything is
 //! stored; the store writes all records of a request in one transaction.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::fields::{parse_body, Fields};
 use super::AppState;
 use crate::component::Component;
-use crate::store::service_records::{insert_service_records, NewServiceRecord, ServiceKind};
+use crate::store::service_records::{
+    insert_service_records, NewServiceRecord, ServiceKind, StoredRecord,
+};
 use crate::wire::Vin;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// Records per request at most.
 pub const MAX_RECORDS: usize = 1000;
@@ -73,10 +77,84 @@ pub fn parse_record(
     })
 }
 
+// Describes what `parse_record` reads field by field (so that a refusal names the field);
+// never built.
+/// A completed workshop job, as a dealer system reports it.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ServiceRecord)]
+pub struct RecordBody {
+    vin: Vin,
+    /// The dealer system.
+    #[schema(max_length = 100)]
+    source: String,
+    /// The job's id in that system.
+    #[schema(max_length = 200)]
+    external_id: String,
+    /// RFC 3339, between 1980 and tomorrow.
+    performed_at: chrono::DateTime<Utc>,
+    #[schema(minimum = 0, maximum = 5000000)]
+    odometer_km: f64,
+    /// Workshop code.
+    #[schema(max_length = 64)]
+    workshop: String,
+    component: Component,
+    kind: ServiceKind,
+    /// Job code, e.g. brake_pads_front.
+    #[schema(max_length = 100)]
+    job: String,
+    #[schema(max_length = 4000)]
+    notes: Option<String>,
+}
+
+/// One record or an array of 1 to 1000.
+// Never built: describes the body for the document.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = ServiceRecords)]
+pub enum RecordsBody {
+    One(RecordBody),
+    Many(Vec<RecordBody>),
+}
+
+/// What became of the records posted.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Stored {
+    /// For a single record.
+    One(StoredRecord),
+    /// For an array: each record's id and whether it is new, in input order.
+    Many {
+        records: Vec<StoredRecord>,
+        /// How many were new.
+        created: usize,
+        /// How many were already stored.
+        existing: usize,
+    },
+}
+
+/// Completed workshop jobs (one record or an array of up to 1000); idempotent on (source, external_id)
+///
+/// All records are validated before any is stored. A record whose (source, external_id) is
+/// already stored is not stored again: its existing id comes back with created=false. Single
+/// record: 201 {id, created: true} or 200 {id, created: false}. Array: {records: [{id,
+/// created}], created, existing}, 201 when any was new. The vehicle is created when unknown.
+#[utoipa::path(
+    post, path = "/v1/service-records", tag = "service-records", operation_id = "createServiceRecords",
+    request_body = RecordsBody,
+    responses(
+        (status = 200, description = "Already stored", body = Stored),
+        (status = 201, description = "Stored", body = Stored),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "A record breaks a rule; the message names it, e.g. `[3].performed_at: ...`", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Stored>), ApiError> {
     let now = Utc::now();
     let value = parse_body(&body)?;
     let (records, single) = match &value {
@@ -107,12 +185,12 @@ pub async fn create(
         StatusCode::OK
     };
     let body = match (single, stored.first()) {
-        (true, Some(s)) => json!({"id": s.id, "created": s.created}),
-        _ => json!({
-            "records": stored,
-            "created": created,
-            "existing": stored.len() - created,
-        }),
+        (true, Some(s)) => Stored::One(*s),
+        _ => Stored::Many {
+            created,
+            existing: stored.len() - created,
+            records: stored,
+        },
     };
     Ok((status, Json(body)))
 }

@@ -1,15 +1,18 @@
 //! `/v1/vehicles/{vin}`: registry profile, latest values, active DTCs and current risk,
 //! telemetry (raw or bucketed, cursor-paged) and DTC history with lifecycle.
 
-use super::{error::ApiError, AppState};
-use crate::store::read::{self, TelemetryQuery};
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::store::profiles::StoredProfile;
+use crate::store::read::{self, ActiveDtc, Bucket, DtcHistory, LatestValue, Point, TelemetryQuery};
+use crate::store::risk::Risk;
 use crate::wire::Vin;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 const DEFAULT_LIMIT: i64 = 10_000;
 const MAX_LIMIT: i64 = 100_000;
@@ -22,33 +25,98 @@ pub(super) async fn vehicle(state: &AppState, vin: &str) -> Result<(Vin, i32), A
     Ok((vin, id))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VehicleView {
+    pub vin: Vin,
+    /// The registry profile; null when the vehicle was never registered.
+    pub profile: Option<StoredProfile>,
+    pub first_seen: DateTime<Utc>,
+    pub last_sample_at: Option<DateTime<Utc>>,
+    /// The latest value of each signal.
+    pub signals: Vec<LatestValue>,
+    pub active_dtcs: Vec<ActiveDtc>,
+    /// Current risk per component, highest 30-day risk first.
+    pub risk: Vec<Risk>,
+}
+
+/// Vehicle view: registry profile, latest value of each signal, active DTCs, current risk per component
+#[utoipa::path(
+    get, path = "/v1/vehicles/{vin}", tag = "vehicles", operation_id = "getVehicle",
+    params(("vin" = String, Path, description = "ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q", pattern = "^[A-HJ-NPR-Z0-9]{17}$")),
+    responses(
+        (status = 200, description = "Profile", body = VehicleView),
+        (status = 400, description = "Not a VIN", body = ErrorBody),
+        (status = 404, description = "No such vehicle", body = ErrorBody),
+    )
+)]
 pub async fn profile(
     State(state): State<AppState>,
     Path(vin): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VehicleView>, ApiError> {
     let (vin, id) = vehicle(&state, &vin).await?;
     let profile = read::vehicle_profile(state.store.pool(), id).await?;
     let registry = crate::store::profiles::profile(state.store.pool(), id).await?;
     let risk = crate::store::risk::vehicle_risk(state.store.pool(), id).await?;
-    Ok(Json(json!({
-        "vin": vin,
-        "profile": registry,
-        "first_seen": profile.first_seen,
-        "last_sample_at": profile.last_sample_at,
-        "signals": profile.latest,
-        "active_dtcs": profile.active_dtcs,
-        "risk": risk,
-    })))
+    Ok(Json(VehicleView {
+        vin,
+        profile: registry,
+        first_seen: profile.first_seen,
+        last_sample_at: profile.last_sample_at,
+        signals: profile.latest,
+        active_dtcs: profile.active_dtcs,
+        risk,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TelemetryParams {
+    /// VSS path, e.g. `Vehicle.Speed`; all signals when absent
     signal: Option<String>,
+    /// RFC 3339, inclusive; default `to` minus 24 h
+    #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
+    /// RFC 3339, exclusive; default now
+    #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
+    /// 1s to 31d: a count and unit s, m, h or d, e.g. `15m`
+    #[param(pattern = "^[0-9]+[smhd]$")]
     bucket: Option<String>,
+    /// 1 to 100000, default 10000
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100000)]
     limit: Option<String>,
+    /// `next_cursor` from the previous page
     cursor: Option<String>,
+}
+
+/// Stored values, ordered by (ts, signal), one page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TelemetryPoints {
+    pub vin: Vin,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub points: Vec<Point>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Count, min, max and average per bucket and signal.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TelemetryBuckets {
+    pub vin: Vin,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// The bucket width as asked, e.g. `1h`.
+    pub bucket: String,
+    pub buckets: Vec<Bucket>,
+}
+
+/// Points without `bucket`, buckets with it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Telemetry {
+    Points(TelemetryPoints),
+    Buckets(TelemetryBuckets),
 }
 
 pub(super) fn parse_time(name: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -102,11 +170,28 @@ fn parse_cursor(s: &str) -> Result<(DateTime<Utc>, i32), ApiError> {
     Ok((ts, sig))
 }
 
+/// Stored signal values, or aggregates per bucket
+///
+/// Without `bucket`: values ordered by (ts, signal), at most `limit`, with `next_cursor` when
+/// more remain. With `bucket` (e.g. 15m, 1h, 1d): count, min, max and average per bucket and
+/// signal; whole days come from the daily rollup.
+#[utoipa::path(
+    get, path = "/v1/vehicles/{vin}/telemetry", tag = "vehicles", operation_id = "getTelemetry",
+    params(
+        ("vin" = String, Path, description = "ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q", pattern = "^[A-HJ-NPR-Z0-9]{17}$"),
+        TelemetryParams,
+    ),
+    responses(
+        (status = 200, description = "Points or buckets", body = Telemetry),
+        (status = 400, description = "A bad VIN or parameter, or a cursor this API did not issue", body = ErrorBody),
+        (status = 404, description = "No such vehicle", body = ErrorBody),
+    )
+)]
 pub async fn telemetry(
     State(state): State<AppState>,
     Path(vin): Path<String>,
     params: Result<Query<TelemetryParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Telemetry>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_parameter", e.body_text()))?;
     let (vin, id) = vehicle(&state, &vin).await?;
     let to = parse_time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
@@ -134,8 +219,12 @@ pub async fn telemetry(
         let secs = parse_bucket(bucket)?;
         let buckets =
             read::telemetry_buckets(state.store.pool(), id, signal, from, to, secs, limit).await?;
-        return Ok(Json(json!({
-            "vin": vin, "from": from, "to": to, "bucket": bucket, "buckets": buckets,
+        return Ok(Json(Telemetry::Buckets(TelemetryBuckets {
+            vin,
+            from,
+            to,
+            bucket: bucket.to_owned(),
+            buckets,
         })));
     }
     let after = p.cursor.as_deref().map(parse_cursor).transpose()?;
@@ -148,19 +237,39 @@ pub async fn telemetry(
         limit,
     };
     let (points, next) = read::telemetry(state.store.pool(), &q).await?;
-    Ok(Json(json!({
-        "vin": vin, "from": from, "to": to, "points": points,
-        "next_cursor": next.map(|(ts, sig)| format!("{}_{sig}", ts.timestamp_micros())),
+    Ok(Json(Telemetry::Points(TelemetryPoints {
+        vin,
+        from,
+        to,
+        points,
+        next_cursor: next.map(|(ts, sig)| format!("{}_{sig}", ts.timestamp_micros())),
     })))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Dtcs {
+    pub vin: Vin,
+    /// Active codes first, each with its latest 100 events.
+    pub dtcs: Vec<DtcHistory>,
+}
+
+/// DTC history with lifecycle (first seen, last seen, cleared), active first
+#[utoipa::path(
+    get, path = "/v1/vehicles/{vin}/dtcs", tag = "vehicles", operation_id = "getDtcs",
+    params(("vin" = String, Path, description = "ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q", pattern = "^[A-HJ-NPR-Z0-9]{17}$")),
+    responses(
+        (status = 200, description = "DTCs with their recent events", body = Dtcs),
+        (status = 400, description = "Not a VIN", body = ErrorBody),
+        (status = 404, description = "No such vehicle", body = ErrorBody),
+    )
+)]
 pub async fn dtcs(
     State(state): State<AppState>,
     Path(vin): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Dtcs>, ApiError> {
     let (vin, id) = vehicle(&state, &vin).await?;
     let dtcs = read::dtc_history(state.store.pool(), id, 100).await?;
-    Ok(Json(json!({"vin": vin, "dtcs": dtcs})))
+    Ok(Json(Dtcs { vin, dtcs }))
 }
 
 #[cfg(test)]

@@ -1,20 +1,23 @@
 //! `/v1/workshops`, `/v1/jobs`, `/v1/parts` (scope planner): workshop, bay, technician, stock
 //! and job catalogue management, and the slot search.
 
+use super::doc::Window;
+use super::error::{ApiError, ErrorBody};
 use super::input::{body, limit, next_cursor, query, Page};
 use super::vehicles::parse_time;
-use super::{error::ApiError, AppState};
+use super::AppState;
 use crate::capacity::slots::{self, Search};
 use crate::capacity::{
     BaySpec, CapacityError, JobSpec, PartSpec, StockSpec, TechnicianSpec, WorkshopSpec,
 };
-use crate::store::capacity::{self as cap, Change, SnapshotMissing};
+use crate::store::capacity::{self as cap, Change, PartNeed, SnapshotMissing, WorkshopRef};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 impl From<CapacityError> for ApiError {
     fn from(e: CapacityError) -> ApiError {
@@ -40,17 +43,45 @@ async fn workshop_id(state: &AppState, code: &str) -> Result<i32, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no workshop {code}")))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Workshops {
+    pub workshops: Vec<WorkshopRef>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Workshops by code, cursor-paged
+#[utoipa::path(
+    get, path = "/v1/workshops", tag = "workshops", operation_id = "listWorkshops",
+    params(Page),
+    responses(
+        (status = 200, description = "One page of workshops", body = Workshops),
+        (status = 400, description = "A bad parameter", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Workshops>, ApiError> {
     let p = query(params)?;
     let n = p.size()?;
     let rows = cap::list_workshops(state.store.pool(), p.cursor.as_deref(), n).await?;
     let next = next_cursor(&rows, n, |w| w.code.clone());
-    Ok(Json(json!({"workshops": rows, "next_cursor": next})))
+    Ok(Json(Workshops {
+        workshops: rows,
+        next_cursor: next,
+    }))
 }
 
+/// A workshop: calendar, bays, technicians with rosters, stock
+#[utoipa::path(
+    get, path = "/v1/workshops/{id}", tag = "workshops", operation_id = "getWorkshop",
+    params(("id" = String, Path, description = "Workshop code, e.g. WS-01")),
+    responses(
+        (status = 200, description = "Workshop", body = WorkshopSpec),
+        (status = 404, description = "No such workshop", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -61,7 +92,19 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("no workshop {code}")))
 }
 
-/// Creates or replaces a workshop with its calendar, bays, technicians and stock.
+/// Create or replace a workshop
+///
+/// Replaces calendar, bays and technicians (those no longer listed are deactivated) and stock.
+#[utoipa::path(
+    put, path = "/v1/workshops/{id}", tag = "workshops", operation_id = "putWorkshop",
+    params(("id" = String, Path, description = "Workshop code, e.g. WS-01")),
+    request_body = WorkshopSpec,
+    responses(
+        (status = 200, description = "The stored workshop", body = WorkshopSpec),
+        (status = 400, description = "A bad body: invalid JSON or field, a code that differs from the path's, unknown parts", body = ErrorBody),
+        (status = 404, description = "No such workshop", body = ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -92,6 +135,17 @@ pub async fn put(
     get(State(state), Path(code)).await
 }
 
+/// Create or replace a bay
+#[utoipa::path(
+    put, path = "/v1/workshops/{id}/bays/{bay}", tag = "workshops", operation_id = "putBay",
+    params(("id" = String, Path, description = "Workshop code, e.g. WS-01"), ("bay" = String, Path, description = "Bay code")),
+    request_body = BaySpec,
+    responses(
+        (status = 200, description = "The stored bay", body = BaySpec),
+        (status = 400, description = "A bad body, or a code that differs from the path's", body = ErrorBody),
+        (status = 404, description = "No such workshop", body = ErrorBody),
+    )
+)]
 pub async fn put_bay(
     State(state): State<AppState>,
     Path((code, bay)): Path<(String, String)>,
@@ -105,6 +159,17 @@ pub async fn put_bay(
     Ok(Json(spec))
 }
 
+/// Create or replace a technician with skills and weekly shifts
+#[utoipa::path(
+    put, path = "/v1/workshops/{id}/technicians/{technician}", tag = "workshops", operation_id = "putTechnician",
+    params(("id" = String, Path, description = "Workshop code, e.g. WS-01"), ("technician" = String, Path, description = "Technician code")),
+    request_body = TechnicianSpec,
+    responses(
+        (status = 200, description = "The stored technician", body = TechnicianSpec),
+        (status = 400, description = "A bad body, or a code that differs from the path's", body = ErrorBody),
+        (status = 404, description = "No such workshop", body = ErrorBody),
+    )
+)]
 pub async fn put_technician(
     State(state): State<AppState>,
     Path((code, tech)): Path<(String, String)>,
@@ -118,13 +183,27 @@ pub async fn put_technician(
     Ok(Json(spec))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Stock)]
 pub struct StockBody {
+    #[schema(minimum = 0)]
     on_hand: i32,
+    #[schema(minimum = 0, maximum = 365)]
     lead_time_days: i32,
 }
 
+/// Set a part's stock and lead time at a workshop
+#[utoipa::path(
+    put, path = "/v1/workshops/{id}/stock/{sku}", tag = "workshops", operation_id = "putStock",
+    params(("id" = String, Path, description = "Workshop code, e.g. WS-01"), ("sku" = String, Path, description = "Part number")),
+    request_body = StockBody,
+    responses(
+        (status = 200, description = "The stored stock line", body = StockSpec),
+        (status = 400, description = "A bad body", body = ErrorBody),
+        (status = 404, description = "No such workshop or part", body = ErrorBody),
+    )
+)]
 pub async fn put_stock(
     State(state): State<AppState>,
     Path((code, sku)): Path<(String, String)>,
@@ -156,12 +235,32 @@ pub async fn put_stock(
     Ok(Json(stock))
 }
 
-pub async fn list_jobs(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        json!({"jobs": cap::list_jobs(state.store.pool()).await?}),
-    ))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Jobs {
+    pub jobs: Vec<JobSpec>,
 }
 
+/// The job catalogue with parts
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "catalogue", operation_id = "listJobs",
+    responses((status = 200, description = "Every job, by code", body = Jobs))
+)]
+pub async fn list_jobs(State(state): State<AppState>) -> Result<Json<Jobs>, ApiError> {
+    Ok(Json(Jobs {
+        jobs: cap::list_jobs(state.store.pool()).await?,
+    }))
+}
+
+/// Create or replace a job
+#[utoipa::path(
+    put, path = "/v1/jobs/{code}", tag = "catalogue", operation_id = "putJob",
+    params(("code" = String, Path, description = "Job code, e.g. brake_pads_front", pattern = "^[a-z0-9_]{1,64}$")),
+    request_body = JobSpec,
+    responses(
+        (status = 200, description = "The stored job", body = JobSpec),
+        (status = 400, description = "A bad body, a code that differs from the path's, or unknown parts", body = ErrorBody),
+    )
+)]
 pub async fn put_job(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -181,6 +280,16 @@ pub async fn put_job(
     Ok(Json(spec))
 }
 
+/// Create or replace a part
+#[utoipa::path(
+    put, path = "/v1/parts/{sku}", tag = "catalogue", operation_id = "putPart",
+    params(("sku" = String, Path, description = "Part number")),
+    request_body = PartSpec,
+    responses(
+        (status = 200, description = "The stored part", body = PartSpec),
+        (status = 400, description = "A bad body, or a SKU that differs from the path's", body = ErrorBody),
+    )
+)]
 pub async fn put_part(
     State(state): State<AppState>,
     Path(sku): Path<String>,
@@ -193,12 +302,40 @@ pub async fn put_part(
     Ok(Json(spec))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SlotParams {
+    /// Job code (required)
+    #[param(required = true, value_type = String)]
     job: Option<String>,
+    /// RFC 3339; default now
+    #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
+    /// RFC 3339; default `from` + 14 days; at most 62 days after `from`
+    #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
+    /// 1 to 1000, default 50
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Slots {
+    pub workshop: String,
+    /// The workshop's IANA time zone.
+    pub time_zone: String,
+    pub job: JobSpec,
+    pub duration_minutes: i32,
+    /// Labour and parts.
+    pub estimated_cost_cents: i64,
+    /// When the parts can be there: now if stock covers them, else after the longest lead time.
+    pub parts_ready_at: DateTime<Utc>,
+    pub parts: Vec<PartNeed>,
+    /// How many windows are feasible in the period.
+    pub feasible: usize,
+    /// The best `limit` of them.
+    #[schema(value_type = Vec<Window>)]
+    pub windows: Vec<Value>,
 }
 
 /// The longest period one slot search may cover.
@@ -211,12 +348,26 @@ pub fn missing(e: SnapshotMissing) -> ApiError {
     }
 }
 
-/// `GET /v1/workshops/{id}/slots?job=&from=&to=&limit=`: feasible windows, best first.
+/// Feasible windows for a job, best first
+///
+/// `feasible` counts every window; `windows` holds the best `limit`. A window has a bay with
+/// the capability and a technician with the skill both free, inside shifts and opening hours,
+/// not on holidays, not before the parts can arrive; windows are ranked to spread load across
+/// the week. Local times are the workshop's IANA time zone; DST days have 23 or 25 hours.
+#[utoipa::path(
+    get, path = "/v1/workshops/{id}/slots", tag = "workshops", operation_id = "getSlots",
+    params(("id" = String, Path, description = "Workshop code, e.g. WS-01"), SlotParams),
+    responses(
+        (status = 200, description = "Windows, best first", body = Slots),
+        (status = 400, description = "A bad or missing parameter, or an unknown job", body = ErrorBody),
+        (status = 404, description = "No such workshop", body = ErrorBody),
+    )
+)]
 pub async fn slots(
     State(state): State<AppState>,
     Path(code): Path<String>,
     params: Result<Query<SlotParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Slots>, ApiError> {
     let p = query(params)?;
     let job = p.job.filter(|j| !j.is_empty()).ok_or_else(|| {
         ApiError::bad_request("invalid_parameter", "job is required (a job code)")
@@ -245,17 +396,17 @@ pub async fn slots(
         .take(n as usize)
         .map(|w| snap.window_json(w))
         .collect();
-    Ok(Json(json!({
-        "workshop": snap.workshop.code,
-        "time_zone": snap.workshop.time_zone,
-        "job": snap.job,
-        "duration_minutes": snap.job.labour_minutes,
-        "estimated_cost_cents": snap.estimated_cost_cents(),
-        "parts_ready_at": earliest,
-        "parts": snap.parts,
-        "feasible": ranked.len(),
-        "windows": windows,
-    })))
+    Ok(Json(Slots {
+        estimated_cost_cents: snap.estimated_cost_cents(),
+        duration_minutes: snap.job.labour_minutes,
+        workshop: snap.workshop.code,
+        time_zone: snap.workshop.time_zone,
+        job: snap.job,
+        parts_ready_at: earliest,
+        parts: snap.parts,
+        feasible: ranked.len(),
+        windows,
+    }))
 }
 
 pub fn check_period(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), ApiError> {

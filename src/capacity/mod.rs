@@ -105,14 +105,17 @@ pub struct Seed {
     pub workshops: Vec<WorkshopSpec>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Part)]
 pub struct PartSpec {
     pub sku: String,
     pub name: String,
+    #[schema(minimum = 0)]
     pub price_cents: i64,
     /// Supplier lead time where a workshop keeps no stock of it.
     #[serde(default = "default_lead_time")]
+    #[schema(minimum = 0, maximum = 365, default = 7)]
     pub lead_time_days: i32,
 }
 
@@ -120,23 +123,30 @@ fn default_lead_time() -> i32 {
     7
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobPart {
     pub sku: String,
+    #[schema(minimum = 1)]
     pub quantity: i32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Job)]
 pub struct JobSpec {
+    #[schema(pattern = "^[a-z0-9_]{1,64}$")]
     pub code: String,
     pub component: Component,
     pub name: String,
+    #[schema(minimum = 5, maximum = 1440)]
     pub labour_minutes: i32,
+    /// The technician skill it needs, e.g. brakes.
     pub skill: String,
+    /// The bay capability it needs, e.g. lift.
     #[serde(default)]
     pub bay_capability: Option<String>,
+    #[schema(minimum = 0)]
     pub labour_price_cents: i64,
     /// The job offers propose for its component (one per component).
     #[serde(default)]
@@ -145,35 +155,43 @@ pub struct JobSpec {
     pub parts: Vec<JobPart>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Holiday)]
 pub struct HolidaySpec {
     pub day: NaiveDate,
     #[serde(default)]
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Bay)]
 pub struct BaySpec {
     pub code: String,
+    /// E.g. lift, high_voltage.
     #[serde(default)]
     pub capabilities: Vec<String>,
     #[serde(default = "yes")]
+    #[schema(default = true)]
     pub active: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Technician)]
 pub struct TechnicianSpec {
     pub code: String,
     pub name: String,
     #[serde(default)]
+    /// E.g. brakes, tyres, diagnostics, engine, hv_battery.
     pub skills: Vec<String>,
-    /// Weekly roster, as opening hours are written.
+    /// Weekly roster, as opening hours are written: weekday (mon..sun) to local time ranges
+    /// HH:MM-HH:MM; absent days are off.
     #[serde(default)]
     pub shifts: BTreeMap<String, Vec<String>>,
     #[serde(default = "yes")]
+    #[schema(default = true)]
     pub active: bool,
 }
 
@@ -181,26 +199,37 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WorkshopStock)]
 pub struct StockSpec {
     pub sku: String,
     pub on_hand: i32,
     pub lead_time_days: i32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Workshop)]
+/// A workshop with its calendar, bays, technicians and stock; a PUT replaces all of them
+/// (bays and technicians no longer listed are deactivated).
 pub struct WorkshopSpec {
+    /// E.g. WS-01.
     pub code: String,
     pub name: String,
+    /// IANA name, e.g. Europe/Paris.
     pub time_zone: String,
     #[serde(default)]
+    #[schema(minimum = -90, maximum = 90)]
     pub latitude: Option<f64>,
     #[serde(default)]
+    #[schema(minimum = -180, maximum = 180)]
     pub longitude: Option<f64>,
     #[serde(default = "default_slot_minutes")]
+    #[schema(minimum = 5, maximum = 240, default = 30)]
     pub slot_minutes: i32,
+    /// Opening hours: weekday (mon..sun) to local time ranges HH:MM-HH:MM; absent days are
+    /// closed.
     #[serde(default)]
     pub hours: BTreeMap<String, Vec<String>>,
     #[serde(default)]

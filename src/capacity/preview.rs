@@ -57,7 +57,7 @@ pub struct PreviewInput {
     pub as_of: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DemandKind {
     Booked,
@@ -66,7 +66,7 @@ pub enum DemandKind {
 }
 
 /// One contribution to a cell, for "what drives this day".
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Driver {
     pub kind: DemandKind,
     pub vin: String,
@@ -74,7 +74,7 @@ pub struct Driver {
     pub hours: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Cell {
     pub day: NaiveDate,
     pub skill: String,

@@ -10,8 +10,9 @@ use crate::catalog;
 use crate::component::Component;
 use serde::{Deserialize, Serialize};
 
-/// One reason, as stored in `risk_scores.factors`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One reason, as stored in `risk_scores.factors`: a top contributing factor in a service
+/// advisor's words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Factor {
     /// The model feature that contributed most within this subject.
     pub feature: String,

@@ -99,8 +99,13 @@ impl Webhook {
     }
 }
 
-/// A QoS 1 publisher that sends one message at a time and waits for its PUBACK.
+/// A QoS 1 publisher that sends one message at a time and waits for its PUBACK. PUBACKs
+/// carry no reference to the event, so a publish that fails or times out ends the
+/// connection: a late PUBACK of it can never be taken for the next event's (which would
+/// mark that one delivered unsent).
 struct Publisher {
+    // Boxed: the options are large next to the webhook channel.
+    options: Box<MqttOptions>,
     client: AsyncClient,
     acks: mpsc::Receiver<()>,
     task: tokio::task::JoinHandle<()>,
@@ -110,14 +115,26 @@ impl Publisher {
     fn start(config: &Config) -> Result<Publisher, OutboxError> {
         let m = &config.mqtt;
         let sep = if m.url.contains('?') { '&' } else { '?' };
-        let mut opts =
+        let mut options =
             MqttOptions::parse_url(format!("{}{sep}client_id={}-outbox", m.url, m.client_id))
                 .map_err(|e| OutboxError::Url(e.to_string()))?;
-        opts.set_keep_alive(std::time::Duration::from_secs(30));
+        options.set_keep_alive(std::time::Duration::from_secs(30));
         if let (Some(user), Some(pass)) = (&m.username, &m.password) {
-            opts.set_credentials(user.clone(), pass.clone());
+            options.set_credentials(user.clone(), pass.clone());
         }
-        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let (client, acks, task) = Self::connect(options.clone());
+        Ok(Publisher {
+            options: Box::new(options),
+            client,
+            acks,
+            task,
+        })
+    }
+
+    fn connect(
+        options: MqttOptions,
+    ) -> (AsyncClient, mpsc::Receiver<()>, tokio::task::JoinHandle<()>) {
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
         let (tx, acks) = mpsc::channel(64);
         let task = tokio::spawn(async move {
             loop {
@@ -135,27 +152,45 @@ impl Publisher {
                 }
             }
         });
-        Ok(Publisher { client, acks, task })
+        (client, acks, task)
+    }
+
+    /// A fresh client and connection; the old one's pending publish and acks are dropped.
+    fn reconnect(&mut self) {
+        self.task.abort();
+        let (client, acks, task) = Self::connect((*self.options).clone());
+        self.client = client;
+        self.acks = acks;
+        self.task = task;
     }
 
     async fn send(&mut self, row: &Pending) -> Result<(), String> {
         let vin = row.vin.as_deref().ok_or("event has no VIN")?;
         let body = serde_json::to_vec(&row.payload).map_err(|e| e.to_string())?;
-        // An acknowledgement left over from a publish that timed out is not ours.
-        while self.acks.try_recv().is_ok() {}
-        self.client
+        let published = self
+            .client
             .publish(
                 format!("v1/vehicles/{vin}/offers"),
                 QoS::AtLeastOnce,
                 false,
                 body,
             )
-            .await
-            .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(std::time::Duration::from_secs(10), self.acks.recv()).await {
-            Ok(Some(())) => Ok(()),
-            _ => Err("no PUBACK from the broker within 10 s".into()),
+            .await;
+        let outcome = match published {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => {
+                match tokio::time::timeout(std::time::Duration::from_secs(10), self.acks.recv())
+                    .await
+                {
+                    Ok(Some(())) => Ok(()),
+                    _ => Err("no PUBACK from the broker within 10 s".into()),
+                }
+            }
+        };
+        if outcome.is_err() {
+            self.reconnect();
         }
+        outcome
     }
 }
 

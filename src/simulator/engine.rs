@@ -76,6 +76,90 @@ impl Weather {
     }
 }
 
+/// The whole run's temperatures, day by day per climate zone (in `Climate::ALL` order).
+/// Weather is the only thing vehicles share, so with it computed once any range of the
+/// fleet can be simulated on its own.
+pub fn weather(config: &SimConfig) -> Vec<[f64; 3]> {
+    let mut zones: Vec<Weather> = Climate::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, climate)| Weather {
+            climate: *climate,
+            r: stream(config.seed, u64::MAX - i as u64, Purpose::Weather),
+            anomaly: 0.0,
+        })
+        .collect();
+    (0..config.days)
+        .map(|day| {
+            let date = config.start + Duration::days(i64::from(day));
+            let mut t = [0.0; 3];
+            for (slot, zone) in t.iter_mut().zip(zones.iter_mut()) {
+                *slot = zone.temperature(date);
+            }
+            t
+        })
+        .collect()
+}
+
+/// One vehicle's whole run: every delivery in arrival order.
+#[derive(Debug)]
+pub struct VehicleRun {
+    pub vin: String,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// A range of the fleet simulated over the whole run.
+#[derive(Debug, Default)]
+pub struct RangeOutput {
+    /// In fleet order.
+    pub vehicles: Vec<VehicleRun>,
+    pub records: Vec<NewServiceRecord>,
+    /// Unordered; `Truth::sort` orders it.
+    pub truth: Truth,
+}
+
+/// Simulates fleet members `range` over every day of `config`, given the run's `weather`.
+/// Each vehicle gets exactly the messages, records and truth `Simulation` gives it, and its
+/// deliveries in the order `Simulation` hands them out (by arrival time, ties in the order
+/// they were sent).
+pub fn simulate_range(
+    config: &SimConfig,
+    weather: &[[f64; 3]],
+    range: std::ops::Range<usize>,
+) -> RangeOutput {
+    let mut out = RangeOutput::default();
+    let mut produced = Produced::default();
+    for index in range {
+        let spec = fleet::vehicle(config.seed, index, config.workshops, config.start);
+        let climate = Climate::ALL
+            .iter()
+            .position(|c| *c == spec.climate)
+            .unwrap_or(0);
+        let mut v = VehicleSim::new(spec, config.seed, config.realism, config.workshops);
+        for (day, temperatures) in (0..config.days).zip(weather) {
+            let date = config.start + Duration::days(i64::from(day));
+            v.step(
+                day,
+                date,
+                temperatures[climate],
+                &mut out.truth,
+                &mut produced,
+            );
+        }
+        let end = config.start + Duration::days(i64::from(config.days));
+        v.finish(config.days, end, &mut out.truth, &mut produced.deliveries);
+        let mut deliveries = std::mem::take(&mut produced.deliveries);
+        // Stable: equal arrival times keep the order they were sent in, as in the queue.
+        deliveries.sort_by_key(|d| d.at);
+        out.records.append(&mut produced.records);
+        out.vehicles.push(VehicleRun {
+            vin: v.spec.vin.clone(),
+            deliveries,
+        });
+    }
+    out
+}
+
 pub struct Simulation {
     config: SimConfig,
     vehicles: Vec<VehicleSim>,

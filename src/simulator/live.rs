@@ -17,6 +17,9 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// How long a failing API request is retried before the run gives up.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+
 /// The HTTP API the simulator registers profiles and posts service records to.
 #[derive(Debug, Clone)]
 pub struct ApiClient {
@@ -34,28 +37,45 @@ impl ApiClient {
         }
     }
 
+    /// Sends a request, retrying transport errors and 5xx answers for up to `RETRY_FOR`
+    /// (the service restarting, its database briefly away), as a platform's uplink would.
+    /// Profiles and service records are idempotent, so a repeat changes nothing.
     async fn send(
         &self,
-        request: reqwest::RequestBuilder,
+        request: impl Fn() -> reqwest::RequestBuilder,
         what: &str,
     ) -> Result<serde_json::Value, SimulateError> {
-        let response = request
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .map_err(|e| SimulateError::Api(format!("{what}: {e}")))?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(SimulateError::Api(format!("{what}: HTTP {status}: {body}")));
+        let deadline = Instant::now() + RETRY_FOR;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let error = match request().bearer_auth(&self.key).send().await {
+                Err(e) => format!("{what}: {e}"),
+                Ok(response) => {
+                    let status = response.status();
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    if status.is_success() {
+                        return Ok(body);
+                    }
+                    let error = format!("{what}: HTTP {status}: {body}");
+                    if !status.is_server_error() {
+                        return Err(SimulateError::Api(error));
+                    }
+                    error
+                }
+            };
+            if Instant::now() + pause > deadline {
+                return Err(SimulateError::Api(error));
+            }
+            tracing::warn!(%error, "API request failed; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
-        Ok(body)
     }
 
     pub async fn put_profile(&self, vin: &str, profile: &Profile) -> Result<(), SimulateError> {
         let url = format!("{}/v1/vehicles/{vin}", self.base);
         self.send(
-            self.http.put(url).json(profile),
+            || self.http.put(&url).json(profile),
             &format!("PUT profile of {vin}"),
         )
         .await
@@ -69,7 +89,10 @@ impl ApiClient {
         }
         let url = format!("{}/v1/service-records", self.base);
         let answer = self
-            .send(self.http.post(url).json(records), "POST service records")
+            .send(
+                || self.http.post(&url).json(records),
+                "POST service records",
+            )
             .await?;
         Ok(answer["created"].as_u64().unwrap_or(0))
     }

@@ -78,6 +78,12 @@ pub struct SimulateArgs {
     /// publishing it live.
     #[arg(long)]
     pub bulk: bool,
+    /// Bulk: how to store the history. `auto` takes the fast path (COPY straight into the
+    /// tables, duplicates and rollup worked out in memory) when the database holds no history
+    /// for the fleet's vehicles, and the exactly-once path (the ingest writer) otherwise;
+    /// `fast` refuses a database with history for them.
+    #[arg(long, value_enum, default_value_t = bulk::BulkPath::Auto)]
+    pub bulk_path: bulk::BulkPath,
     /// Ground truth as JSON Lines (failures, then faults found early).
     #[arg(long)]
     pub truth: Option<PathBuf>,
@@ -203,14 +209,14 @@ fn write_truth(path: &PathBuf, truth: &Truth) -> Result<(), SimulateError> {
 pub async fn run(config: &Config, args: &SimulateArgs) -> Result<String, SimulateError> {
     let sim_config = args.sim_config(Utc::now())?;
     let progress = Progress::new(sim_config.days, std::io::stderr().is_terminal());
-    let sim = Simulation::new(sim_config);
     let (summary, truth, closing) = if args.bulk {
-        let pool = store::pool(&config.database.url, 4).await?;
+        let pool = store::pool(&config.database.url, 6).await?;
         store::migrate(&pool).await?;
         let store = std::sync::Arc::new(Store::open(pool).await?);
-        let report = bulk::run(
+        let report = bulk::run_with(
             store,
-            sim,
+            sim_config,
+            args.bulk_path,
             config.ingest.write_method,
             config.limits(),
             &progress,
@@ -218,8 +224,12 @@ pub async fn run(config: &Config, args: &SimulateArgs) -> Result<String, Simulat
         .await?;
         let secs = report.elapsed.as_secs_f64().max(1e-9);
         let closing = format!(
-            "stored in {:.1}s: {} values ({:.0} values/s), {} messages ({:.0}/s), {} duplicates, \
-             {} dead letters, {} new service records; rollup rebuilt in {:.1}s",
+            "{} path: stored in {:.1}s: {} values ({:.0} values/s), {} messages ({:.0}/s), \
+             {} duplicates, {} dead letters, {} new service records; rollup settled in {:.1}s",
+            match report.path {
+                bulk::BulkPath::Fast => "fast",
+                _ => "exactly-once",
+            },
             secs,
             report.stored.values,
             report.stored.values as f64 / secs,
@@ -232,6 +242,7 @@ pub async fn run(config: &Config, args: &SimulateArgs) -> Result<String, Simulat
         );
         (report.summary, report.truth, closing)
     } else {
+        let sim = Simulation::new(sim_config);
         let api = match (&args.api_url, &args.api_key) {
             (Some(url), Some(key)) => Some(live::ApiClient::new(url, key)),
             _ => {

@@ -35,6 +35,24 @@ impl Progress {
             .set_message(format!("{values} values, {:.0}/s", values as f64 / secs));
     }
 
+    /// Counts vehicles instead of days (bulk history written vehicle range by range).
+    pub fn count_vehicles(&self, vehicles: u64) {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} vehicles {pos}/{len} [{bar:30}] {elapsed_precise} (eta {eta}) {msg}",
+        ) {
+            self.bar.set_style(style.progress_chars("=> "));
+        }
+        self.bar.set_length(vehicles);
+    }
+
+    /// `vehicles` are done; `values` telemetry values are stored so far.
+    pub fn vehicles_done(&self, vehicles: u64, values: u64) {
+        self.bar.set_position(vehicles);
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.bar
+            .set_message(format!("{values} values, {:.0}/s", values as f64 / secs));
+    }
+
     pub fn finish(&self, message: &str) {
         self.bar.finish_with_message(message.to_owned());
     }

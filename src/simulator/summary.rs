@@ -74,6 +74,28 @@ impl Summary {
         }
     }
 
+    /// Adds the counts of another part of the same run (vehicles and days are the run's).
+    pub fn absorb(&mut self, o: &Summary) {
+        self.messages += o.messages;
+        self.duplicates += o.duplicates;
+        self.dead_letters_expected += o.dead_letters_expected;
+        self.samples += o.samples;
+        self.values += o.values;
+        self.store_and_forward_arrays += o.store_and_forward_arrays;
+        self.dtc_reports += o.dtc_reports;
+        self.dtc_entries += o.dtc_entries;
+        for (k, n) in &o.failures {
+            *self.failures.entry(*k).or_default() += n;
+        }
+        self.failures_without_warning += o.failures_without_warning;
+        for (k, n) in &o.preventive {
+            *self.preventive.entry(*k).or_default() += n;
+        }
+        for (k, n) in &o.records {
+            *self.records.entry(k).or_default() += n;
+        }
+    }
+
     pub fn service_records(&self) -> u64 {
         self.records.values().sum()
     }

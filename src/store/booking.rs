@@ -33,7 +33,8 @@ pub enum Refusal {
     Taken,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Booking)]
 pub struct BookingView {
     pub id: i64,
     pub offer_id: Option<i64>,
@@ -44,6 +45,7 @@ pub struct BookingView {
     pub job: String,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    /// booked, cancelled or completed.
     pub status: String,
     pub work_order: Option<String>,
     pub estimated_cost_cents: Option<i64>,

@@ -275,7 +275,7 @@ pub async fn upsert_stock(
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkshopRef {
     pub id: i32,
     pub code: String,
@@ -480,7 +480,7 @@ pub async fn unknown_parts(pool: &PgPool, parts: &[JobPart]) -> Result<Vec<Strin
 }
 
 /// A part a job needs at a workshop, with what the workshop has of it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PartNeed {
     pub sku: String,
     pub name: String,

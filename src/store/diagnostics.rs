@@ -76,29 +76,10 @@ impl<'a> DiagnosticsPlan<'a> {
                 continue;
             }
             last = Some(*key);
-            reports.row(7);
-            reports.int4(key.0);
-            reports.int8(key.1);
-            reports.timestamptz(key.2);
-            reports.timestamptz(*received_at);
-            reports.opt(report.source.as_deref(), CopyEncoder::text);
-            reports.opt(report.mil, CopyEncoder::boolean);
-            reports.int4(report.dtcs.len() as i32);
+            encode_report(&mut reports, *key, *received_at, report);
         }
         let mut events = CopyEncoder::with_capacity(all_new.accepted.len() * 64);
-        for row in event_rows(&all_new.accepted) {
-            events.row(10);
-            events.int4(row.vehicle_id);
-            events.timestamptz(row.ts);
-            events.int8(row.seq);
-            events.text(&row.code);
-            events.text(row.status);
-            events.opt(row.spn, CopyEncoder::int4);
-            events.opt(row.fmi, CopyEncoder::int2);
-            events.opt(row.oc, CopyEncoder::int2);
-            events.opt(row.sa, CopyEncoder::int2);
-            events.opt(row.source, CopyEncoder::text);
-        }
+        encode_events(&mut events, &event_rows(&all_new.accepted));
         DiagnosticsPlan {
             all_new,
             reports_copy: reports.finish(),
@@ -198,8 +179,44 @@ impl<'a> DiagnosticsPlan<'a> {
     }
 }
 
+/// Encodes `dtc_events` rows for `COPY dtc_events (vehicle_id, ts, seq, code, status, spn,
+/// fmi, oc, sa, source)`.
+pub(super) fn encode_events(enc: &mut CopyEncoder, rows: &[EventRow<'_>]) {
+    for row in rows {
+        enc.row(10);
+        enc.int4(row.vehicle_id);
+        enc.timestamptz(row.ts);
+        enc.int8(row.seq);
+        enc.text(&row.code);
+        enc.text(row.status);
+        enc.opt(row.spn, CopyEncoder::int4);
+        enc.opt(row.fmi, CopyEncoder::int2);
+        enc.opt(row.oc, CopyEncoder::int2);
+        enc.opt(row.sa, CopyEncoder::int2);
+        enc.opt(row.source, CopyEncoder::text);
+    }
+}
+
+/// A report's ledger row for `COPY dtc_reports (vehicle_id, seq, ts, received_at, source,
+/// mil, n_dtcs)`.
+pub(super) fn encode_report(
+    enc: &mut CopyEncoder,
+    key: SampleKey,
+    received_at: DateTime<Utc>,
+    report: &DtcReport,
+) {
+    enc.row(7);
+    enc.int4(key.0);
+    enc.int8(key.1);
+    enc.timestamptz(key.2);
+    enc.timestamptz(received_at);
+    enc.opt(report.source.as_deref(), CopyEncoder::text);
+    enc.opt(report.mil, CopyEncoder::boolean);
+    enc.int4(report.dtcs.len() as i32);
+}
+
 /// One entry of a DTC report, as `dtc_events` keeps it.
-struct EventRow<'a> {
+pub(super) struct EventRow<'a> {
     vehicle_id: i32,
     ts: DateTime<Utc>,
     seq: i64,
@@ -212,8 +229,15 @@ struct EventRow<'a> {
     source: Option<&'a str>,
 }
 
+impl EventRow<'_> {
+    /// Whether two rows have the table's key (vehicle, code, ts, seq) in common.
+    pub(super) fn same_key(&self, o: &EventRow<'_>) -> bool {
+        (self.vehicle_id, &self.code, self.ts, self.seq) == (o.vehicle_id, &o.code, o.ts, o.seq)
+    }
+}
+
 /// The events of `reports`, sorted by the table's key (vehicle, code, ts, seq).
-fn event_rows<'a>(reports: &[(i32, &'a DtcReport)]) -> Vec<EventRow<'a>> {
+pub(super) fn event_rows<'a>(reports: &[(i32, &'a DtcReport)]) -> Vec<EventRow<'a>> {
     let mut rows: Vec<EventRow<'a>> = reports
         .iter()
         .flat_map(|(vehicle_id, r)| {

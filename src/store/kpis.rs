@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RiskToOffer {
     pub offers: i64,
     pub mean_seconds: Option<f64>,
@@ -15,7 +15,7 @@ pub struct RiskToOffer {
     pub p90_seconds: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Conversion {
     pub offers: i64,
     pub booked: i64,
@@ -24,14 +24,14 @@ pub struct Conversion {
     pub rate: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Visits {
     pub visits: i64,
     pub booked_by_aftercare: i64,
     pub share: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Utilisation {
     pub workshop: String,
     pub open_bay_minutes: f64,
@@ -39,7 +39,7 @@ pub struct Utilisation {
     pub utilisation: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Hotspot {
     pub make: Option<String>,
     pub model: Option<String>,
@@ -49,7 +49,7 @@ pub struct Hotspot {
     pub failure_rate: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Kpis {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,

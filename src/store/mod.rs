@@ -5,6 +5,7 @@ pub mod booking;
 pub mod capacity;
 pub mod copy;
 mod diagnostics;
+pub mod fast_load;
 pub mod history;
 pub mod keys;
 pub mod kpis;
@@ -39,6 +40,9 @@ pub enum StoreError {
     /// Stored data this build cannot read (a bug or tampering, not bad input).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A fresh bulk load was handed data it cannot place (a bug in the caller).
+    #[error("bulk load: {0}")]
+    BulkLoad(String),
 }
 
 impl StoreError {

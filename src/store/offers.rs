@@ -12,23 +12,33 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Offer)]
 pub struct OfferView {
     pub id: i64,
     pub vin: String,
+    #[schema(value_type = crate::component::Component)]
     pub component: String,
+    /// proposed, notified, booked, declined, expired or completed.
+    #[schema(value_type = crate::offers::state::OfferState)]
     pub state: String,
+    /// The horizon whose risk crossed its threshold: p7, p30 or p90.
     pub horizon: String,
     pub risk: f32,
     pub urgency_days: Option<f32>,
     pub model_version: String,
+    /// The score's top factors.
+    #[schema(value_type = Vec<crate::model::explain::Factor>)]
     pub reasons: Value,
     pub job: String,
     pub job_name: String,
     pub workshop: String,
     pub duration_minutes: i32,
     pub estimated_cost_cents: i64,
+    /// The best windows at the offer's workshop when it was made.
+    #[schema(value_type = Vec<crate::api::doc::Window>)]
     pub windows: Value,
+    /// 0 none, 1 soft, 2 hard.
     pub reminder_level: i16,
     pub risk_scored_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,

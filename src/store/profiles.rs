@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use std::fmt;
 use std::str::FromStr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Powertrain {
     /// Battery-electric.
@@ -67,7 +67,7 @@ impl FromStr for Powertrain {
 }
 
 /// A profile as written. Absent fields are stored as null (a PUT replaces the whole profile).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Profile {
     pub make: Option<String>,
     pub model: Option<String>,
@@ -79,7 +79,8 @@ pub struct Profile {
 }
 
 /// A stored profile, as `GET /v1/vehicles/{vin}` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = RegistryProfile)]
 pub struct StoredProfile {
     #[serde(flatten)]
     pub profile: Profile,

@@ -13,7 +13,7 @@ pub async fn vehicle_id(pool: &PgPool, vin: &str) -> Result<Option<i32>, StoreEr
         .await?)
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Point {
     pub ts: DateTime<Utc>,
     pub signal: String,
@@ -76,7 +76,7 @@ pub async fn telemetry(
     ))
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Bucket {
     pub ts: DateTime<Utc>,
     pub signal: String,
@@ -147,7 +147,7 @@ pub async fn telemetry_buckets(
         .collect())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DtcEvent {
     pub ts: DateTime<Utc>,
     pub status: String,
@@ -156,7 +156,7 @@ pub struct DtcEvent {
     pub source_address: Option<i16>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DtcHistory {
     pub code: String,
     pub spn: Option<i32>,
@@ -252,14 +252,14 @@ pub async fn dtc_history(
         .collect())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LatestValue {
     pub signal: String,
     pub ts: DateTime<Utc>,
     pub value: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActiveDtc {
     pub code: String,
     pub status: String,

@@ -191,13 +191,20 @@ pub async fn mark_stale(
     .rows_affected())
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Risk {
+    #[schema(value_type = crate::component::Component)]
     pub component: String,
+    /// Probability of a repair within 7 days.
     pub p7: f32,
+    /// Within 30 days.
     pub p30: f32,
+    /// Within 90 days.
     pub p90: f32,
+    /// Likely days to failure; null when no horizon is at its alert threshold.
     pub urgency_days: Option<f32>,
+    /// The top contributing reasons, in a service advisor's words.
+    #[schema(value_type = Vec<crate::model::explain::Factor>)]
     pub factors: serde_json::Value,
     pub model_version: String,
     pub scored_at: DateTime<Utc>,
@@ -214,7 +221,7 @@ pub async fn vehicle_risk(pool: &PgPool, vehicle_id: i32) -> Result<Vec<Risk>, S
     .await?)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct FleetRisk {
     pub vin: String,
     #[serde(skip)]

@@ -79,6 +79,25 @@ impl RollupDelta {
         RollupDelta { entries }
     }
 
+    /// Appends the entries as `signal_daily` rows for `COPY signal_daily (vehicle_id,
+    /// signal_id, day, n, min, max, sum, sumsq)`: what folding this delta alone into an empty
+    /// rollup would store.
+    pub(super) fn encode_daily_rows(&self, enc: &mut super::copy::CopyEncoder) {
+        for ((vehicle_id, signal_id, day), a) in &self.entries {
+            enc.row(8);
+            enc.int4(*vehicle_id);
+            enc.int4(*signal_id);
+            enc.timestamptz(
+                DateTime::from_timestamp(i64::from(*day) * 86_400, 0).unwrap_or_default(),
+            );
+            enc.int8(i64::from(a.n));
+            enc.float8(a.min);
+            enc.float8(a.max);
+            enc.float8(a.sum);
+            enc.float8(a.sumsq);
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + self.entries.len() * 24);
         out.push(DELTA_FORMAT);

@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Why the workshop did the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceKind {
     /// Scheduled maintenance (oil service, spark plugs, brake fluid).
@@ -71,7 +71,7 @@ pub struct NewServiceRecord {
 }
 
 /// What became of one record: its id, and whether this call created it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StoredRecord {
     pub id: i64,
     pub created: bool,

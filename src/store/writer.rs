@@ -159,7 +159,7 @@ impl Store {
 
     /// VIN to vehicle id, creating vehicles on first sight. Runs outside the batch
     /// transaction: a vehicle row without data is harmless, and keeps the batch short.
-    async fn resolve_vehicles(
+    pub(super) async fn resolve_vehicles(
         &self,
         conn: &mut PgConnection,
         vins: &[&str],
@@ -167,7 +167,7 @@ impl Store {
         resolve_ids(conn, &self.vehicle_ids, vins, "vehicles", "vin").await
     }
 
-    async fn resolve_signals(
+    pub(super) async fn resolve_signals(
         &self,
         conn: &mut PgConnection,
         names: &[&str],
@@ -342,7 +342,7 @@ impl Batch<'_> {
 
 /// Marks vehicles with newly stored data for the scoring worker, one row each, in key order.
 /// A redelivery stores nothing and so marks nothing.
-async fn mark_for_scoring(
+pub(super) async fn mark_for_scoring(
     tx: &mut PgConnection,
     vehicles: &BTreeSet<i32>,
 ) -> Result<(), StoreError> {
@@ -358,7 +358,7 @@ async fn mark_for_scoring(
     Ok(())
 }
 
-async fn insert_dead_letters(
+pub(super) async fn insert_dead_letters(
     tx: &mut PgConnection,
     letters: &[(&DeadLetter, DateTime<Utc>)],
 ) -> Result<(), StoreError> {

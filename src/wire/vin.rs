@@ -4,8 +4,11 @@
 use super::{Reject, RejectReason};
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = String, pattern = "^[A-HJ-NPR-Z0-9]{17}$", example = "VF1RFB00X56789012")]
 pub struct Vin(String);
 
 impl Vin {

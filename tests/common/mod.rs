@@ -309,7 +309,18 @@ impl ServiceProcess {
         client_id: &str,
         extra_env: &[(&str, &str)],
     ) -> ServiceProcess {
-        let http_port = free_port();
+        Self::start_at(db_url, broker_url, client_id, free_port(), extra_env).await
+    }
+
+    /// Like `start`, on a given HTTP port: a restarted service keeps its address, so clients
+    /// configured with it (the simulator) reach it again.
+    pub async fn start_at(
+        db_url: &str,
+        broker_url: &str,
+        client_id: &str,
+        http_port: u16,
+        extra_env: &[(&str, &str)],
+    ) -> ServiceProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aftercare"));
         cmd.arg("serve")
             .env_clear()
