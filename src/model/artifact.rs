@@ -232,11 +232,14 @@ impl Artifact {
         let _ = writeln!(
             s,
             "- Learners: logistic regression (linfa-logistic, L2 α = {}, negatives undersampled \
-             to {}:1 with prior correction); forest of linfa-trees ({}) chosen only when its \
-             validation PR-AUC is higher by {} or more; the training base rate instead when \
-             the chosen learner ranks validation no better than chance (ROC-AUC ≤ 0.5)",
+             to {}:1 but at least {} kept, with prior correction); a rule-anchored logistic \
+             regression (on the component's rule ratio alone: the rule baseline, calibrated) \
+             and a forest of linfa-trees ({}), each chosen only when its validation PR-AUC is \
+             higher by {} or more; when the chosen learner ranks validation no better than \
+             chance (ROC-AUC ≤ 0.5), the best candidate that does, else the training base rate",
             t.config.alpha,
             t.config.max_negative_ratio,
+            t.config.min_negatives,
             match &t.config.forest {
                 Some(f) => format!(
                     "{} trees, depth ≤ {}, balanced bootstraps, Platt-calibrated on validation",
@@ -289,7 +292,7 @@ impl Artifact {
                     "| {} | {} d | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} | {:.3} | {:.2} | {:.2} | {:.2} |",
                     cm.component,
                     h.days,
-                    m.learner.name(),
+                    v.learner,
                     m.train_rows,
                     m.train_positives,
                     v.rows,

@@ -169,11 +169,21 @@ pub struct TrainConfig {
     pub max_negative_ratio: f64,
     /// `None`: logistic regression only.
     pub forest: Option<ForestParams>,
-    /// The forest replaces the logistic model only when its validation PR-AUC is higher by
-    /// at least this much.
+    /// Another learner replaces the logistic model only when its validation PR-AUC is higher
+    /// by at least this much.
     pub forest_margin: f64,
     /// Below this many training positives the learner is the base rate.
     pub min_positives: usize,
+    /// Negatives kept for the logistic fit however few the positives: undersampling a rare
+    /// outcome to 20:1 would leave a few hundred rows to learn from. (0 in artifacts made
+    /// before it existed.)
+    #[serde(default)]
+    pub min_negatives: usize,
+    /// A column holding a domain score (the fleet model's rule ratio). When set, a logistic
+    /// regression on that column alone is a candidate too: a calibrated rule, chosen when it
+    /// validates better than the learners on all features (which rare outcomes can overfit).
+    #[serde(default)]
+    pub anchor: Option<usize>,
     pub seed: u64,
 }
 
@@ -185,6 +195,8 @@ impl Default for TrainConfig {
             forest: Some(ForestParams::default()),
             forest_margin: 0.01,
             min_positives: 5,
+            min_negatives: 10_000,
+            anchor: None,
             seed: 7,
         }
     }
@@ -211,13 +223,21 @@ pub fn train_binary(
     let positives = train.y.iter().filter(|&&y| y).count();
     let negatives = train.y.len() - positives;
     let mut candidates: Vec<(Learner, Vec<f64>)> = Vec::new();
+    // Candidates reported under another name than their learner's kind.
+    let mut names: std::collections::BTreeMap<usize, &str> = Default::default();
     let base_rate = (positives as f64 + 0.5) / (train.y.len() as f64 + 1.0);
     if positives < cfg.min_positives || negatives == 0 {
         candidates.push((Learner::Prior { p: base_rate }, vec![base_rate; xv.nrows()]));
     } else {
-        let logistic = fit_logistic(&prep, xt.view(), train.y, cfg)?;
+        let logistic = fit_logistic(&prep, xt.view(), train.y, cfg, None)?;
         let scores = predict_rows(&prep, &Learner::Logistic(logistic.clone()), xv.view());
         candidates.push((Learner::Logistic(logistic), scores));
+        if let Some(a) = cfg.anchor.filter(|&a| a < xt.ncols()) {
+            let anchored = fit_logistic(&prep, xt.view(), train.y, cfg, Some(a))?;
+            let scores = predict_rows(&prep, &Learner::Logistic(anchored.clone()), xv.view());
+            candidates.push((Learner::Logistic(anchored), scores));
+            names.insert(candidates.len() - 1, ANCHORED);
+        }
         if let Some(params) = &cfg.forest {
             let classes: Vec<usize> = train.y.iter().map(|&y| usize::from(y)).collect();
             let targets: Vec<f64> = classes.iter().map(|&c| c as f64).collect();
@@ -245,7 +265,13 @@ pub fn train_binary(
             );
             (
                 i,
-                validate(learner.name(), scores, valid.y, threshold, true),
+                validate(
+                    names.get(&i).copied().unwrap_or(learner.name()),
+                    scores,
+                    valid.y,
+                    threshold,
+                    true,
+                ),
                 threshold,
             )
         })
@@ -266,12 +292,27 @@ pub fn train_binary(
         .map(|(i, ..)| *i)
         .unwrap_or(0);
     // A learner that ranks validation no better than chance (too few positives to learn
-    // from, or a drift it fitted the wrong way) is replaced by the base rate: a confident
-    // wrong ranking is worse than none.
-    if reports[chosen].1.roc_auc.is_some_and(|auc| auc <= 0.5) {
-        if let Some(prior) = (0..candidates.len()).find(|&i| is_prior(i)) {
-            chosen = prior;
-        }
+    // from, or a drift it fitted the wrong way) is replaced by the best candidate that does
+    // rank better than chance, else by the base rate: a confident wrong ranking is worse
+    // than none.
+    let chance = |i: usize| {
+        reports
+            .iter()
+            .find(|r| r.0 == i)
+            .is_some_and(|r| r.1.roc_auc.is_some_and(|auc| auc <= 0.5))
+    };
+    if chance(chosen) {
+        chosen = reports
+            .iter()
+            .filter(|(i, ..)| !is_prior(*i) && !chance(*i))
+            .max_by(|a, b| {
+                a.1.pr_auc
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.1.pr_auc.unwrap_or(0.0))
+            })
+            .map(|(i, ..)| *i)
+            .or_else(|| (0..candidates.len()).find(|&i| is_prior(i)))
+            .unwrap_or(chosen);
     }
     let pos = reports.iter().position(|(i, ..)| *i == chosen).unwrap_or(0);
     let first = reports.remove(pos);
@@ -339,24 +380,41 @@ fn predict_rows(prep: &Prep, learner: &Learner, x: ArrayView2<f64>) -> Vec<f64> 
         .collect()
 }
 
+/// The name a rule-anchored candidate is reported under.
+pub const ANCHORED: &str = "rule-anchored logistic";
+
+/// `only`: fit on that one column (the other coefficients stay zero).
 fn fit_logistic(
     prep: &Prep,
     x: ArrayView2<f64>,
     y: &[bool],
     cfg: &TrainConfig,
+    only: Option<usize>,
 ) -> Result<Logistic, TrainError> {
     let pos: Vec<usize> = (0..y.len()).filter(|&i| y[i]).collect();
     let mut neg: Vec<usize> = (0..y.len()).filter(|&i| !y[i]).collect();
     let total_neg = neg.len();
-    let keep = ((pos.len() as f64 * cfg.max_negative_ratio).ceil() as usize).clamp(1, total_neg);
+    let keep = ((pos.len() as f64 * cfg.max_negative_ratio).ceil() as usize)
+        .max(cfg.min_negatives)
+        .clamp(1, total_neg);
     if keep < total_neg {
         neg.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
         neg.truncate(keep);
     }
     let rows: Vec<usize> = pos.iter().chain(&neg).copied().collect();
-    let z = Array2::from_shape_fn((rows.len(), x.ncols()), |(r, j)| prep.z(j, x[(rows[r], j)]));
+    let columns: Vec<usize> = match only {
+        Some(j) => vec![j],
+        None => (0..x.ncols()).collect(),
+    };
+    let z = Array2::from_shape_fn((rows.len(), columns.len()), |(r, k)| {
+        prep.z(columns[k], x[(rows[r], columns[k])])
+    });
     let labels: Array1<bool> = rows.iter().map(|&r| y[r]).collect();
-    let (coef, intercept) = aftercare_learners::logistic(z, labels, cfg.alpha, 300)?;
+    let (fitted, intercept) = aftercare_learners::logistic(z, labels, cfg.alpha, 300)?;
+    let mut coef = vec![0.0; x.ncols()];
+    for (&j, c) in columns.iter().zip(fitted) {
+        coef[j] = c;
+    }
     let correction = (keep as f64 / total_neg as f64).ln();
     Ok(Logistic {
         coef,
@@ -552,5 +610,43 @@ mod tests {
             .unwrap();
         assert!(logistic.roc_auc.unwrap() < 0.3, "{logistic:?}");
         assert_eq!(m.validation[0].learner, "prior");
+    }
+
+    /// A rare outcome that one domain score predicts, among many noise columns: the
+    /// rule-anchored candidate is tried and reported, and it reads its column only.
+    #[test]
+    fn a_rule_anchored_candidate_is_tried_and_reads_only_its_column() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (n, p) = (30_000, 40);
+        let x = Array2::from_shape_fn((n, p), |_| rng.gen::<f64>());
+        let y: Vec<bool> = (0..n)
+            .map(|i| rng.gen::<f64>() < sigmoid(-12.0 + 8.0 * x[(i, 0)]))
+            .collect();
+        let half = n / 2;
+        let (xt, xv) = x.view().split_at(ndarray::Axis(0), half);
+        let cfg = TrainConfig {
+            forest: None,
+            anchor: Some(0),
+            ..TrainConfig::default()
+        };
+        let m = fit_halves(xt, xv, &y, &cfg);
+        let anchored = m
+            .validation
+            .iter()
+            .find(|v| v.learner == ANCHORED)
+            .expect("the anchored candidate is reported");
+        assert!(anchored.roc_auc.unwrap() > 0.8, "{anchored:?}");
+        assert!(
+            ["logistic", ANCHORED].contains(&m.validation[0].learner.as_str()),
+            "{:?}",
+            m.validation
+        );
+        let Learner::Logistic(l) = &m.learner else {
+            panic!("expected a logistic model, got {:?}", m.learner)
+        };
+        assert!(l.coef[0] > 0.0, "{l:?}");
+        if m.validation[0].learner == ANCHORED {
+            assert!(l.coef[1..].iter().all(|&c| c == 0.0), "{l:?}");
+        }
     }
 }

@@ -97,6 +97,12 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
     let mut skipped = BTreeMap::new();
     for (c, &component) in Component::ALL.iter().enumerate() {
         let columns = features::for_component(component);
+        let rule_column = features::index_of(&format!("{component}.rule.ratio"))
+            .and_then(|g| columns.iter().position(|&j| j == g));
+        let config = learn::TrainConfig {
+            anchor: rule_column,
+            ..spec.config
+        };
         let mut horizons = Vec::new();
         for (h, &days) in spec.horizons.iter().enumerate() {
             bar.inc(1);
@@ -122,7 +128,7 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
                     x: xv.view(),
                     y: &yv,
                 },
-                &spec.config,
+                &config,
             )
             .map_err(|source| TrainingError::Fit {
                 component,
