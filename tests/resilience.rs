@@ -18,6 +18,8 @@ fn messages(seed: u64, vehicles: usize, n: usize) -> Vec<Generated> {
 }
 
 struct Expected {
+    /// Samples per VIN, to say where a shortfall is when one shows.
+    per_vin: std::collections::BTreeMap<String, i64>,
     samples: i64,
     values: i64,
     reports: i64,
@@ -25,7 +27,12 @@ struct Expected {
 }
 
 fn expected(msgs: &[Generated]) -> Expected {
+    let mut per_vin = std::collections::BTreeMap::new();
+    for m in msgs {
+        *per_vin.entry(m.vin.clone()).or_insert(0) += m.samples as i64;
+    }
     Expected {
+        per_vin,
         samples: msgs.iter().map(|m| m.samples as i64).sum(),
         values: msgs.iter().map(|m| m.values as i64).sum(),
         reports: msgs.iter().filter(|m| m.kind == Kind::Dtc).count() as i64,
@@ -55,7 +62,27 @@ async fn assert_exactly_once(pool: &PgPool, want: &Expected) {
                     .fetch_all(pool)
                     .await
                     .unwrap_or_default();
-            panic!("timed out: {s} of {total} samples, {r} of {} reports stored; dead letters: {dead:?}", want.reports);
+            // Which vehicles fell short, and where their stored sequence ends.
+            let stored: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT v.vin, count(*), max(s.seq) FROM samples s \
+                 JOIN vehicles v ON v.id = s.vehicle_id GROUP BY v.vin",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+            let short: Vec<String> = want
+                .per_vin
+                .iter()
+                .filter_map(|(vin, &n)| {
+                    let (have, max_seq) = stored
+                        .iter()
+                        .find(|r| &r.0 == vin)
+                        .map_or((0, -1), |r| (r.1, r.2));
+                    (have < n).then(|| format!("{vin}: {have}/{n} up to seq {max_seq}"))
+                })
+                .take(10)
+                .collect();
+            panic!("timed out: {s} of {total} samples, {r} of {} reports stored; short: {short:?}; dead letters: {dead:?}", want.reports);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
