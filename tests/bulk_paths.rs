@@ -9,36 +9,12 @@ mod common;
 use aftercare::config::{Config, WriteMethod};
 use aftercare::simulator::bulk::{self, BulkPath};
 use aftercare::simulator::engine::{simulate_range, weather};
-use aftercare::simulator::{Progress, Realism, SimConfig, SimulateError, Simulation};
+use aftercare::simulator::{Progress, SimConfig, SimulateError, Simulation};
 use aftercare::store::fast_load::REFRESH_ROLLUP_AGGREGATE;
 use aftercare::store::Store;
-use chrono::Utc;
 use common::*;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// A small fleet's last `days` days with every delivery effect frequent enough to occur.
-fn fleet(seed: u64, vehicles: usize, days: u32) -> SimConfig {
-    let today = Utc::now()
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc();
-    SimConfig {
-        seed,
-        vehicles,
-        workshops: 5,
-        start: today - chrono::Duration::days(i64::from(days)),
-        days,
-        realism: Realism {
-            duplicates: 0.05,
-            late: 0.05,
-            gaps: true,
-            skew: true,
-            malformed: 0.02,
-        },
-    }
-}
 
 async fn load(
     db: &TestDb,
@@ -106,7 +82,7 @@ fn assert_same(a: &[(&str, Vec<String>)], b: &[(&str, Vec<String>)], what: &str)
 
 #[test]
 fn vehicle_ranges_get_exactly_the_deliveries_the_day_by_day_simulation_hands_out() {
-    let sim = fleet(41, 9, 60);
+    let sim = recent_fleet(41, 9, 60);
     let mut by_vin: HashMap<String, Vec<String>> = HashMap::new();
     let mut records = Vec::new();
     let mut s = Simulation::new(sim.clone());
@@ -165,7 +141,7 @@ fn vehicle_ranges_get_exactly_the_deliveries_the_day_by_day_simulation_hands_out
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_and_exactly_once_paths_store_identical_tables() {
-    let sim = fleet(31, 20, 120);
+    let sim = recent_fleet(31, 20, 120);
     let ledger_db = TestDb::new().await;
     let fast_db = TestDb::new().await;
     let slow = load(&ledger_db, &sim, BulkPath::ExactlyOnce).await.unwrap();
@@ -219,7 +195,7 @@ async fn fast_and_exactly_once_paths_store_identical_tables() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_with_history_is_refused_by_the_fast_path_and_redelivered_by_auto() {
-    let sim = fleet(32, 12, 60);
+    let sim = recent_fleet(32, 12, 60);
     let db = TestDb::new().await;
     let first = load(&db, &sim, BulkPath::Fast).await.unwrap();
     assert_eq!(first.path, BulkPath::Fast);

@@ -16,9 +16,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use common::*;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
@@ -122,42 +119,6 @@ async fn start_receiver(r: Receiver) -> u16 {
     let port = listener.local_addr().expect("receiver address").port();
     tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
     port
-}
-
-/// Subscribes to every vehicle's offers topic; collects (topic, payload).
-async fn offers_subscriber(broker: &TestBroker) -> Arc<Mutex<Vec<(String, Value)>>> {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let mut opts = MqttOptions::new("e2e-offers-subscriber", "127.0.0.1", broker.port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    client
-        .subscribe("v1/vehicles/+/offers", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    let sink = got.clone();
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    tokio::spawn(async move {
-        let _client = client;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = subscribed_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let topic = String::from_utf8_lossy(&p.topic).to_string();
-                    let v: Value = serde_json::from_slice(&p.payload).unwrap_or_default();
-                    sink.lock().expect("subscriber lock").push((topic, v));
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    subscribed.await.expect("suback");
-    got
 }
 
 /// Runs an `aftercare` command against the test database; returns its stdout.
@@ -264,7 +225,7 @@ async fn fleet_to_bookings_and_webhooks_through_two_crashes() {
         "http://127.0.0.1:{}/hook",
         start_receiver(receiver.clone()).await
     );
-    let mqtt = offers_subscriber(&broker).await;
+    let mqtt = offers_subscriber(&broker, "e2e-offers-subscriber").await;
 
     let env = [
         // One instance on Mosquitto: a plain subscription (README, broker requirements).

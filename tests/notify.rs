@@ -13,9 +13,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use booking_common::*;
 use common::*;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,43 +73,6 @@ async fn start_receiver(r: Receiver) -> u16 {
     port
 }
 
-/// Subscribes to every vehicle's offers topic and collects payloads.
-async fn subscriber(broker: &TestBroker) -> Arc<Mutex<Vec<Value>>> {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let mut opts = MqttOptions::new("offers-subscriber", "127.0.0.1", broker.port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    client
-        .subscribe("v1/vehicles/+/offers", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let sink = got.clone();
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    tokio::spawn(async move {
-        let _client = client;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = subscribed_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let topic = String::from_utf8_lossy(&p.topic).to_string();
-                    let mut v: Value = serde_json::from_slice(&p.payload).unwrap();
-                    v["topic"] = topic.into();
-                    sink.lock().unwrap().push(v);
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    subscribed.await.unwrap();
-    got
-}
-
 async fn at_risk_fleet(pool: &PgPool, n: usize) {
     for i in 0..n {
         let v = vehicle(pool, &vin(i)).await;
@@ -142,7 +102,7 @@ async fn webhooks_are_signed_and_retried_and_offers_reach_the_vehicle_topic() {
         ..Receiver::default()
     };
     let port = start_receiver(receiver.clone()).await;
-    let mqtt = subscriber(&broker).await;
+    let mqtt = offers_subscriber(&broker, "offers-subscriber").await;
     let mut c = config(&api.db.url, &broker.url(), "notify-test");
     c.ingest.enabled = false;
     c.offers.interval_ms = 200;
@@ -184,11 +144,11 @@ async fn webhooks_are_signed_and_retried_and_offers_reach_the_vehicle_topic() {
     );
     // Each offer on its vehicle's topic, with the same event id.
     let got = mqtt.lock().unwrap().clone();
-    let mqtt_ids: BTreeSet<&str> = got.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let mqtt_ids: BTreeSet<&str> = got.iter().map(|(_, p)| p["id"].as_str().unwrap()).collect();
     assert_eq!(mqtt_ids, keys);
-    for p in &got {
+    for (topic, p) in &got {
         assert_eq!(
-            p["topic"],
+            *topic,
             format!("v1/vehicles/{}/offers", p["vin"].as_str().unwrap())
         );
         assert_eq!(p["data"]["windows"].as_array().unwrap().len(), 4);

@@ -522,29 +522,6 @@ fn service_records_are_consistent_with_the_ground_truth() {
     }
 }
 
-/// A small fleet's last `days` days, with every delivery effect frequent enough to occur.
-fn live_fleet(seed: u64, vehicles: usize, days: u32) -> SimConfig {
-    let today = Utc::now()
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc();
-    SimConfig {
-        seed,
-        vehicles,
-        workshops: 5,
-        start: today - chrono::Duration::days(i64::from(days)),
-        days,
-        realism: Realism {
-            duplicates: 0.05,
-            late: 0.05,
-            gaps: true,
-            skew: true,
-            malformed: 0.02,
-        },
-    }
-}
-
 /// Runs `sim` live against a real broker and service at a fixed rate; returns the database
 /// once ingest has taken every message.
 async fn run_live(sim: SimConfig) -> (TestDb, aftercare::simulator::live::LiveReport) {
@@ -589,7 +566,7 @@ async fn run_live(sim: SimConfig) -> (TestDb, aftercare::simulator::live::LiveRe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_mode_at_a_fixed_rate_publishes_what_it_reports_and_ingest_stores_it_all() {
-    let (db, report) = run_live(live_fleet(21, 16, 90)).await;
+    let (db, report) = run_live(recent_fleet(21, 16, 90)).await;
     let s = &report.summary;
     assert_eq!(report.publish.sent, s.messages, "published what it reports");
     assert_eq!(
@@ -650,7 +627,7 @@ async fn dump(pool: &sqlx::PgPool) -> Vec<(&'static str, Vec<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_and_bulk_store_identical_tables() {
-    let sim = live_fleet(22, 16, 90);
+    let sim = recent_fleet(22, 16, 90);
     let (live_db, report) = run_live(sim.clone()).await;
     let bulk_db = TestDb::new().await;
     let store = Arc::new(Store::open(bulk_db.pool().await).await.unwrap());

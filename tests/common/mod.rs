@@ -527,3 +527,70 @@ pub async fn start_connected(config: Config) -> aftercare::service::RunningServi
     .await;
     service
 }
+
+/// Subscribes to every vehicle's offers topic; collects (topic, payload) as they arrive.
+/// Returns once the broker has acknowledged the subscription.
+pub async fn offers_subscriber(
+    broker: &TestBroker,
+    client_id: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", broker.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    client
+        .subscribe("v1/vehicles/+/offers", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let sink = got.clone();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let topic = String::from_utf8_lossy(&p.topic).to_string();
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&p.payload).unwrap_or_default();
+                    sink.lock().expect("subscriber lock").push((topic, v));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    subscribed.await.expect("suback");
+    got
+}
+
+/// A small fleet's last `days` days, with every delivery effect frequent enough to occur.
+pub fn recent_fleet(seed: u64, vehicles: usize, days: u32) -> aftercare::simulator::SimConfig {
+    let today = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    aftercare::simulator::SimConfig {
+        seed,
+        vehicles,
+        workshops: 5,
+        start: today - chrono::Duration::days(i64::from(days)),
+        days,
+        realism: aftercare::simulator::Realism {
+            duplicates: 0.05,
+            late: 0.05,
+            gaps: true,
+            skew: true,
+            malformed: 0.02,
+        },
+    }
+}
