@@ -19,8 +19,10 @@ use super::SimulateError;
 use crate::config::WriteMethod;
 use crate::store::fast_load::{encode_range, EncodedRange, LedgerPart, LoadCounts};
 use crate::store::service_records::{insert_service_records, NewServiceRecord};
-use crate::store::{profiles, BatchItem, BatchResult, DeadLetter, Outcome, Store, StoreError};
-use crate::wire::{parse_message, Limits, Message};
+use crate::store::{
+    profiles, signal_names, BatchItem, BatchResult, DeadLetter, Outcome, Store, StoreError,
+};
+use crate::wire::{parse_message, Limits};
 use chrono::Utc;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -359,17 +361,7 @@ fn generate_range(
             items.push(batch_item(&m.topic, &m.payload, d.at, now, limits));
         }
     }
-    let mut missing: Vec<&str> = items
-        .iter()
-        .filter_map(|i| match i {
-            BatchItem::Message {
-                message: Message::Telemetry { samples, .. },
-                ..
-            } => Some(samples),
-            _ => None,
-        })
-        .flatten()
-        .flat_map(|s| s.values.iter().map(|(name, _)| name.as_str()))
+    let mut missing: Vec<&str> = signal_names(&items)
         .filter(|name| !signal_ids.contains_key(*name))
         .collect();
     if !missing.is_empty() {

@@ -22,7 +22,7 @@ mod telemetry;
 mod writer;
 
 pub use migrate::{migrate, Flavor, MIGRATIONS};
-pub use writer::{BatchItem, BatchResult, DeadLetter, Outcome};
+pub use writer::{signal_names, BatchItem, BatchResult, DeadLetter, Outcome};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};

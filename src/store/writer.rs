@@ -44,6 +44,21 @@ pub enum BatchItem {
     Ignored,
 }
 
+/// The signal names the telemetry among `items` carries, repeats included.
+pub fn signal_names(items: &[BatchItem]) -> impl Iterator<Item = &str> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            BatchItem::Message {
+                message: Message::Telemetry { samples, .. },
+                ..
+            } => Some(samples),
+            _ => None,
+        })
+        .flatten()
+        .flat_map(|s| s.values.iter().map(|(name, _)| name.as_str()))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Stored,
@@ -116,18 +131,7 @@ impl Store {
             })
             .collect();
         let vehicle_ids = self.resolve_vehicles(&mut conn, &vins).await?;
-        let names: Vec<&str> = items
-            .iter()
-            .filter_map(|i| match i {
-                BatchItem::Message {
-                    message: Message::Telemetry { samples, .. },
-                    ..
-                } => Some(samples),
-                _ => None,
-            })
-            .flatten()
-            .flat_map(|s| s.values.iter().map(|(n, _)| n.as_str()))
-            .collect();
+        let names: Vec<&str> = signal_names(items).collect();
         let signal_ids = self.resolve_signals(&mut conn, &names).await?;
         laps.lap("resolve");
         let batch = Batch {
