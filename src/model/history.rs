@@ -74,60 +74,16 @@ pub struct ServiceEvent {
     pub kind: ServiceKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Powertrain {
-    Bev,
-    Phev,
-    Hev,
-    Ice,
-}
-
-impl Powertrain {
-    pub const ALL: [Powertrain; 4] = [
-        Powertrain::Bev,
-        Powertrain::Phev,
-        Powertrain::Hev,
-        Powertrain::Ice,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Powertrain::Bev => "bev",
-            Powertrain::Phev => "phev",
-            Powertrain::Hev => "hev",
-            Powertrain::Ice => "ice",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Powertrain::Bev => "battery-electric",
-            Powertrain::Phev => "plug-in hybrid",
-            Powertrain::Hev => "hybrid",
-            Powertrain::Ice => "combustion engine",
-        }
-    }
-}
-
-impl FromStr for Powertrain {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Powertrain::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown powertrain {s:?}"))
-    }
-}
+pub use crate::store::profiles::Powertrain;
 
 /// Whether a vehicle with this powertrain has the component at all (unknown: assume it may).
 pub fn has_component(powertrain: Option<Powertrain>, component: Component) -> bool {
     use Component::*;
-    !matches!(
-        (powertrain, component),
-        (Some(Powertrain::Bev), Cooling | Ignition | Emissions | Oil)
-            | (Some(Powertrain::Ice), TractionBattery)
-    )
+    powertrain.is_none_or(|p| match component {
+        Cooling | Ignition | Emissions | Oil => p.has_engine(),
+        TractionBattery => p.has_traction_battery(),
+        Battery12v | Brakes | Tyres => true,
+    })
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -39,6 +39,16 @@ impl Powertrain {
         }
     }
 
+    /// In a service advisor's words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Powertrain::Bev => "battery-electric",
+            Powertrain::Phev => "plug-in hybrid",
+            Powertrain::Hev => "hybrid",
+            Powertrain::Ice => "combustion engine",
+        }
+    }
+
     /// Has a combustion engine (coolant, ignition, catalyst, oil).
     pub fn has_engine(self) -> bool {
         self != Powertrain::Bev
