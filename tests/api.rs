@@ -555,6 +555,18 @@ async fn openapi_document_describes_operations_and_errors() {
                     .iter()
                     .any(|p| p["in"] == "path"));
             }
+            if path.contains("{vin}") {
+                let vin = op["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["name"] == "vin")
+                    .unwrap_or_else(|| panic!("{method} {path} documents vin"));
+                assert_eq!(vin["in"], "path");
+                assert_eq!(vin["required"], true);
+                assert_eq!(vin["schema"]["pattern"], "^[A-HJ-NPR-Z0-9]{17}$");
+                assert!(vin["description"].as_str().unwrap().contains("ISO 3779"));
+            }
             if method == "put" || path.ends_with("/accept") || path.ends_with("/reschedule") {
                 assert!(op["requestBody"].is_object(), "{method} {path} has a body");
             }

@@ -14,6 +14,17 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::UtoipaMethodRouter;
 
+/// The `{vin}` path parameter, described once for every operation that takes it (handlers
+/// read it with `Path<String>` and parse it as a `Vin`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct VinPath {
+    /// ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q
+    #[param(pattern = "^[A-HJ-NPR-Z0-9]{17}$")]
+    vin: String,
+}
+
 /// The security scheme every `/v1` operation names.
 pub const SECURITY_SCHEME: &str = "apiKey";
 /// Operation extension that names the scope a key needs (admin implies all).

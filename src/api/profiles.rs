@@ -2,6 +2,7 @@
 //! powertrain, home workshop, owner, consent to proactive offers). Replaces the whole profile
 //! and creates the vehicle when it is new.
 
+use super::doc::VinPath;
 use super::error::{ApiError, ErrorBody};
 use super::fields::{parse_body, Fields};
 use super::AppState;
@@ -89,7 +90,7 @@ pub struct ProfileStored {
 /// defaults to true).
 #[utoipa::path(
     put, path = "/v1/vehicles/{vin}", tag = "vehicles", operation_id = "putVehicleProfile",
-    params(("vin" = String, Path, description = "ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q", pattern = "^[A-HJ-NPR-Z0-9]{17}$")),
+    params(VinPath),
     request_body = ProfileBody,
     responses(
         (status = 200, description = "Profile replaced", body = ProfileStored),

@@ -1,6 +1,7 @@
 //! Risk scores: `GET /v1/vehicles/{vin}/risk` (per component and horizon, with top factors and
 //! model version) and `GET /v1/fleet/risk` (vehicles ranked by 30-day risk, keyset-paged).
 
+use super::doc::VinPath;
 use super::error::{ApiError, ErrorBody};
 use super::vehicles::vehicle;
 use super::AppState;
@@ -31,7 +32,7 @@ pub struct VehicleRisk {
 /// `{feature, value, contribution, text}`. Empty until the vehicle has been scored.
 #[utoipa::path(
     get, path = "/v1/vehicles/{vin}/risk", tag = "risk", operation_id = "getVehicleRisk",
-    params(("vin" = String, Path, description = "ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q", pattern = "^[A-HJ-NPR-Z0-9]{17}$")),
+    params(VinPath),
     responses(
         (status = 200, description = "Risk per component", body = VehicleRisk),
         (status = 400, description = "Not a VIN", body = ErrorBody),

@@ -1,6 +1,7 @@
 //! `/v1/vehicles/{vin}`: registry profile, latest values, active DTCs and current risk,
 //! telemetry (raw or bucketed, cursor-paged) and DTC history with lifecycle.
 
+use super::doc::VinPath;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::store::profiles::StoredProfile;
@@ -42,7 +43,7 @@ pub struct VehicleView {
 /// Vehicle view: registry profile, latest value of each signal, active DTCs, current risk per component
 #[utoipa::path(
     get, path = "/v1/vehicles/{vin}", tag = "vehicles", operation_id = "getVehicle",
-    params(("vin" = String, Path, description = "ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q", pattern = "^[A-HJ-NPR-Z0-9]{17}$")),
+    params(VinPath),
     responses(
         (status = 200, description = "Profile", body = VehicleView),
         (status = 400, description = "Not a VIN", body = ErrorBody),
@@ -178,7 +179,7 @@ fn parse_cursor(s: &str) -> Result<(DateTime<Utc>, i32), ApiError> {
 #[utoipa::path(
     get, path = "/v1/vehicles/{vin}/telemetry", tag = "vehicles", operation_id = "getTelemetry",
     params(
-        ("vin" = String, Path, description = "ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q", pattern = "^[A-HJ-NPR-Z0-9]{17}$"),
+        VinPath,
         TelemetryParams,
     ),
     responses(
@@ -256,7 +257,7 @@ pub struct Dtcs {
 /// DTC history with lifecycle (first seen, last seen, cleared), active first
 #[utoipa::path(
     get, path = "/v1/vehicles/{vin}/dtcs", tag = "vehicles", operation_id = "getDtcs",
-    params(("vin" = String, Path, description = "ISO 3779 VIN: 17 characters, digits and capitals except I, O, Q", pattern = "^[A-HJ-NPR-Z0-9]{17}$")),
+    params(VinPath),
     responses(
         (status = 200, description = "DTCs with their recent events", body = Dtcs),
         (status = 400, description = "Not a VIN", body = ErrorBody),
