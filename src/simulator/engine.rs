@@ -76,19 +76,24 @@ impl Weather {
     }
 }
 
-/// The whole run's temperatures, day by day per climate zone (in `Climate::ALL` order).
-/// Weather is the only thing vehicles share, so with it computed once any range of the
-/// fleet can be simulated on its own.
-pub fn weather(config: &SimConfig) -> Vec<[f64; 3]> {
-    let mut zones: Vec<Weather> = Climate::ALL
+/// One weather generator per climate zone (in `Climate::ALL` order), each on its own stream.
+fn weather_zones(seed: u64) -> Vec<Weather> {
+    Climate::ALL
         .iter()
         .enumerate()
         .map(|(i, climate)| Weather {
             climate: *climate,
-            r: stream(config.seed, u64::MAX - i as u64, Purpose::Weather),
+            r: stream(seed, u64::MAX - i as u64, Purpose::Weather),
             anomaly: 0.0,
         })
-        .collect();
+        .collect()
+}
+
+/// The whole run's temperatures, day by day per climate zone (in `Climate::ALL` order).
+/// Weather is the only thing vehicles share, so with it computed once any range of the
+/// fleet can be simulated on its own.
+pub fn weather(config: &SimConfig) -> Vec<[f64; 3]> {
+    let mut zones = weather_zones(config.seed);
     (0..config.days)
         .map(|day| {
             let date = config.start + Duration::days(i64::from(day));
@@ -178,15 +183,7 @@ impl Simulation {
                 .into_iter()
                 .map(|spec| VehicleSim::new(spec, config.seed, config.realism, config.workshops))
                 .collect();
-        let weather = Climate::ALL
-            .iter()
-            .enumerate()
-            .map(|(i, climate)| Weather {
-                climate: *climate,
-                r: stream(config.seed, u64::MAX - i as u64, Purpose::Weather),
-                anomaly: 0.0,
-            })
-            .collect();
+        let weather = weather_zones(config.seed);
         Simulation {
             config,
             vehicles,
