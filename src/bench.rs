@@ -72,6 +72,8 @@ struct RunFigures {
     broker: Rate,
     /// Binary COPY on 1, 2, .. connections at once, up to the pipeline's writers (at least 2).
     copy: Vec<Rate>,
+    /// CPU seconds the machine spent on each COPY drain, this process's own excluded.
+    copy_cpu: Vec<f64>,
     pipeline: Vec<Pipeline>,
 }
 
@@ -82,6 +84,10 @@ struct Pipeline {
     service_cpu: f64,
     /// Share of the machine's CPU time that was busy (all processes, both cores).
     machine_busy: f64,
+    /// CPU seconds of the broker (every `mosquitto` process) during the drain.
+    broker_cpu: f64,
+    /// CPU seconds of the rest of the machine (the database, mostly) during the drain.
+    database_cpu: f64,
 }
 
 impl RunFigures {
@@ -213,38 +219,49 @@ async fn measure(
         .await?;
         let svc = Service::start(&db, &config.mqtt.url, client_id, method).await?;
         let machine_before = machine_cpu_ticks();
+        let (service_before, broker_before, own_before) =
+            (svc.cpu_secs(), named_cpu_secs("mosquitto"), own_cpu_secs());
         let (secs, peak_rss_kib, peak_inflight) = svc.drain(messages.len()).await?;
         let machine = machine_cpu_ticks().since(machine_before);
-        let service_cpu = svc.cpu_secs();
-        let flush = svc
-            .counter("aftercare_ingest_flush_seconds_sum")
-            .await
-            .unwrap_or(0.0);
+        let service_cpu = svc.cpu_secs() - service_before;
+        let broker_cpu = named_cpu_secs("mosquitto") - broker_before;
+        let database_cpu =
+            (machine.busy_secs() - service_cpu - broker_cpu - (own_cpu_secs() - own_before))
+                .max(0.0);
         let batches = svc
             .counter("aftercare_ingest_flush_seconds_count")
             .await
             .unwrap_or(0.0);
-        eprintln!(
-            "bench: (b) {method}: {batches} batches, writers busy {flush:.2}s in {secs:.2}s ({:.0}%); \
-             in flight at most {peak_inflight} messages; service CPU {service_cpu:.2}s; \
-             machine CPU busy {:.0}%",
-            100.0 * flush / secs,
-            100.0 * machine.busy()
-        );
         let fold = svc
             .counter("aftercare_rollup_fold_seconds_total")
             .await
             .unwrap_or(0.0);
-        eprintln!("bench: (b) {method}: rollup fold busy {fold:.2}s");
         let stages = svc
             .labelled("aftercare_ingest_stage_seconds_total", "stage")
             .await;
-        let staged: f64 = stages.iter().map(|(_, s)| s).sum();
+        // Resolving ids and encoding rows happen before a batch takes a writer slot, and
+        // "queued" is the wait for one: the rest is time spent holding a slot.
+        let off_slot = ["resolve", "prepare", "queued"];
+        let in_slot: f64 = stages
+            .iter()
+            .filter(|(stage, _)| !off_slot.contains(&stage.as_str()))
+            .map(|(_, s)| s)
+            .sum();
+        let writers = config.ingest.writers as f64;
+        eprintln!(
+            "bench: (b) {method}: {batches} batches; writer slots busy {:.0}% ({in_slot:.2}s of \
+             {writers} × {secs:.2}s); in flight at most {peak_inflight} messages; service CPU \
+             {service_cpu:.2}s; machine CPU busy {:.0}%; rollup fold busy {fold:.2}s",
+            100.0 * in_slot / (writers * secs),
+            100.0 * machine.busy()
+        );
         for (stage, took) in &stages {
-            eprintln!(
-                "bench: (b) {method}: stage {stage:<14} {took:>7.2}s ({:>4.1}% of write time)",
-                100.0 * took / staged.max(1e-9)
-            );
+            let share = if off_slot.contains(&stage.as_str()) {
+                "off the writer slot".to_owned()
+            } else {
+                format!("{:>4.1}% of slot time", 100.0 * took / in_slot.max(1e-9))
+            };
+            eprintln!("bench: (b) {method}: stage {stage:<14} {took:>7.2}s ({share})");
         }
         svc.stop().await;
         end_session(&config.mqtt.url, client_id).await;
@@ -260,13 +277,19 @@ async fn measure(
             peak_rss_kib,
             service_cpu,
             machine_busy: machine.busy(),
+            broker_cpu,
+            database_cpu,
         });
     }
 
     // (c) database limit: the same rows, COPY straight in, on one connection and on several.
     let mut copy = Vec::new();
+    let mut copy_cpu = Vec::new();
     for streams in 1..=config.ingest.writers.max(2) {
+        let (machine_before, own_before) = (machine_cpu_ticks(), own_cpu_secs());
         let secs = copy_straight_in(&db_url, messages, streams).await?;
+        let machine = machine_cpu_ticks().since(machine_before);
+        copy_cpu.push((machine.busy_secs() - (own_cpu_secs() - own_before)).max(0.0));
         let label = match streams {
             1 => "(c) database: binary COPY, 1 connection".to_owned(),
             n => format!("(c) database: binary COPY, {n} connections"),
@@ -279,6 +302,7 @@ async fn measure(
     Ok(RunFigures {
         broker,
         copy,
+        copy_cpu,
         pipeline,
     })
 }
@@ -323,6 +347,24 @@ fn print_run(
             p.peak_rss_kib / 1024,
             p.service_cpu,
             100.0 * p.machine_busy
+        );
+        // What one message costs in CPU, and so the most this machine could drain.
+        let per_msg = |secs: f64| 1e6 * secs / messages.len() as f64;
+        let total = p.service_cpu + p.broker_cpu + p.database_cpu;
+        let copy_best = f.copy_cpu.iter().copied().fold(f64::INFINITY, f64::min);
+        println!(
+            "{}: CPU per message {:.0} µs (service {:.0}, broker {:.0}, database and the rest \
+             {:.0}); COPY alone {:.0} µs. On {} cores the pipeline cannot beat {:.0} msg/s, \
+             COPY alone {:.0} msg/s.",
+            p.rate.label,
+            per_msg(total),
+            per_msg(p.service_cpu),
+            per_msg(p.broker_cpu),
+            per_msg(p.database_cpu),
+            per_msg(copy_best),
+            cores(),
+            cores() as f64 * messages.len() as f64 / total.max(1e-9),
+            cores() as f64 * messages.len() as f64 / copy_best.max(1e-9),
         );
     }
 }
@@ -609,27 +651,9 @@ impl Service {
 
     /// User + system CPU seconds the process has used, from /proc (0 when unavailable).
     fn cpu_secs(&self) -> f64 {
-        let Some(stat) = self
-            .child
+        self.child
             .id()
-            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        else {
-            return 0.0;
-        };
-        // Fields after the command name (which may hold spaces): utime and stime are the
-        // 12th and 13th, in USER_HZ (100 per second on Linux).
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (ticks(11) + ticks(12)) as f64 / 100.0
+            .map_or(0.0, |pid| proc_cpu_secs(&pid.to_string()))
     }
 
     async fn stop(mut self) {
@@ -768,6 +792,58 @@ impl CpuTicks {
     fn busy(self) -> f64 {
         self.busy as f64 / self.total.max(1) as f64
     }
+
+    /// Busy CPU seconds, all cores together.
+    fn busy_secs(self) -> f64 {
+        self.busy as f64 / USER_HZ
+    }
+}
+
+/// /proc's tick rate on Linux.
+const USER_HZ: f64 = 100.0;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// User + system CPU seconds of a process, from /proc/<pid>/stat (0 when unavailable).
+fn proc_cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th
+    // and 13th, in USER_HZ ticks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / USER_HZ
+}
+
+fn own_cpu_secs() -> f64 {
+    proc_cpu_secs("self")
+}
+
+/// CPU seconds of every process whose command is `comm`.
+fn named_cpu_secs(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .map(|pid| proc_cpu_secs(&pid))
+        .sum()
 }
 
 fn machine_cpu_ticks() -> CpuTicks {

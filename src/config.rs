@@ -314,7 +314,7 @@ impl Default for MqttConfig {
             client_id: format!("aftercare-{host}"),
             share_group: "aftercare".into(),
             session_expiry_secs: 7 * 24 * 3600,
-            receive_maximum: 4096,
+            receive_maximum: 8192,
             keep_alive_secs: 120,
             max_packet_bytes: 16 * 1024 * 1024,
             username: None,
@@ -335,7 +335,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             enabled: true,
-            batch_max_messages: 1024,
+            batch_max_messages: 2048,
             batch_max_values: 50_000,
             batch_max_delay_ms: 50,
             max_payload_bytes: 1024 * 1024,

@@ -372,11 +372,15 @@ async fn run_writer(
     writers: usize,
     shutdown: watch::Receiver<bool>,
 ) {
+    // `writers` transactions at once; twice as many batches in the pipeline, so the next
+    // ones resolve ids and encode rows while the database works on the current ones.
+    let gate = Arc::new(Semaphore::new(writers));
     let write = |batch: Vec<Delivery>| {
         let (store, metrics, shutdown) = (store.clone(), metrics.clone(), shutdown.clone());
+        let gate = gate.clone();
         async move {
             let started = Instant::now();
-            let result = write_with_retry(&store, &batch, method, &metrics, &shutdown).await;
+            let result = write_with_retry(&store, &batch, method, &metrics, &shutdown, &gate).await;
             (batch, result, started.elapsed())
         }
     };
@@ -419,7 +423,7 @@ async fn run_writer(
         }
         true
     };
-    pipeline::in_order(rx, writers, write, release).await;
+    pipeline::in_order(rx, 2 * writers, write, release).await;
 }
 
 /// Commits the batch, retrying transient failures with backoff. When the database refuses
@@ -431,9 +435,10 @@ async fn write_with_retry(
     method: WriteMethod,
     metrics: &Metrics,
     shutdown: &watch::Receiver<bool>,
+    gate: &Semaphore,
 ) -> Option<BatchResult> {
     let items: Vec<BatchItem> = batch.iter().map(|d| d.item.clone()).collect();
-    match write_transient_retry(store, &items, method, metrics, shutdown).await? {
+    match write_transient_retry(store, &items, method, metrics, shutdown, gate).await? {
         Ok(result) => Some(result),
         Err(e) => {
             tracing::warn!(error = %e, messages = items.len(), "batch refused; writing one by one");
@@ -445,6 +450,7 @@ async fn write_with_retry(
                     method,
                     metrics,
                     shutdown,
+                    gate,
                 )
                 .await?
                 {
@@ -468,6 +474,7 @@ async fn write_with_retry(
                                 method,
                                 metrics,
                                 shutdown,
+                                gate,
                             )
                             .await?
                             {
@@ -499,10 +506,11 @@ async fn write_transient_retry(
     method: WriteMethod,
     metrics: &Metrics,
     shutdown: &watch::Receiver<bool>,
+    gate: &Semaphore,
 ) -> Option<Result<BatchResult, crate::store::StoreError>> {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match store.write_batch(items, method).await {
+        match store.write_batch_gated(items, method, Some(gate)).await {
             Ok(r) => return Some(Ok(r)),
             Err(e) if e.is_transient() => {
                 metrics.db_write_errors.inc();

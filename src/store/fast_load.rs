@@ -245,14 +245,12 @@ impl Store {
 
     /// VIN to vehicle id, creating the vehicles that do not exist yet.
     pub async fn vehicle_ids(&self, vins: &[&str]) -> Result<HashMap<String, i32>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        self.resolve_vehicles(&mut conn, vins).await
+        self.resolve_vehicles(vins).await
     }
 
     /// Signal name to id, creating the signals that do not exist yet.
     pub async fn signal_ids(&self, names: &[&str]) -> Result<HashMap<String, i32>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        self.resolve_signals(&mut conn, names).await
+        self.resolve_signals(names).await
     }
 
     /// Brings `signal_daily` up to date with everything stored: folds the pending deltas

@@ -121,8 +121,19 @@ impl Store {
         items: &[BatchItem],
         method: WriteMethod,
     ) -> Result<BatchResult, StoreError> {
+        self.write_batch_gated(items, method, None).await
+    }
+
+    /// `write_batch`, holding a permit of `gate` (when given) only while it uses the
+    /// database: ids are resolved from the cache and rows encoded before, so a writer slot is
+    /// never spent on work that needs no connection.
+    pub async fn write_batch_gated(
+        &self,
+        items: &[BatchItem],
+        method: WriteMethod,
+        gate: Option<&tokio::sync::Semaphore>,
+    ) -> Result<BatchResult, StoreError> {
         let mut laps = Laps::start();
-        let mut conn = self.pool.acquire().await?;
         let vins: Vec<&str> = items
             .iter()
             .filter_map(|i| match i {
@@ -130,9 +141,9 @@ impl Store {
                 _ => None,
             })
             .collect();
-        let vehicle_ids = self.resolve_vehicles(&mut conn, &vins).await?;
+        let vehicle_ids = self.resolve_vehicles(&vins).await?;
         let names: Vec<&str> = signal_names(items).collect();
-        let signal_ids = self.resolve_signals(&mut conn, &names).await?;
+        let signal_ids = self.resolve_signals(&names).await?;
         laps.lap("resolve");
         let batch = Batch {
             items,
@@ -148,6 +159,13 @@ impl Store {
             signal_ids: &signal_ids,
         };
         laps.lap("prepare");
+        // A closed gate (never closed here) just stops gating.
+        let _permit = match gate {
+            Some(gate) => gate.acquire().await.ok(),
+            None => None,
+        };
+        laps.lap("queued");
+        let mut conn = self.pool.acquire().await?;
         match batch.write(&mut conn, method, false, &mut laps).await {
             Err(e) if e.is_unique_violation() => {
                 laps.lap("fast_failed");
@@ -165,24 +183,23 @@ impl Store {
     /// transaction: a vehicle row without data is harmless, and keeps the batch short.
     pub(super) async fn resolve_vehicles(
         &self,
-        conn: &mut PgConnection,
         vins: &[&str],
     ) -> Result<HashMap<String, i32>, StoreError> {
-        resolve_ids(conn, &self.vehicle_ids, vins, "vehicles", "vin").await
+        resolve_ids(&self.pool, &self.vehicle_ids, vins, "vehicles", "vin").await
     }
 
     pub(super) async fn resolve_signals(
         &self,
-        conn: &mut PgConnection,
         names: &[&str],
     ) -> Result<HashMap<String, i32>, StoreError> {
-        resolve_ids(conn, &self.signal_ids, names, "signals", "name").await
+        resolve_ids(&self.pool, &self.signal_ids, names, "signals", "name").await
     }
 }
 
-/// Looks names up in `cache`, inserting the missing ones into `table` (`id`, `column`).
+/// Looks names up in `cache`, inserting the missing ones into `table` (`id`, `column`); a
+/// connection is taken only for those.
 async fn resolve_ids(
-    conn: &mut PgConnection,
+    pool: &sqlx::PgPool,
     cache: &std::sync::Mutex<HashMap<String, i32>>,
     names: &[&str],
     table: &str,
@@ -211,6 +228,7 @@ async fn resolve_ids(
         return Ok(found);
     }
     missing.sort();
+    let mut conn = pool.acquire().await?;
     sqlx::query(&format!(
         "INSERT INTO {table} ({column}) SELECT * FROM UNNEST($1::text[]) ON CONFLICT ({column}) DO NOTHING"
     ))
