@@ -19,7 +19,7 @@ use aftercare::model::metrics;
 use aftercare::model::score::Scorer;
 use aftercare::model::train::{self, TrainSpec};
 use aftercare::store::history;
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use common::TestDb;
 use model_common::*;
 
@@ -308,14 +308,23 @@ async fn a_model_trained_on_a_synthetic_fleet_ranks_the_at_risk_vehicles_first()
     );
 
     // Evaluation on the 90 held-out days against the failures as ground truth.
+    // Precursors: a month ahead for every other failure (warned in time), three days ahead
+    // for a quarter (too late), none for the rest.
+    let precursor = |n: usize, at: DateTime<Utc>| match n % 4 {
+        0 | 2 => Some(at - Duration::days(30)),
+        1 => Some(at - Duration::days(3)),
+        _ => None,
+    };
     let truth_text: String = fleet
         .failures
         .iter()
-        .map(|(i, at)| {
+        .enumerate()
+        .map(|(n, (i, at))| {
             format!(
-                "{{\"vin\":\"{}\",\"component\":\"brakes\",\"failed_at\":\"{}\",\"odometer_km\":0,\"precursor_start\":null,\"cause\":\"pads\",\"repaired_at\":\"{}\"}}\n",
+                "{{\"vin\":\"{}\",\"component\":\"brakes\",\"failed_at\":\"{}\",\"odometer_km\":0,\"precursor_start\":{},\"cause\":\"pads\",\"repaired_at\":\"{}\"}}\n",
                 vin(*i),
                 at.to_rfc3339(),
+                precursor(n, *at).map_or("null".into(), |p| format!("\"{}\"", p.to_rfc3339())),
                 (*at + Duration::hours(2)).to_rfc3339()
             )
         })
@@ -349,6 +358,14 @@ async fn a_model_trained_on_a_synthetic_fleet_ranks_the_at_risk_vehicles_first()
         .count();
     assert_eq!(h30.model.lead.failures, expected_failures);
     assert_eq!(h30.rules.lead.failures, expected_failures);
+    let expected_warned = fleet
+        .failures
+        .iter()
+        .enumerate()
+        .filter(|(n, (_, at))| *at >= train_end + Duration::days(7) && *at < end && n % 2 == 0)
+        .count();
+    assert!(expected_warned > 0 && expected_warned < expected_failures);
+    assert_eq!(h30.warned_failures, Some(expected_warned));
     assert!(h30.positives > 0 && h30.snapshots > 1000);
     assert!(
         h30.model.roc_auc.unwrap() > 0.85,

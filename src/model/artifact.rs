@@ -164,12 +164,8 @@ impl Artifact {
                 )));
             }
             for h in &cm.horizons {
-                let width = match &h.model.learner {
-                    Learner::Logistic(l) => Some(l.coef.len()),
-                    _ => None,
-                };
                 if h.model.prep.median.len() != cm.features.len()
-                    || width.is_some_and(|w| w != cm.features.len())
+                    || logistic_widths(&h.model.learner).any(|w| w != cm.features.len())
                 {
                     return Err(invalid(format!(
                         "{} {}-day model does not match its {} features",
@@ -233,9 +229,11 @@ impl Artifact {
             s,
             "- Learners: logistic regression (linfa-logistic, L2 α = {}, negatives undersampled \
              to {}:1 but at least {} kept, with prior correction); a rule-anchored logistic \
-             regression (on the component's rule ratio alone: the rule baseline, calibrated) \
-             and a forest of linfa-trees ({}), each chosen only when its validation PR-AUC is \
-             higher by {} or more; when the chosen learner ranks validation no better than \
+             regression (on the component's rule ratio alone: the rule baseline, calibrated), \
+             a compact logistic regression (the rule ratio and the component's signal \
+             statistics only), a forest of linfa-trees ({}), and \"learned or rule\": the \
+             higher of the best of those and the calibrated rule's probabilities; each chosen \
+             only when its validation PR-AUC is higher by {} or more; when the chosen learner ranks validation no better than \
              chance (ROC-AUC ≤ 0.5), the best candidate that does, else the training base rate",
             t.config.alpha,
             t.config.max_negative_ratio,
@@ -249,6 +247,15 @@ impl Artifact {
             },
             t.config.forest_margin
         );
+        if t.config.refit {
+            let _ = writeln!(
+                s,
+                "- A chosen logistic model (all features, rule-anchored or compact, alone or as a \
+                 side of \"learned or rule\") is then fitted again on the training and validation \
+                 snapshots together, so it learns from the latest failures too; the validation \
+                 figures below are those of the split fit"
+            );
+        }
         let _ = writeln!(s, "- Labels: {}\n", t.labels);
         let _ = writeln!(s, "## Data\n");
         let _ = writeln!(
@@ -387,17 +394,45 @@ fn opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
 }
 
+/// Coefficient counts of the logistic models inside a learner.
+fn logistic_widths(learner: &Learner) -> Box<dyn Iterator<Item = usize> + '_> {
+    match learner {
+        Learner::Logistic(l) => Box::new(std::iter::once(l.coef.len())),
+        Learner::Either { learned, rule } => {
+            Box::new(logistic_widths(learned).chain(std::iter::once(rule.coef.len())))
+        }
+        Learner::Forest { .. } | Learner::Prior { .. } => Box::new(std::iter::empty()),
+    }
+}
+
+/// Per-feature weight: |coefficient| for logistic models, split counts for forests, the sum
+/// of both sides' for the higher-of-two model; `None` for the base rate.
+fn weights(features: usize, learner: &Learner) -> Option<Vec<f64>> {
+    match learner {
+        Learner::Logistic(l) => Some(l.coef.iter().map(|c| c.abs()).collect()),
+        Learner::Forest { forest, .. } => Some(
+            forest
+                .split_counts(features)
+                .into_iter()
+                .map(|c| c as f64)
+                .collect(),
+        ),
+        Learner::Prior { .. } => None,
+        Learner::Either { learned, rule } => {
+            let mut w = weights(features, learned).unwrap_or_else(|| vec![0.0; features]);
+            for (w, c) in w.iter_mut().zip(&rule.coef) {
+                *w += c.abs();
+            }
+            Some(w)
+        }
+    }
+}
+
 /// Up to six features with the largest weight: |coefficient| for logistic models, split
 /// counts for forests.
 fn strongest(cm: &ComponentModel, model: &BinaryModel) -> Vec<String> {
-    let weights: Vec<f64> = match &model.learner {
-        Learner::Logistic(l) => l.coef.iter().map(|c| c.abs()).collect(),
-        Learner::Forest { forest, .. } => forest
-            .split_counts(cm.features.len())
-            .into_iter()
-            .map(|c| c as f64)
-            .collect(),
-        Learner::Prior { .. } => return vec!["(base rate only)".into()],
+    let Some(weights) = weights(cm.features.len(), &model.learner) else {
+        return vec!["(base rate only)".into()];
     };
     let mut order: Vec<usize> = (0..weights.len()).collect();
     order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]));

@@ -179,6 +179,7 @@ async fn train_command(config: &Config, args: TrainArgs) -> Result<(), CliError>
                 ..ForestParams::default()
             }),
             seed: args.seed,
+            refit: true,
             ..TrainConfig::default()
         },
         show_progress: true,

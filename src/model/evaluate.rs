@@ -53,6 +53,9 @@ struct Episode {
     vehicle: u32,
     failure_at: DateTime<Utc>,
     search_from: DateTime<Utc>,
+    /// The truth says precursors began at least `min_lead_days` before the failure, inside
+    /// the search span: a warning was there to be caught in time.
+    warned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +79,11 @@ pub struct HorizonEval {
     /// volume; the model's threshold is set to match it).
     pub alerts: usize,
     pub model_threshold_at_volume: f64,
+    /// Failures whose precursors (by the ground truth) began at least 7 days before them,
+    /// inside the span searched for alerts: what either side can catch in time, short of a
+    /// lucky alert. `None` without ground truth (or from reports made before it existed).
+    #[serde(default)]
+    pub warned_failures: Option<usize>,
     pub brier: Option<f64>,
     pub ece: f64,
     pub calibration: Vec<CalibrationBin>,
@@ -125,10 +133,16 @@ impl Collected {
                     && e.at < w.to
                 {
                     let lookback = e.at - Duration::days(spec.lead_lookback_days);
+                    let search_from = previous.map_or(lookback, |p| p.max(lookback)).max(w.from);
+                    let latest_warning =
+                        e.at - Duration::seconds((spec.min_lead_days * 86_400.0) as i64);
                     self.episodes[c].push(Episode {
                         vehicle,
                         failure_at: e.at,
-                        search_from: previous.map_or(lookback, |p| p.max(lookback)).max(w.from),
+                        search_from,
+                        warned: e
+                            .precursor_start
+                            .is_some_and(|p| p.max(search_from) <= latest_warning),
                     });
                 }
                 previous = Some(e.fixed_at.unwrap_or(e.at).max(e.at));
@@ -259,6 +273,10 @@ fn summarise(scorer: &Scorer, spec: &EvalSpec, c: Collected, vehicles: usize) ->
                 positives: y.iter().filter(|&&v| v).count(),
                 alerts,
                 model_threshold_at_volume: threshold,
+                warned_failures: spec
+                    .truth
+                    .is_some()
+                    .then(|| c.episodes[ci].iter().filter(|e| e.warned).count()),
                 brier: metrics::brier(&model, &y),
                 ece,
                 calibration,
@@ -361,17 +379,17 @@ impl EvalReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "| component | horizon | snapshots (pos.) | ROC-AUC model / rules | PR-AUC model / rules | Brier | P@k model / rules (k) | alerts each | caught ≥ 7 d ahead, model | caught ≥ 7 d ahead, rules | model beats rules |"
+            "| component | horizon | snapshots (pos.) | ROC-AUC model / rules | PR-AUC model / rules | Brier | P@k model / rules (k) | alerts each | caught ≥ 7 d ahead, model | caught ≥ 7 d ahead, rules | warned ≥ 7 d ahead | model beats rules |"
         );
         let _ = writeln!(
             s,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |"
         );
         for c in &self.components {
             for h in &c.horizons {
                 let _ = writeln!(
                     s,
-                    "| {} | {} d | {} ({}) | {} / {} | {} / {} | {} | {} / {} ({}) | {} | {} | {} | {} |",
+                    "| {} | {} d | {} ({}) | {} / {} | {} / {} | {} | {} / {} ({}) | {} | {} | {} | {} | {} |",
                     c.component,
                     h.days,
                     h.snapshots,
@@ -387,6 +405,10 @@ impl EvalReport {
                     h.alerts,
                     lead(&h.model.lead),
                     lead(&h.rules.lead),
+                    match (h.warned_failures, h.model.lead.failures) {
+                        (Some(w), n) if n > 0 => format!("{w}/{n}"),
+                        _ => "–".into(),
+                    },
                     verdict(h.model_beats_rules)
                 );
             }
@@ -404,7 +426,8 @@ impl EvalReport {
              (`src/model/rules.rs`). Alerts at equal volume: the model alerts on as many \
              snapshots as the rules. Snapshots taken while the part was broken are left out; \
              a failure's first alert is searched up to 90 days before it, after its previous \
-             repair.\n",
+             repair. \"Warned\" counts the failures whose precursors began at least 7 days \
+             before them (by the ground truth): what either side can catch in time.\n",
             self.window.from.date_naive(),
             self.window.to.date_naive(),
             self.vehicles,

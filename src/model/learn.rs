@@ -26,6 +26,8 @@ pub enum TrainError {
     Forest(#[from] super::forest::ForestError),
     #[error("no training rows")]
     Empty,
+    #[error("training and validation rows have different widths")]
+    Width,
 }
 
 /// Median imputation, then standardisation (used by the logistic model and its attribution).
@@ -120,6 +122,14 @@ pub enum Learner {
     Prior {
         p: f64,
     },
+    /// The higher of a learned model's probability and the calibrated rule's: risk is high
+    /// when either says so. Where failure modes shift over time (a fleet ageing into pack
+    /// fade the training years rarely saw), the rule keeps catching what the learner was
+    /// not shown, and the learner adds what the rule misses.
+    Either {
+        learned: Box<Learner>,
+        rule: Logistic,
+    },
 }
 
 impl Learner {
@@ -128,6 +138,7 @@ impl Learner {
             Learner::Logistic(_) => "logistic",
             Learner::Forest { .. } => "forest",
             Learner::Prior { .. } => "prior",
+            Learner::Either { .. } => EITHER,
         }
     }
 }
@@ -184,6 +195,11 @@ pub struct TrainConfig {
     /// validates better than the learners on all features (which rare outcomes can overfit).
     #[serde(default)]
     pub anchor: Option<usize>,
+    /// Once a logistic candidate is chosen on validation, fit it again on the training and
+    /// validation rows together: the latest failures are the ones most like the next, and a
+    /// rare outcome cannot spare them. Validation figures stay those of the split fit.
+    #[serde(default)]
+    pub refit: bool,
     pub seed: u64,
 }
 
@@ -197,6 +213,7 @@ impl Default for TrainConfig {
             min_positives: 5,
             min_negatives: 10_000,
             anchor: None,
+            refit: false,
             seed: 7,
         }
     }
@@ -214,6 +231,19 @@ pub fn train_binary(
     valid: Split,
     cfg: &TrainConfig,
 ) -> Result<BinaryModel, TrainError> {
+    train_binary_with(train, valid, cfg, &[])
+}
+
+/// `train_binary`, with one more candidate when `compact` names columns: a logistic
+/// regression on those alone (the fleet model's rule ratio with its component's signal levels
+/// and trends). Between the rule alone and every feature, it is what a rare outcome with a
+/// few dozen positives can learn without fitting noise.
+pub fn train_binary_with(
+    train: Split,
+    valid: Split,
+    cfg: &TrainConfig,
+    compact: &[usize],
+) -> Result<BinaryModel, TrainError> {
     if train.x.nrows() == 0 {
         return Err(TrainError::Empty);
     }
@@ -225,6 +255,11 @@ pub fn train_binary(
     let mut candidates: Vec<(Learner, Vec<f64>)> = Vec::new();
     // Candidates reported under another name than their learner's kind.
     let mut names: std::collections::BTreeMap<usize, &str> = Default::default();
+    // Logistic candidates and the columns they read (`None`: all), for the refit.
+    let mut logistic_columns: std::collections::BTreeMap<usize, Option<Vec<usize>>> =
+        Default::default();
+    // For the higher-of-two candidate: which candidates it combines (learned, rule).
+    let mut either_parts: Option<(usize, usize)> = None;
     let base_rate = (positives as f64 + 0.5) / (train.y.len() as f64 + 1.0);
     if positives < cfg.min_positives || negatives == 0 {
         candidates.push((Learner::Prior { p: base_rate }, vec![base_rate; xv.nrows()]));
@@ -232,11 +267,22 @@ pub fn train_binary(
         let logistic = fit_logistic(&prep, xt.view(), train.y, cfg, None)?;
         let scores = predict_rows(&prep, &Learner::Logistic(logistic.clone()), xv.view());
         candidates.push((Learner::Logistic(logistic), scores));
-        if let Some(a) = cfg.anchor.filter(|&a| a < xt.ncols()) {
-            let anchored = fit_logistic(&prep, xt.view(), train.y, cfg, Some(a))?;
-            let scores = predict_rows(&prep, &Learner::Logistic(anchored.clone()), xv.view());
-            candidates.push((Learner::Logistic(anchored), scores));
-            names.insert(candidates.len() - 1, ANCHORED);
+        logistic_columns.insert(0, None);
+        let anchored = cfg.anchor.filter(|&a| a < xt.ncols()).map(|a| vec![a]);
+        let compact: Vec<usize> = compact
+            .iter()
+            .copied()
+            .filter(|&j| j < xt.ncols())
+            .collect();
+        for (name, columns) in [(ANCHORED, anchored), (COMPACT, Some(compact))] {
+            let Some(columns) = columns.filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            let fitted = fit_logistic(&prep, xt.view(), train.y, cfg, Some(&columns))?;
+            let scores = predict_rows(&prep, &Learner::Logistic(fitted.clone()), xv.view());
+            candidates.push((Learner::Logistic(fitted), scores));
+            names.insert(candidates.len() - 1, name);
+            logistic_columns.insert(candidates.len() - 1, Some(columns));
         }
         if let Some(params) = &cfg.forest {
             let classes: Vec<usize> = train.y.iter().map(|&y| usize::from(y)).collect();
@@ -250,6 +296,32 @@ pub fn train_binary(
             let platt = fit_platt(&raw, valid.y);
             let scores = raw.iter().map(|&r| platt.apply(r)).collect();
             candidates.push((Learner::Forest { forest, platt }, scores));
+        }
+        // The best learner on validation, or the calibrated rule: whichever is higher.
+        let rule_at = names.iter().find(|(_, &n)| n == ANCHORED).map(|(&i, _)| i);
+        let best_learned = (0..candidates.len())
+            .filter(|&i| Some(i) != rule_at)
+            .map(|i| {
+                let ap = metrics::average_precision(&candidates[i].1, valid.y).unwrap_or(0.0);
+                (i, ap)
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i);
+        if let (Some(r), Some(b)) = (rule_at, best_learned) {
+            if let Learner::Logistic(rule) = &candidates[r].0 {
+                let scores = candidates[b]
+                    .1
+                    .iter()
+                    .zip(&candidates[r].1)
+                    .map(|(a, b)| a.max(*b))
+                    .collect();
+                let either = Learner::Either {
+                    learned: Box::new(candidates[b].0.clone()),
+                    rule: rule.clone(),
+                };
+                either_parts = Some((b, r));
+                candidates.push((either, scores));
+            }
         }
         candidates.push((Learner::Prior { p: base_rate }, vec![base_rate; xv.nrows()]));
     }
@@ -319,7 +391,36 @@ pub fn train_binary(
     let threshold = first.2;
     let mut validation = vec![first.1];
     validation.extend(reports.into_iter().map(|(_, v, _)| v));
-    let learner = candidates.swap_remove(chosen).0;
+    let mut learner = candidates.swap_remove(chosen).0;
+    if cfg.refit {
+        let x = ndarray::concatenate(ndarray::Axis(0), &[xt.view(), xv.view()])
+            .map_err(|_| TrainError::Width)?;
+        let y: Vec<bool> = train.y.iter().chain(valid.y).copied().collect();
+        let refit = |i: usize| -> Result<Option<Logistic>, TrainError> {
+            logistic_columns
+                .get(&i)
+                .map(|columns| fit_logistic(&prep, x.view(), &y, cfg, columns.as_deref()))
+                .transpose()
+        };
+        match &mut learner {
+            Learner::Logistic(l) => {
+                if let Some(again) = refit(chosen)? {
+                    *l = again;
+                }
+            }
+            Learner::Either { learned, rule } => {
+                if let Some((b, r)) = either_parts {
+                    if let Some(again) = refit(b)? {
+                        **learned = Learner::Logistic(again);
+                    }
+                    if let Some(again) = refit(r)? {
+                        *rule = again;
+                    }
+                }
+            }
+            Learner::Forest { .. } | Learner::Prior { .. } => {}
+        }
+    }
     Ok(BinaryModel {
         prep,
         learner,
@@ -382,14 +483,18 @@ fn predict_rows(prep: &Prep, learner: &Learner, x: ArrayView2<f64>) -> Vec<f64> 
 
 /// The name a rule-anchored candidate is reported under.
 pub const ANCHORED: &str = "rule-anchored logistic";
+/// The name the compact candidate (rule ratio, signal levels and trends) is reported under.
+pub const COMPACT: &str = "compact logistic";
+/// The name of the higher-of-two candidate: the best learner or the calibrated rule.
+pub const EITHER: &str = "learned or rule";
 
-/// `only`: fit on that one column (the other coefficients stay zero).
+/// `only`: fit on those columns (the other coefficients stay zero).
 fn fit_logistic(
     prep: &Prep,
     x: ArrayView2<f64>,
     y: &[bool],
     cfg: &TrainConfig,
-    only: Option<usize>,
+    only: Option<&[usize]>,
 ) -> Result<Logistic, TrainError> {
     let pos: Vec<usize> = (0..y.len()).filter(|&i| y[i]).collect();
     let mut neg: Vec<usize> = (0..y.len()).filter(|&i| !y[i]).collect();
@@ -403,7 +508,7 @@ fn fit_logistic(
     }
     let rows: Vec<usize> = pos.iter().chain(&neg).copied().collect();
     let columns: Vec<usize> = match only {
-        Some(j) => vec![j],
+        Some(only) => only.to_vec(),
         None => (0..x.ncols()).collect(),
     };
     let z = Array2::from_shape_fn((rows.len(), columns.len()), |(r, k)| {
@@ -457,19 +562,28 @@ fn fit_platt(raw: &[f64], y: &[bool]) -> Platt {
 pub fn probability(prep: &Prep, learner: &Learner, raw: &[f64]) -> f64 {
     let mut row = raw.to_vec();
     prep.impute(&mut row);
+    imputed_probability(prep, learner, &row)
+}
+
+fn imputed_probability(prep: &Prep, learner: &Learner, row: &[f64]) -> f64 {
     match learner {
-        Learner::Logistic(l) => {
-            let z: f64 = l
-                .coef
-                .iter()
-                .enumerate()
-                .map(|(j, c)| c * prep.z(j, row[j]))
-                .sum();
-            sigmoid(z + l.intercept)
-        }
-        Learner::Forest { forest, platt } => platt.apply(forest.predict(&row)),
+        Learner::Logistic(l) => logistic_probability(prep, l, row),
+        Learner::Forest { forest, platt } => platt.apply(forest.predict(row)),
         Learner::Prior { p } => *p,
+        Learner::Either { learned, rule } => {
+            imputed_probability(prep, learned, row).max(logistic_probability(prep, rule, row))
+        }
     }
+}
+
+fn logistic_probability(prep: &Prep, l: &Logistic, row: &[f64]) -> f64 {
+    let z: f64 = l
+        .coef
+        .iter()
+        .enumerate()
+        .map(|(j, c)| c * prep.z(j, row[j]))
+        .sum();
+    sigmoid(z + l.intercept)
 }
 
 impl BinaryModel {
@@ -479,22 +593,34 @@ impl BinaryModel {
 
     /// Per-feature contributions to this row's score: coefficient × standardised value for
     /// the logistic model (log-odds), path contributions for the forest (probability points).
+    /// For the higher-of-two model, those of the side that gave the probability.
     pub fn contributions(&self, raw: &[f64]) -> Vec<f64> {
         let mut row = raw.to_vec();
         self.prep.impute(&mut row);
-        match &self.learner {
-            Learner::Logistic(l) => l
-                .coef
-                .iter()
-                .enumerate()
-                .map(|(j, c)| c * self.prep.z(j, row[j]))
-                .collect(),
-            Learner::Forest { forest, .. } => {
-                let mut out = vec![0.0; row.len()];
-                forest.contributions(&row, &mut out);
-                out
+        contributions(&self.prep, &self.learner, &row)
+    }
+}
+
+fn contributions(prep: &Prep, learner: &Learner, row: &[f64]) -> Vec<f64> {
+    match learner {
+        Learner::Logistic(l) => l
+            .coef
+            .iter()
+            .enumerate()
+            .map(|(j, c)| c * prep.z(j, row[j]))
+            .collect(),
+        Learner::Forest { forest, .. } => {
+            let mut out = vec![0.0; row.len()];
+            forest.contributions(row, &mut out);
+            out
+        }
+        Learner::Prior { .. } => vec![0.0; row.len()],
+        Learner::Either { learned, rule } => {
+            if logistic_probability(prep, rule, row) > imputed_probability(prep, learned, row) {
+                contributions(prep, &Learner::Logistic(rule.clone()), row)
+            } else {
+                contributions(prep, learned, row)
             }
-            Learner::Prior { .. } => vec![0.0; row.len()],
         }
     }
 }
@@ -648,5 +774,160 @@ mod tests {
         if m.validation[0].learner == ANCHORED {
             assert!(l.coef[1..].iter().all(|&c| c == 0.0), "{l:?}");
         }
+    }
+
+    /// An outcome driven by two of many columns: the compact candidate on those two is tried
+    /// and reported, ranks validation well, and reads its columns only.
+    #[test]
+    fn a_compact_candidate_is_tried_and_reads_only_its_columns() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let (n, p) = (30_000, 40);
+        let x = Array2::from_shape_fn((n, p), |_| rng.gen::<f64>());
+        let y: Vec<bool> = (0..n)
+            .map(|i| rng.gen::<f64>() < sigmoid(-12.0 + 5.0 * x[(i, 0)] + 4.0 * x[(i, 1)]))
+            .collect();
+        let half = n / 2;
+        let (xt, xv) = x.view().split_at(ndarray::Axis(0), half);
+        let (yt, yv) = y.split_at(half);
+        let cfg = TrainConfig {
+            forest: None,
+            anchor: Some(0),
+            ..TrainConfig::default()
+        };
+        let m = train_binary_with(
+            Split { x: xt, y: yt },
+            Split { x: xv, y: yv },
+            &cfg,
+            &[0, 1],
+        )
+        .unwrap();
+        let compact = m
+            .validation
+            .iter()
+            .find(|v| v.learner == COMPACT)
+            .expect("the compact candidate is reported");
+        let anchored = m.validation.iter().find(|v| v.learner == ANCHORED).unwrap();
+        assert!(
+            compact.roc_auc.unwrap() > anchored.roc_auc.unwrap(),
+            "{compact:?} {anchored:?}"
+        );
+        if m.validation[0].learner == COMPACT {
+            let Learner::Logistic(l) = &m.learner else {
+                panic!("expected a logistic model, got {:?}", m.learner)
+            };
+            assert!(l.coef[0] > 0.0 && l.coef[1] > 0.0, "{l:?}");
+            assert!(l.coef[2..].iter().all(|&c| c == 0.0), "{l:?}");
+        }
+    }
+
+    /// A driver that appears only in the later (validation) rows: without the refit the
+    /// chosen model cannot weigh it, with the refit it does; the validation figures are the
+    /// split fit's either way.
+    #[test]
+    fn refit_learns_from_validation_rows_and_keeps_split_figures() {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let n = 20_000;
+        let half = n / 2;
+        // x1 is constant in the training half, varies in the validation half.
+        let x = Array2::from_shape_fn((n, 2), |(i, j)| {
+            if j == 1 && i < half {
+                0.5
+            } else {
+                rng.gen::<f64>()
+            }
+        });
+        let y: Vec<bool> = (0..n)
+            .map(|i| rng.gen::<f64>() < sigmoid(-7.0 + 4.0 * x[(i, 0)] + 4.0 * x[(i, 1)]))
+            .collect();
+        let (xt, xv) = x.view().split_at(ndarray::Axis(0), half);
+        let base = TrainConfig {
+            forest: None,
+            ..TrainConfig::default()
+        };
+        let split_only = fit_halves(xt, xv, &y, &base);
+        let refitted = fit_halves(
+            xt,
+            xv,
+            &y,
+            &TrainConfig {
+                refit: true,
+                ..base
+            },
+        );
+        assert_eq!(split_only.validation, refitted.validation);
+        let coef = |m: &BinaryModel| match &m.learner {
+            Learner::Logistic(l) => l.coef.clone(),
+            other => panic!("expected a logistic model, got {other:?}"),
+        };
+        assert!(coef(&split_only)[1].abs() < 1e-6, "{:?}", coef(&split_only));
+        assert!(coef(&refitted)[1] > 0.3, "{:?}", coef(&refitted));
+    }
+
+    /// Two failure modes: one a learner can pick up from x1, one only the rule column x0
+    /// flags. The higher-of-two candidate is tried and reported, its probability is the
+    /// higher of its sides', and a row's reasons come from the side that scored it.
+    #[test]
+    fn the_learned_or_rule_candidate_takes_the_higher_side() {
+        let mut rng = ChaCha8Rng::seed_from_u64(19);
+        let (n, p) = (30_000, 6);
+        let x = Array2::from_shape_fn((n, p), |_| rng.gen::<f64>());
+        let y: Vec<bool> = (0..n)
+            .map(|i| {
+                rng.gen::<f64>() < sigmoid(-12.0 + 9.0 * x[(i, 1)])
+                    || rng.gen::<f64>() < sigmoid(-14.0 + 12.0 * x[(i, 0)])
+            })
+            .collect();
+        let half = n / 2;
+        let (xt, xv) = x.view().split_at(ndarray::Axis(0), half);
+        let (yt, yv) = y.split_at(half);
+        let cfg = TrainConfig {
+            forest: None,
+            anchor: Some(0),
+            ..TrainConfig::default()
+        };
+        let m = train_binary_with(
+            Split { x: xt, y: yt },
+            Split { x: xv, y: yv },
+            &cfg,
+            &[0, 1],
+        )
+        .unwrap();
+        let either = m
+            .validation
+            .iter()
+            .find(|v| v.learner == EITHER)
+            .expect("the higher-of-two candidate is reported");
+        assert!(either.roc_auc.unwrap() > 0.8, "{either:?}");
+
+        // Its semantics, on a hand-made model: rule reads x0, learner reads x1.
+        let prep = Prep {
+            median: vec![0.0; 2],
+            mean: vec![0.0; 2],
+            scale: vec![1.0; 2],
+        };
+        let rule = Logistic {
+            coef: vec![3.0, 0.0],
+            intercept: -3.0,
+        };
+        let learned = Logistic {
+            coef: vec![0.0, 3.0],
+            intercept: -3.0,
+        };
+        let model = BinaryModel {
+            prep: prep.clone(),
+            learner: Learner::Either {
+                learned: Box::new(Learner::Logistic(learned)),
+                rule,
+            },
+            threshold: 0.5,
+            train_rows: 0,
+            train_positives: 0,
+            validation: Vec::new(),
+        };
+        assert!((model.probability(&[2.0, 0.0]) - sigmoid(3.0)).abs() < 1e-12);
+        assert!((model.probability(&[0.0, 2.0]) - sigmoid(3.0)).abs() < 1e-12);
+        assert!((model.probability(&[0.0, 0.0]) - sigmoid(-3.0)).abs() < 1e-12);
+        assert_eq!(model.contributions(&[2.0, 0.5]), vec![6.0, 0.0]);
+        assert_eq!(model.contributions(&[0.5, 2.0]), vec![0.0, 6.0]);
     }
 }

@@ -103,6 +103,19 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
             anchor: rule_column,
             ..spec.config
         };
+        // The compact candidate: the rule ratio and the component's signal statistics.
+        let all = features::all();
+        let compact: Vec<usize> = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, &g)| {
+                matches!(
+                    all[g].kind,
+                    features::Kind::Rule | features::Kind::Signal { .. }
+                )
+            })
+            .map(|(k, _)| k)
+            .collect();
         let mut horizons = Vec::new();
         for (h, &days) in spec.horizons.iter().enumerate() {
             bar.inc(1);
@@ -119,7 +132,7 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
             }
             let (xt, yt) = data.matrix(&train_rows, &columns, c, h);
             let (xv, yv) = data.matrix(&valid_rows, &columns, c, h);
-            let model = learn::train_binary(
+            let model = learn::train_binary_with(
                 Split {
                     x: xt.view(),
                     y: &yt,
@@ -129,6 +142,7 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
                     y: &yv,
                 },
                 &config,
+                &compact,
             )
             .map_err(|source| TrainingError::Fit {
                 component,
