@@ -156,7 +156,7 @@ impl TestBroker {
         std::fs::write(
             &conf,
             format!(
-                "{base}\nlistener {} 127.0.0.1\npersistence_location {}/\nlog_dest file {}/broker.log\n",
+                "{base}\nlog_type all\nlistener {} 127.0.0.1\npersistence_location {}/\nlog_dest file {}/broker.log\n",
                 self.port,
                 self.dir.path().display(),
                 self.dir.path().display()
@@ -193,6 +193,20 @@ impl Drop for TestBroker {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // A failing test keeps the broker's log (every packet, `log_type all`) to say
+        // whether a missing message ever left the broker.
+        if std::thread::panicking() {
+            let keep = PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/target/test-broker-logs"
+            ));
+            if std::fs::create_dir_all(&keep).is_ok() {
+                let to = keep.join(format!("broker-{}.log", self.port));
+                if std::fs::copy(self.dir.path().join("broker.log"), &to).is_ok() {
+                    eprintln!("broker log kept at {}", to.display());
+                }
+            }
         }
     }
 }
