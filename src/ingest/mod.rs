@@ -375,16 +375,24 @@ async fn run_writer(
     // `writers` transactions at once; twice as many batches in the pipeline, so the next
     // ones resolve ids and encode rows while the database works on the current ones.
     let gate = Arc::new(Semaphore::new(writers));
-    let write = |batch: Vec<Delivery>| {
+    let write = |mut batch: Vec<Delivery>| {
         let (store, metrics, shutdown) = (store.clone(), metrics.clone(), shutdown.clone());
         let gate = gate.clone();
         async move {
             let started = Instant::now();
-            let result = write_with_retry(&store, &batch, method, &metrics, &shutdown, &gate).await;
-            (batch, result, started.elapsed())
+            // The parsed items move out to be written (copying them cost more than encoding
+            // their rows); the deliveries stay for the acks.
+            let items: Vec<BatchItem> = batch
+                .iter_mut()
+                .map(|d| std::mem::replace(&mut d.item, BatchItem::Ignored))
+                .collect();
+            let result =
+                write_with_retry(&store, &batch, &items, method, &metrics, &shutdown, &gate).await;
+            (batch, items, result, started.elapsed())
         }
     };
-    let release = |(batch, result, took): (Vec<Delivery>, Option<BatchResult>, Duration)| {
+    type Written = (Vec<Delivery>, Vec<BatchItem>, Option<BatchResult>, Duration);
+    let release = |(batch, items, result, took): Written| {
         // None: shutting down with the database away; nothing committed, nothing acknowledged.
         let Some(result) = result else { return false };
         metrics.flush_seconds.observe(took.as_secs_f64());
@@ -396,14 +404,18 @@ async fn run_writer(
                 .get_or_create(&StageLabel { stage })
                 .inc_by(took.as_secs_f64());
         }
-        for (delivery, outcome) in batch.iter().zip(result.outcomes.iter().copied()) {
+        for ((delivery, item), outcome) in batch
+            .iter()
+            .zip(&items)
+            .zip(result.outcomes.iter().copied())
+        {
             metrics
                 .messages
                 .get_or_create(&OutcomeLabel {
                     outcome: outcome.as_str(),
                 })
                 .inc();
-            if let BatchItem::DeadLetter { letter, .. } = &delivery.item {
+            if let BatchItem::DeadLetter { letter, .. } = item {
                 metrics
                     .dead_letters
                     .get_or_create(&ReasonLabel {
@@ -432,13 +444,13 @@ async fn run_writer(
 async fn write_with_retry(
     store: &Store,
     batch: &[Delivery],
+    items: &[BatchItem],
     method: WriteMethod,
     metrics: &Metrics,
     shutdown: &watch::Receiver<bool>,
     gate: &Semaphore,
 ) -> Option<BatchResult> {
-    let items: Vec<BatchItem> = batch.iter().map(|d| d.item.clone()).collect();
-    match write_transient_retry(store, &items, method, metrics, shutdown, gate).await? {
+    match write_transient_retry(store, items, method, metrics, shutdown, gate).await? {
         Ok(result) => Some(result),
         Err(e) => {
             tracing::warn!(error = %e, messages = items.len(), "batch refused; writing one by one");
@@ -446,7 +458,7 @@ async fn write_with_retry(
             for (delivery, item) in batch.iter().zip(items) {
                 let single = match write_transient_retry(
                     store,
-                    std::slice::from_ref(&item),
+                    std::slice::from_ref(item),
                     method,
                     metrics,
                     shutdown,
