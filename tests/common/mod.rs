@@ -146,6 +146,11 @@ impl TestBroker {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// The broker's log so far (every packet: `log_type all`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
     async fn launch(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
         let base = std::fs::read_to_string(concat!(
