@@ -171,10 +171,10 @@ fn undelivered_per_topic(log: &str, publisher: &str, subscriber: &str) -> BTreeM
     out
 }
 
-/// Waits until the stream has settled (every message the broker sent acknowledged, nothing
-/// stored for a while), then checks that each message is stored whole or not at all, and
-/// that the missing ones are, topic by topic, exactly those the broker never sent. Returns
-/// what should then be stored.
+/// Waits until nothing more is stored for 5 s, then checks that each message is stored whole
+/// or not at all, and that the missing ones are, topic by topic, exactly those the broker
+/// never sent. Returns what should then be stored. A message the service lost after the
+/// broker sent it fails the check.
 async fn delivered_by_broker(
     pool: &PgPool,
     broker: &TestBroker,
