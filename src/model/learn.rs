@@ -637,8 +637,27 @@ mod tests {
         y: &'a [bool],
         cfg: &TrainConfig,
     ) -> BinaryModel {
+        fit_halves_with(xt, xv, y, cfg, &[])
+    }
+
+    /// The validation figures of the candidate reported as `learner`.
+    fn reported<'m>(m: &'m BinaryModel, learner: &str) -> &'m Validation {
+        m.validation
+            .iter()
+            .find(|v| v.learner == learner)
+            .unwrap_or_else(|| panic!("{learner} is reported: {:?}", m.validation))
+    }
+
+    /// `fit_halves` with a compact candidate on `compact`.
+    fn fit_halves_with<'a>(
+        xt: ArrayView2<'a, f64>,
+        xv: ArrayView2<'a, f64>,
+        y: &'a [bool],
+        cfg: &TrainConfig,
+        compact: &[usize],
+    ) -> BinaryModel {
         let (yt, yv) = y.split_at(xt.nrows());
-        train_binary(Split { x: xt, y: yt }, Split { x: xv, y: yv }, cfg).unwrap()
+        train_binary_with(Split { x: xt, y: yt }, Split { x: xv, y: yv }, cfg, compact).unwrap()
     }
 
     /// Outcome drawn from a known logistic model with a 3% base rate: the fitted model ranks
@@ -729,11 +748,7 @@ mod tests {
             "{:?}",
             m.learner
         );
-        let logistic = m
-            .validation
-            .iter()
-            .find(|v| v.learner == "logistic")
-            .unwrap();
+        let logistic = reported(&m, "logistic");
         assert!(logistic.roc_auc.unwrap() < 0.3, "{logistic:?}");
         assert_eq!(m.validation[0].learner, "prior");
     }
@@ -756,11 +771,7 @@ mod tests {
             ..TrainConfig::default()
         };
         let m = fit_halves(xt, xv, &y, &cfg);
-        let anchored = m
-            .validation
-            .iter()
-            .find(|v| v.learner == ANCHORED)
-            .expect("the anchored candidate is reported");
+        let anchored = reported(&m, ANCHORED);
         assert!(anchored.roc_auc.unwrap() > 0.8, "{anchored:?}");
         assert!(
             ["logistic", ANCHORED].contains(&m.validation[0].learner.as_str()),
@@ -788,25 +799,14 @@ mod tests {
             .collect();
         let half = n / 2;
         let (xt, xv) = x.view().split_at(ndarray::Axis(0), half);
-        let (yt, yv) = y.split_at(half);
         let cfg = TrainConfig {
             forest: None,
             anchor: Some(0),
             ..TrainConfig::default()
         };
-        let m = train_binary_with(
-            Split { x: xt, y: yt },
-            Split { x: xv, y: yv },
-            &cfg,
-            &[0, 1],
-        )
-        .unwrap();
-        let compact = m
-            .validation
-            .iter()
-            .find(|v| v.learner == COMPACT)
-            .expect("the compact candidate is reported");
-        let anchored = m.validation.iter().find(|v| v.learner == ANCHORED).unwrap();
+        let m = fit_halves_with(xt, xv, &y, &cfg, &[0, 1]);
+        let compact = reported(&m, COMPACT);
+        let anchored = reported(&m, ANCHORED);
         assert!(
             compact.roc_auc.unwrap() > anchored.roc_auc.unwrap(),
             "{compact:?} {anchored:?}"
@@ -879,24 +879,13 @@ mod tests {
             .collect();
         let half = n / 2;
         let (xt, xv) = x.view().split_at(ndarray::Axis(0), half);
-        let (yt, yv) = y.split_at(half);
         let cfg = TrainConfig {
             forest: None,
             anchor: Some(0),
             ..TrainConfig::default()
         };
-        let m = train_binary_with(
-            Split { x: xt, y: yt },
-            Split { x: xv, y: yv },
-            &cfg,
-            &[0, 1],
-        )
-        .unwrap();
-        let either = m
-            .validation
-            .iter()
-            .find(|v| v.learner == EITHER)
-            .expect("the higher-of-two candidate is reported");
+        let m = fit_halves_with(xt, xv, &y, &cfg, &[0, 1]);
+        let either = reported(&m, EITHER);
         assert!(either.roc_auc.unwrap() > 0.8, "{either:?}");
 
         // Its semantics, on a hand-made model: rule reads x0, learner reads x1.
