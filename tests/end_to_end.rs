@@ -9,7 +9,6 @@
 
 mod common;
 
-use aftercare::outbox::{verify, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use aftercare::simulator::{live, Progress, Realism, SimConfig, Simulation, Summary};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -82,18 +81,12 @@ struct Receiver {
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let ts: i64 = h(TIMESTAMP_HEADER).parse().unwrap_or(0);
-    let payload: Option<Value> = serde_json::from_slice(&body).ok();
-    let key = h(IDEMPOTENCY_HEADER);
-    let valid = verify(SECRET.as_bytes(), ts, &body, &h(SIGNATURE_HEADER))
-        && payload.as_ref().is_some_and(|p| p["id"] == key.as_str());
+    let Webhook {
+        key,
+        payload,
+        signed,
+    } = read_webhook(SECRET, &headers, &body);
+    let valid = signed && payload.as_ref().is_some_and(|p| p["id"] == key.as_str());
     if !valid {
         r.bad_signatures.fetch_add(1, Ordering::SeqCst);
         return StatusCode::UNAUTHORIZED;
@@ -113,12 +106,7 @@ async fn start_receiver(r: Receiver) -> u16 {
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(receive))
         .with_state(r);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind receiver");
-    let port = listener.local_addr().expect("receiver address").port();
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
-    port
+    serve_on_free_port(app).await
 }
 
 /// Runs an `aftercare` command against the test database; returns its stdout.

@@ -7,7 +7,6 @@
 mod booking_common;
 mod common;
 
-use aftercare::outbox::{verify, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -30,24 +29,10 @@ struct Receiver {
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let ts: i64 = h(TIMESTAMP_HEADER).parse().unwrap_or(0);
-    assert!(
-        verify(SECRET.as_bytes(), ts, &body, &h(SIGNATURE_HEADER)),
-        "bad signature"
-    );
-    let payload: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(
-        payload["id"],
-        h(IDEMPOTENCY_HEADER),
-        "idempotency key is the event id"
-    );
+    let hook = read_webhook(SECRET, &headers, &body);
+    assert!(hook.signed, "bad signature");
+    let payload: Value = hook.payload.expect("a JSON body");
+    assert_eq!(payload["id"], hook.key, "idempotency key is the event id");
     tokio::time::sleep(Duration::from_millis(r.delay_ms)).await;
     {
         let mut fail = r.fail_first.lock().unwrap();
@@ -56,10 +41,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
             return StatusCode::INTERNAL_SERVER_ERROR;
         }
     }
-    r.seen
-        .lock()
-        .unwrap()
-        .push((h(IDEMPOTENCY_HEADER), payload));
+    r.seen.lock().unwrap().push((hook.key, payload));
     StatusCode::NO_CONTENT
 }
 
@@ -67,10 +49,7 @@ async fn start_receiver(r: Receiver) -> u16 {
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(receive))
         .with_state(r);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
+    serve_on_free_port(app).await
 }
 
 async fn at_risk_fleet(pool: &PgPool, n: usize) {

@@ -613,3 +613,40 @@ pub fn recent_fleet(seed: u64, vehicles: usize, days: u32) -> aftercare::simulat
         },
     }
 }
+
+/// A webhook delivery as a receiver reads it.
+pub struct Webhook {
+    /// The idempotency-key header.
+    pub key: String,
+    /// The body as JSON, if it is.
+    pub payload: Option<serde_json::Value>,
+    /// The signature header checks against `secret` for this body and timestamp.
+    pub signed: bool,
+}
+
+pub fn read_webhook(secret: &str, headers: &axum::http::HeaderMap, body: &[u8]) -> Webhook {
+    use aftercare::outbox::{verify, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let ts: i64 = h(TIMESTAMP_HEADER).parse().unwrap_or(0);
+    Webhook {
+        key: h(IDEMPOTENCY_HEADER),
+        payload: serde_json::from_slice(body).ok(),
+        signed: verify(secret.as_bytes(), ts, body, &h(SIGNATURE_HEADER)),
+    }
+}
+
+/// Serves `app` on a free loopback port, in the background; returns the port.
+pub async fn serve_on_free_port(app: axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let port = listener.local_addr().expect("bound address").port();
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    port
+}
