@@ -136,6 +136,27 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
                 _ => Stat::Level,
             };
             let head = match strongest_stat {
+                Stat::DaysToLimit
+                    if stat_value(Stat::Level).is_finite()
+                        && stat_value(Stat::DaysToLimit) < features::DAYS_TO_LIMIT_CAP =>
+                {
+                    let (limit, _) = features::end_of_life(features::SOURCES.get(source)?.1)?;
+                    let days = stat_value(Stat::DaysToLimit);
+                    // One decimal: a pack at 70.4% is not yet at 70%.
+                    let level = match unit {
+                        "percent" => format!("{}%", number(stat_value(Stat::Level), 1)),
+                        _ => quantity(stat_value(Stat::Level), unit),
+                    };
+                    let limit = quantity(limit, unit);
+                    if days <= 0.0 {
+                        format!("{label} {level}, at its end-of-life limit of {limit}")
+                    } else {
+                        format!(
+                            "{label} {level}, at this rate at its end-of-life limit of {limit} in about {} days",
+                            days.round()
+                        )
+                    }
+                }
                 Stat::Max7 if stat_value(Stat::Max7).is_finite() => {
                     format!(
                         "{label} up to {} in the last 7 days",
@@ -374,6 +395,34 @@ mod tests {
         assert_eq!(factors.len(), 1, "{factors:?}");
         assert!(factors[0].text.contains("88%"), "{}", factors[0].text);
         assert!((factors[0].contribution - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn days_to_the_end_of_life_are_told_with_the_level_and_the_limit() {
+        let mut snap = blank_snapshot();
+        let i = |n: &str| features::index_of(n).expect(n);
+        let soh = "traction_battery.tractionbattery_stateofhealth";
+        snap.values[i(&format!("{soh}.level"))] = 70.6;
+        snap.values[i(&format!("{soh}.days_to_limit"))] = 24.6;
+        let model = [i(&format!("{soh}.days_to_limit"))];
+        let factors = top_factors(Component::TractionBattery, &model, &[1.5], &snap, 3);
+        assert_eq!(factors.len(), 1, "{factors:?}");
+        let text = &factors[0].text;
+        assert!(
+            text.ends_with("70.6%, at this rate at its end-of-life limit of 70% in about 25 days"),
+            "{text}"
+        );
+        // Already there.
+        snap.values[i(&format!("{soh}.level"))] = 69.8;
+        snap.values[i(&format!("{soh}.days_to_limit"))] = 0.0;
+        let factors = top_factors(Component::TractionBattery, &model, &[1.5], &snap, 3);
+        assert!(
+            factors[0]
+                .text
+                .ends_with("69.8%, at its end-of-life limit of 70%"),
+            "{}",
+            factors[0].text
+        );
     }
 
     #[test]

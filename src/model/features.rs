@@ -45,6 +45,10 @@ pub enum Stat {
     /// Change per 1000 km driven.
     SlopeKm,
     Std30,
+    /// Days until the level reaches the part's end-of-life limit (`end_of_life`) at its
+    /// 90-day trend: 0 once reached, `DAYS_TO_LIMIT_CAP` when not heading there. Fade is
+    /// slow and the limit sharp, so how far off it is says more than the level alone.
+    DaysToLimit,
 }
 
 impl Stat {
@@ -57,6 +61,7 @@ impl Stat {
             Stat::Slope30 => "slope_30d",
             Stat::SlopeKm => "slope_1000km",
             Stat::Std30 => "std_30d",
+            Stat::DaysToLimit => "days_to_limit",
         }
     }
 }
@@ -142,7 +147,7 @@ pub const SOURCES: &[(Component, Source, &[Stat])] = &[
     (
         TractionBattery,
         Source::Signal(catalog::TRACTION_SOH),
-        &[Level, Slope30, SlopeKm],
+        &[Level, Slope30, SlopeKm, DaysToLimit],
     ),
     (TractionBattery, Source::CellSpread, &[Level, Max7, Slope30]),
     (
@@ -404,6 +409,19 @@ fn source_series(
     }
 }
 
+/// The end-of-life limit of a source, and whether readings rise towards it. 70% state of
+/// health is the usual end of life (and warranty floor) of a traction pack.
+pub fn end_of_life(source: Source) -> Option<(f64, bool)> {
+    match source {
+        Source::Signal(catalog::TRACTION_SOH) => Some((70.0, false)),
+        _ => None,
+    }
+}
+
+/// `DaysToLimit` of a part not heading for its limit, and the most it reports.
+pub const DAYS_TO_LIMIT_CAP: f64 = 365.0;
+const LIMIT_TREND_DAYS: i64 = 90;
+
 /// A level older than this is not current.
 const LOOKBACK_LEVEL_DAYS: i64 = 30;
 const KM_SLOPE_DAYS: i64 = 90;
@@ -441,8 +459,41 @@ fn odometer_by_day(history: &History, as_of: DateTime<Utc>) -> Vec<(i64, f64)> {
         .unwrap_or_default()
 }
 
-fn stat(days: &[DayAgg], stat: Stat, today: i64, odometer: &[(i64, f64)]) -> f64 {
+fn stat(
+    days: &[DayAgg],
+    stat: Stat,
+    today: i64,
+    odometer: &[(i64, f64)],
+    limit: Option<(f64, bool)>,
+) -> f64 {
     match stat {
+        DaysToLimit => {
+            let level = self::stat(days, Level, today, odometer, None);
+            let Some((limit, rising)) = limit.filter(|_| level.is_finite()) else {
+                return f64::NAN;
+            };
+            // Distance to the limit and the daily change towards it, both signed so that
+            // positive means "not there yet" and "heading there".
+            let (headroom, per_day) = {
+                let per_day = slope(
+                    within(days, today - LIMIT_TREND_DAYS)
+                        .iter()
+                        .map(|d| (d.day as f64, d.mean())),
+                );
+                if rising {
+                    (limit - level, per_day)
+                } else {
+                    (level - limit, -per_day)
+                }
+            };
+            if headroom <= 0.0 {
+                0.0
+            } else if per_day.is_finite() && per_day > 0.0 {
+                (headroom / per_day).min(DAYS_TO_LIMIT_CAP)
+            } else {
+                DAYS_TO_LIMIT_CAP
+            }
+        }
         Level => days
             .last()
             .filter(|d| d.day >= today - LOOKBACK_LEVEL_DAYS)
@@ -561,7 +612,13 @@ pub fn compute(history: &History, as_of: DateTime<Utc>) -> Snapshot {
     let mut values = Vec::with_capacity(defs.len());
     for def in defs {
         let v = match (def.kind, def.component) {
-            (Kind::Signal { source, stat: s }, _) => stat(&series[source].0, s, today, &odometer),
+            (Kind::Signal { source, stat: s }, _) => stat(
+                &series[source].0,
+                s,
+                today,
+                &odometer,
+                end_of_life(SOURCES[source].1),
+            ),
             (Kind::Missing { source }, _) => {
                 let recent = within(&series[source].0, today - LOOKBACK_LEVEL_DAYS);
                 f64::from(u8::from(recent.is_empty()))
@@ -798,6 +855,40 @@ mod tests {
             before.value("brakes.worst_brake_padwear.level"),
             20.0 + 0.5 * 14.0,
         );
+    }
+
+    #[test]
+    fn days_to_the_end_of_life_limit_follow_the_90_day_trend() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let d0 = day_index(t0);
+        let name = "traction_battery.tractionbattery_stateofhealth.days_to_limit";
+        // 200 days of a pack fading 0.02 points a day from 73%: 71.0% on day 100, so 50
+        // days to 70% at that rate; below 70% from day 151.
+        let mut h = History::new(1, "V".into());
+        for d in 0..200 {
+            daily(
+                &mut h,
+                catalog::TRACTION_SOH,
+                d0 + d,
+                73.0 - 0.02 * d as f64,
+            );
+        }
+        let at = t0 + Duration::days(101);
+        close(compute(&h, at).value(name), 50.0);
+        // Past the limit: none left.
+        close(compute(&h, t0 + Duration::days(200)).value(name), 0.0);
+        // Not fading: the cap, never a negative or infinite count.
+        let mut steady = History::new(2, "W".into());
+        for d in 0..120 {
+            daily(&mut steady, catalog::TRACTION_SOH, d0 + d, 90.0);
+        }
+        close(compute(&steady, at).value(name), DAYS_TO_LIMIT_CAP);
+        // No reading: unknown.
+        assert!(compute(&History::new(3, "X".into()), at)
+            .value(name)
+            .is_nan());
+        // Sources without a published limit have no such feature.
+        assert!(end_of_life(Source::Signal(catalog::OIL_LIFE)).is_none());
     }
 
     #[test]
