@@ -19,12 +19,13 @@ use super::SimulateError;
 use crate::config::WriteMethod;
 use crate::store::fast_load::{encode_range, EncodedRange, LedgerPart, LoadCounts};
 use crate::store::service_records::{insert_service_records, NewServiceRecord};
+use crate::store::IdMap;
 use crate::store::{
     profiles, signal_names, BatchItem, BatchResult, DeadLetter, Outcome, Store, StoreError,
 };
 use crate::wire::{parse_message, Limits};
 use chrono::Utc;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -191,7 +192,7 @@ async fn run_fast(
         );
         generators.push(std::thread::spawn(move || {
             let now = Utc::now();
-            let mut signal_ids: HashMap<String, i32> = HashMap::new();
+            let mut signal_ids = IdMap::default();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= ranges {
@@ -344,9 +345,9 @@ fn generate_range(
     vehicles: std::ops::Range<usize>,
     now: chrono::DateTime<Utc>,
     limits: &Limits,
-    vehicle_ids: &HashMap<String, i32>,
-    signal_ids: &mut HashMap<String, i32>,
-    resolve: impl Fn(&[&str]) -> Result<HashMap<String, i32>, StoreError>,
+    vehicle_ids: &IdMap,
+    signal_ids: &mut IdMap,
+    resolve: impl Fn(&[&str]) -> Result<IdMap, StoreError>,
     with_rollup: bool,
 ) -> Result<Range, StoreError> {
     let n = vehicles.len();

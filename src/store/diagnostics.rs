@@ -5,13 +5,14 @@
 //! RETURNING` otherwise. Rows go in sorted by key.
 
 use super::copy::CopyEncoder;
-use super::telemetry::SampleKey;
+use super::telemetry::{KeySet, SampleKey};
 use super::writer::{BatchItem, Outcome};
+use super::IdMap;
 use super::StoreError;
 use crate::wire::{DtcCode, DtcReport, Message};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 /// What a set of new report keys makes of the batch's DTC messages.
 #[derive(Debug, Default)]
@@ -26,7 +27,7 @@ pub(super) struct ReportClaim<'a> {
 type Entry<'a> = (SampleKey, usize, DateTime<Utc>, &'a DtcReport);
 
 /// The first message in the batch with a new key stores it; later copies are duplicates.
-fn claim<'a>(entries: &[Entry<'a>], mut new: HashSet<SampleKey>) -> ReportClaim<'a> {
+fn claim<'a>(entries: &[Entry<'a>], mut new: KeySet) -> ReportClaim<'a> {
     let mut c = ReportClaim::default();
     for (key, i, _, report) in entries {
         if new.remove(key) {
@@ -50,7 +51,7 @@ pub(super) struct DiagnosticsPlan<'a> {
 }
 
 impl<'a> DiagnosticsPlan<'a> {
-    pub(super) fn new(items: &'a [BatchItem], vehicle_ids: &HashMap<String, i32>) -> Self {
+    pub(super) fn new(items: &'a [BatchItem], vehicle_ids: &IdMap) -> Self {
         let mut entries: Vec<Entry<'a>> = items
             .iter()
             .enumerate()

@@ -15,13 +15,14 @@ use super::diagnostics::{encode_events, encode_report, event_rows, Lifecycle};
 use super::rollup::RollupDelta;
 use super::telemetry::{copy_in, SampleKey, ValueRow};
 use super::writer::{insert_dead_letters, mark_for_scoring, BatchItem, DeadLetter};
+use super::IdMap;
 use super::{Store, StoreError};
 use crate::wire::{DtcReport, Message};
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, Postgres};
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a range stored, counted like `BatchResult`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +60,8 @@ pub struct EncodedRange {
 /// vehicles in arrival order (parsed, or dead letters), as ingest would have received them.
 pub fn encode_range(
     items: &[BatchItem],
-    vehicle_ids: &HashMap<String, i32>,
-    signal_ids: &HashMap<String, i32>,
+    vehicle_ids: &IdMap,
+    signal_ids: &IdMap,
     with_rollup: bool,
 ) -> Result<EncodedRange, StoreError> {
     let mut counts = LoadCounts::default();
@@ -244,12 +245,12 @@ impl Store {
     }
 
     /// VIN to vehicle id, creating the vehicles that do not exist yet.
-    pub async fn vehicle_ids(&self, vins: &[&str]) -> Result<HashMap<String, i32>, StoreError> {
+    pub async fn vehicle_ids(&self, vins: &[&str]) -> Result<IdMap, StoreError> {
         self.resolve_vehicles(vins).await
     }
 
     /// Signal name to id, creating the signals that do not exist yet.
-    pub async fn signal_ids(&self, names: &[&str]) -> Result<HashMap<String, i32>, StoreError> {
+    pub async fn signal_ids(&self, names: &[&str]) -> Result<IdMap, StoreError> {
         self.resolve_signals(names).await
     }
 

@@ -12,15 +12,19 @@
 use super::copy::{CopyEncoder, TelemetryCopyEncoder};
 use super::rollup::RollupDelta;
 use super::writer::{BatchItem, Laps, Outcome};
+use super::IdMap;
 use super::StoreError;
 use crate::config::WriteMethod;
 use crate::wire::Message;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// (vehicle, seq, ts): what identifies a sample (and a DTC report).
 pub(super) type SampleKey = (i32, i64, DateTime<Utc>);
+
+/// Keys a batch claims, one lookup per sample: hashed like `IdMap`.
+pub(super) type KeySet = HashSet<SampleKey, foldhash::fast::RandomState>;
 
 /// One signal value of a newly accepted sample.
 #[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
@@ -45,12 +49,7 @@ pub(super) struct Claim {
 
 /// Attributes each new key to the first message in the batch that carries it: a second copy
 /// later in the same batch is a duplicate.
-fn claim(
-    items: &[BatchItem],
-    vehicle_ids: &HashMap<String, i32>,
-    signal_ids: &HashMap<String, i32>,
-    mut new: HashSet<SampleKey>,
-) -> Claim {
+fn claim(items: &[BatchItem], vehicle_ids: &IdMap, signal_ids: &IdMap, mut new: KeySet) -> Claim {
     let mut c = Claim::default();
     for (i, item) in items.iter().enumerate() {
         let BatchItem::Message {
@@ -105,8 +104,8 @@ pub(super) struct TelemetryPlan {
 impl TelemetryPlan {
     pub(super) fn new(
         items: &[BatchItem],
-        vehicle_ids: &HashMap<String, i32>,
-        signal_ids: &HashMap<String, i32>,
+        vehicle_ids: &IdMap,
+        signal_ids: &IdMap,
         method: WriteMethod,
         with_delta: bool,
     ) -> TelemetryPlan {
@@ -214,8 +213,8 @@ impl TelemetryPlan {
         &self,
         tx: &mut PgConnection,
         items: &[BatchItem],
-        vehicle_ids: &HashMap<String, i32>,
-        signal_ids: &HashMap<String, i32>,
+        vehicle_ids: &IdMap,
+        signal_ids: &IdMap,
     ) -> Result<(Claim, Vec<ValueRow>), StoreError> {
         let (mut vid, mut seq, mut ts, mut recv, mut nv) = (vec![], vec![], vec![], vec![], vec![]);
         for ((vehicle_id, s, t), (received_at, n_values)) in &self.ledger {

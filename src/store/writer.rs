@@ -10,14 +10,14 @@
 use super::diagnostics::{merge_dtc_lifecycles, DiagnosticsPlan};
 use super::rollup::RollupDelta;
 use super::telemetry::TelemetryPlan;
-use super::{Store, StoreError};
+use super::{IdMap, Store, StoreError};
 use crate::config::WriteMethod;
 use crate::wire::Message;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{Acquire, PgConnection};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Dead-letter payloads above this are stored truncated (the size is kept).
 const DEAD_LETTER_MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -181,17 +181,11 @@ impl Store {
 
     /// VIN to vehicle id, creating vehicles on first sight. Runs outside the batch
     /// transaction: a vehicle row without data is harmless, and keeps the batch short.
-    pub(super) async fn resolve_vehicles(
-        &self,
-        vins: &[&str],
-    ) -> Result<HashMap<String, i32>, StoreError> {
+    pub(super) async fn resolve_vehicles(&self, vins: &[&str]) -> Result<IdMap, StoreError> {
         resolve_ids(&self.pool, &self.vehicle_ids, vins, "vehicles", "vin").await
     }
 
-    pub(super) async fn resolve_signals(
-        &self,
-        names: &[&str],
-    ) -> Result<HashMap<String, i32>, StoreError> {
+    pub(super) async fn resolve_signals(&self, names: &[&str]) -> Result<IdMap, StoreError> {
         resolve_ids(&self.pool, &self.signal_ids, names, "signals", "name").await
     }
 }
@@ -200,12 +194,12 @@ impl Store {
 /// connection is taken only for those.
 async fn resolve_ids(
     pool: &sqlx::PgPool,
-    cache: &std::sync::Mutex<HashMap<String, i32>>,
+    cache: &std::sync::Mutex<IdMap>,
     names: &[&str],
     table: &str,
     column: &str,
-) -> Result<HashMap<String, i32>, StoreError> {
-    let mut found = HashMap::new();
+) -> Result<IdMap, StoreError> {
+    let mut found = IdMap::default();
     let mut missing: Vec<String> = Vec::new();
     {
         let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -254,8 +248,8 @@ struct Batch<'a> {
     items: &'a [BatchItem],
     telemetry: TelemetryPlan,
     diagnostics: DiagnosticsPlan<'a>,
-    vehicle_ids: &'a HashMap<String, i32>,
-    signal_ids: &'a HashMap<String, i32>,
+    vehicle_ids: &'a IdMap,
+    signal_ids: &'a IdMap,
 }
 
 impl Batch<'_> {

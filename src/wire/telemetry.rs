@@ -56,7 +56,7 @@ pub(crate) fn parse_samples(
 }
 
 fn parse_sample(vin: &Vin, value: Value, window: &TimeWindow) -> Result<Sample, Reject> {
-    let Value::Object(obj) = value else {
+    let Value::Object(mut obj) = value else {
         return Err(Reject::new(
             RejectReason::WrongType,
             format!(
@@ -68,7 +68,8 @@ fn parse_sample(vin: &Vin, value: Value, window: &TimeWindow) -> Result<Sample, 
     check_payload_vin(&obj, vin)?;
     let ts = parse_ts(obj.get("ts"), window)?;
     let seq = parse_seq(obj.get("seq"))?;
-    let signals = match obj.get("signals") {
+    // Taken out of the object so the names move into the sample instead of being copied.
+    let signals = match obj.remove("signals") {
         None | Some(Value::Null) => {
             return Err(Reject::new(
                 RejectReason::MissingField,
@@ -79,13 +80,13 @@ fn parse_sample(vin: &Vin, value: Value, window: &TimeWindow) -> Result<Sample, 
         Some(other) => {
             return Err(Reject::new(
                 RejectReason::WrongType,
-                format!("\"signals\" must be an object, got {}", type_name(other)),
+                format!("\"signals\" must be an object, got {}", type_name(&other)),
             ))
         }
     };
     let mut values = Vec::with_capacity(signals.len());
     for (name, v) in signals {
-        check_signal_name(name)?;
+        check_signal_name(&name)?;
         let x = match v {
             Value::Number(n) => match n.as_f64() {
                 Some(x) if x.is_finite() => x,
@@ -96,28 +97,42 @@ fn parse_sample(vin: &Vin, value: Value, window: &TimeWindow) -> Result<Sample, 
                     ))
                 }
             },
-            Value::Bool(b) => f64::from(u8::from(*b)),
+            Value::Bool(b) => f64::from(u8::from(b)),
             other => {
                 return Err(Reject::new(
                     RejectReason::WrongType,
                     format!(
                         "signal {name} must be a number or boolean, got {}",
-                        type_name(other)
+                        type_name(&other)
                     ),
                 ))
             }
         };
-        values.push((name.clone(), x));
+        values.push((name, x));
     }
     Ok(Sample { seq, ts, values })
 }
 
 /// VSS paths: dot-separated identifiers under the `Vehicle` root, at most 256 bytes.
 fn check_signal_name(name: &str) -> Result<(), Reject> {
+    // One pass over the bytes (it runs for every value of every message): segments of ASCII
+    // letters, digits and '_', none empty.
     let valid = name.len() <= 256
-        && name.starts_with("Vehicle.")
-        && name.split('.').all(|seg| {
-            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.strip_prefix("Vehicle.").is_some_and(|rest| {
+            let mut segment_empty = true;
+            for &c in rest.as_bytes() {
+                if c == b'.' {
+                    if segment_empty {
+                        return false;
+                    }
+                    segment_empty = true;
+                } else if c.is_ascii_alphanumeric() || c == b'_' {
+                    segment_empty = false;
+                } else {
+                    return false;
+                }
+            }
+            !segment_empty
         });
     if valid {
         Ok(())
@@ -136,12 +151,19 @@ mod tests {
     #[test]
     fn signal_names() {
         assert!(check_signal_name("Vehicle.Chassis.Axle.Row1.Wheel.Left.Tire.TreadDepth").is_ok());
+        assert!(check_signal_name("Vehicle.OBD.Custom_Signal_2").is_ok());
+        assert!(check_signal_name(&format!("Vehicle.{}", "A".repeat(248))).is_ok());
+        assert!(check_signal_name(&format!("Vehicle.{}", "A".repeat(249))).is_err());
         for bad in [
             "Speed",
             "Vehicle.",
             "Vehicle..Speed",
             "Vehicle.Spe ed",
             "vehicle.Speed",
+            "Vehicle.Speed.",
+            "Vehicle.Sp-eed",
+            "Vehicle.Spéed",
+            "VehicleX.Speed",
         ] {
             assert!(check_signal_name(bad).is_err(), "{bad}");
         }
