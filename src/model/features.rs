@@ -4,12 +4,13 @@
 //!
 //! One global feature list; each component's model uses the features of that component plus
 //! the vehicle context. Per signal: level (last day's mean), 30-day mean, 7-day extremes,
-//! slope per 30 days, slope per 1000 km (against the odometer, 90 days) and 30-day
-//! volatility; per component: DTC counts and lifecycle (as replayed from events before the
-//! instant), time and distance since its last service record and its recent repairs; and the
-//! vehicle's odometer, usage, age and powertrain. A component's signal series start after its
-//! last service (a new part is a new series). Missing values are NaN (imputed by the
-//! trained model); a per-source indicator says when a signal is absent.
+//! slope per 30 days, slope per 1000 km (against the odometer, 90 days), 30-day volatility,
+//! and, where the part has a published end of life, the days to reach it; per component:
+//! DTC counts and lifecycle (as replayed from events before the instant), time and distance
+//! since its last service record and its recent repairs; and the vehicle's odometer, usage,
+//! age and powertrain. A component's signal series start after its last service (a new part
+//! is a new series). Missing values are NaN (imputed by the trained model); a per-source
+//! indicator says when a signal is absent.
 
 use super::history::{
     age_years, day_index, days_between, DayAgg, DtcStatus, History, Powertrain, ServiceKind,
