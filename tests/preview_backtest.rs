@@ -144,3 +144,40 @@ async fn backtest_compares_the_preview_and_a_naive_forecast_with_the_work_that_a
     assert!((report.preview_wape - expected_wape).abs() < 1e-9);
     assert!(report.preview_wape.is_finite() && report.naive_wape.is_finite());
 }
+
+#[tokio::test]
+async fn a_backtest_without_jobs_or_known_home_workshops_is_refused_with_the_fix() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_common::constant_artifact("backtest-2", 0.5)
+        .save(dir.path())
+        .unwrap();
+    let as_of = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+    let refusal = |r: Result<_, aftercare::capacity::backtest::BacktestError>| match r {
+        Ok(report) => panic!("expected a refusal, got {report:?}"),
+        Err(e) => e.to_string(),
+    };
+    // Nothing loaded: no job can be priced.
+    let id = model_common::vehicle(&pool, &model_common::vin(0), "ice", 2019).await;
+    let e = refusal(aftercare::capacity::backtest::run(&pool, &path, as_of, 4).await);
+    assert!(e.contains("aftercare workshops load"), "{e}");
+
+    // Jobs loaded, but no vehicle has a home workshop.
+    booking_common::load_demo_workshops(&pool).await;
+    sqlx::query("UPDATE vehicle_profiles SET home_workshop = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let e = refusal(aftercare::capacity::backtest::run(&pool, &path, as_of, 4).await);
+    assert!(e.contains("no vehicle has a home workshop"), "{e}");
+
+    // A home workshop the capacity model does not know.
+    sqlx::query("UPDATE vehicle_profiles SET home_workshop = 'WS-99' WHERE vehicle_id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let e = refusal(aftercare::capacity::backtest::run(&pool, &path, as_of, 4).await);
+    assert!(e.contains("(WS-99) is configured"), "{e}");
+}

@@ -86,6 +86,20 @@ pub async fn run(
     let at: DateTime<Utc> = as_of.and_time(chrono::NaiveTime::MIN).and_utc();
     let homes = home_workshops(pool).await?;
     let jobs = default_jobs(pool).await?;
+    // Without a job catalogue nothing can be priced in hours, and without home workshops
+    // nothing lands anywhere: say so rather than report zeros.
+    if jobs.is_empty() {
+        return Err(BacktestError::Invalid(
+            "no jobs in the catalogue: load parts, jobs and workshops first \
+             (aftercare workshops load FILE)"
+                .into(),
+        ));
+    }
+    if homes.is_empty() {
+        return Err(BacktestError::Invalid(
+            "no vehicle has a home workshop (vehicle profiles name it)".into(),
+        ));
+    }
 
     // Risk as it stood on the date: history up to then, scored as of then.
     let mut at_risk: HashMap<String, Vec<AtRisk>> = HashMap::new();
@@ -139,24 +153,34 @@ pub async fn run(
     let mut codes: Vec<String> = homes.values().cloned().collect();
     codes.sort();
     codes.dedup();
-    for code in codes {
-        let Some((_, base)) = preview_input(pool, &code, at, end, MIN_RISK).await? else {
+    let mut known = 0;
+    for code in &codes {
+        let Some((_, base)) = preview_input(pool, code, at, end, MIN_RISK).await? else {
             continue; // a home workshop the capacity model does not know
         };
+        known += 1;
         let input = PreviewInput {
             booked: Vec::new(),
             offers: Vec::new(),
-            at_risk: at_risk.remove(&code).unwrap_or_default(),
+            at_risk: at_risk.remove(code).unwrap_or_default(),
             as_of: at,
             ..base
         };
         for c in preview::preview(&input, as_of, days) {
             let week = (c.day - as_of).num_days() / 7;
-            cell(&mut cells, &code, &c.skill, week).preview_hours += c.demand_hours;
+            cell(&mut cells, code, &c.skill, week).preview_hours += c.demand_hours;
         }
     }
+    if known == 0 {
+        return Err(BacktestError::Invalid(format!(
+            "none of the fleet's home workshops ({}) is configured: load them first \
+             (aftercare workshops load FILE)",
+            codes.join(", ")
+        )));
+    }
     let cells: Vec<CellError> = cells.into_values().collect();
-    let sum = |f: fn(&CellError) -> f64| cells.iter().map(f).sum::<f64>();
+    // `+ 0.0`: an empty float sum is -0.0, which would print as "-0.0".
+    let sum = |f: fn(&CellError) -> f64| cells.iter().map(f).sum::<f64>() + 0.0;
     Ok(Backtest {
         as_of,
         weeks,
@@ -186,28 +210,64 @@ fn cell<'a>(cells: &'a mut Cells, w: &str, skill: &str, week: i64) -> &'a mut Ce
 
 impl Backtest {
     pub fn summary(&self) -> String {
-        format!(
+        // Ratios and WAPE are undefined when no work arrived in the period.
+        let figure = |v: f64, decimals: usize| {
+            if v.is_finite() {
+                format!("{v:.decimals$}")
+            } else {
+                "n/a".to_owned()
+            }
+        };
+        let ratio = |forecast: f64| figure(forecast / self.actual_hours, 2);
+        let mut text = format!(
             "demand preview backtest as of {} over {} weeks (model {}, {} vehicles)\n\
-             actual hours {:.1}; preview {:.1} (ratio {:.2}); naive {:.1} (ratio {:.2})\n\
-             WAPE per workshop, skill and week: preview {:.3}, naive {:.3}",
+             actual hours {:.1}; preview {:.1} (ratio {}); naive {:.1} (ratio {})\n\
+             WAPE per workshop, skill and week: preview {}, naive {}",
             self.as_of,
             self.weeks,
             self.model_version,
             self.vehicles_scored,
             self.actual_hours,
             self.preview_hours,
-            self.preview_hours / self.actual_hours,
+            ratio(self.preview_hours),
             self.naive_hours,
-            self.naive_hours / self.actual_hours,
-            self.preview_wape,
-            self.naive_wape,
-        )
+            ratio(self.naive_hours),
+            figure(self.preview_wape, 3),
+            figure(self.naive_wape, 3),
+        );
+        if self.actual_hours <= 0.0 {
+            text.push_str(
+                "\nno repair or preventive work arrived in the period: nothing to judge by",
+            );
+        }
+        text
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::wape;
+
+    #[test]
+    fn a_period_without_work_reads_n_a_not_nan() {
+        let report = super::Backtest {
+            as_of: chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            weeks: 4,
+            model_version: "m".into(),
+            vehicles_scored: 3,
+            cells: Vec::new(),
+            actual_hours: 0.0,
+            preview_hours: 1.5,
+            naive_hours: 0.0,
+            preview_wape: f64::NAN,
+            naive_wape: f64::NAN,
+        };
+        let text = report.summary();
+        assert!(!text.contains("NaN") && !text.contains("inf"), "{text}");
+        assert!(text.contains("preview 1.5 (ratio n/a)"), "{text}");
+        assert!(text.contains("WAPE per workshop, skill and week: preview n/a, naive n/a"));
+        assert!(text.ends_with("nothing to judge by"), "{text}");
+    }
 
     #[test]
     fn wape_weighs_errors_by_actual_volume() {
