@@ -372,5 +372,15 @@ async fn a_model_trained_on_a_synthetic_fleet_ranks_the_at_risk_vehicles_first()
         "held-out ROC-AUC {:?}",
         h30.model.roc_auc
     );
+    // The bootstrap interval of the PR-AUC difference brackets the point difference.
+    let (lo, hi) = h30
+        .pr_auc_difference_90
+        .expect("an interval where there are positives");
+    let point = h30.model.pr_auc.unwrap() - h30.rules.pr_auc.unwrap();
+    assert!(
+        lo <= point + 1e-9 && point <= hi + 1e-9,
+        "{lo} {point} {hi}"
+    );
+    assert!(hi - lo < 1.0, "{lo} {hi}");
     assert!(report.table().contains("| brakes | 30 d |"));
 }
