@@ -147,19 +147,28 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     // Mosquitto 2.0.11 sometimes drops what it had queued, not yet sent, for the client that
     // is killed (README, broker requirements). Whatever it did send must be stored exactly
     // once, and only what it never sent may be missing: its log says which.
-    let want =
-        delivered_by_broker(&pool, &broker, &msgs_for_check, "pub-crash", &["crash-1"]).await;
+    let want = delivered_by_broker(
+        &pool,
+        &broker,
+        &msgs_for_check,
+        &["pub-crash"],
+        &["crash-1"],
+    )
+    .await;
     assert_exactly_once(&pool, &want).await;
 }
 
-/// Per topic: messages the broker received from `publisher` and never sent to any of
-/// `subscribers` (sends without the DUP flag counted), from its log.
+/// Per topic: messages the broker received from any of `publishers` and never sent to any
+/// of `subscribers` (sends without the DUP flag counted), from its log.
 fn undelivered_per_topic(
     log: &str,
-    publisher: &str,
+    publishers: &[&str],
     subscribers: &[&str],
 ) -> BTreeMap<String, i64> {
-    let received = format!("Received PUBLISH from {publisher} (");
+    let received: Vec<String> = publishers
+        .iter()
+        .map(|p| format!("Received PUBLISH from {p} ("))
+        .collect();
     let sent: Vec<String> = subscribers
         .iter()
         .map(|s| format!("Sending PUBLISH to {s} (d0,"))
@@ -167,7 +176,7 @@ fn undelivered_per_topic(
     let topic = |line: &str| line.split('\'').nth(1).map(str::to_owned);
     let mut out: BTreeMap<String, i64> = BTreeMap::new();
     for line in log.lines() {
-        if line.contains(&received) {
+        if received.iter().any(|r| line.contains(r.as_str())) {
             *out.entry(topic(line).unwrap_or_default()).or_default() += 1;
         } else if sent.iter().any(|s| line.contains(s.as_str())) {
             *out.entry(topic(line).unwrap_or_default()).or_default() -= 1;
@@ -187,7 +196,7 @@ async fn delivered_by_broker(
     pool: &PgPool,
     broker: &TestBroker,
     msgs: &[Generated],
-    publisher: &str,
+    publishers: &[&str],
     subscribers: &[&str],
 ) -> Expected {
     let mut last = -1;
@@ -241,7 +250,7 @@ async fn delivered_by_broker(
             *missing_per_topic.entry(m.topic.clone()).or_default() += 1;
         }
     }
-    let undelivered = undelivered_per_topic(&broker.log(), publisher, subscribers);
+    let undelivered = undelivered_per_topic(&broker.log(), publishers, subscribers);
     assert_eq!(
         missing_per_topic, undelivered,
         "missing messages per topic must be exactly those the broker never sent"
@@ -268,6 +277,7 @@ async fn database_outage_and_broker_restart_lose_nothing_and_memory_stays_bounde
     let pool = db.pool().await;
     let mut path = CuttablePath::new("127.0.0.1:5432".parse().unwrap()).await;
     let msgs = messages(12, 100, 16_000);
+    let msgs_for_check = msgs.clone();
     let want = expected(&msgs);
     let receive_max = 200;
     let service = ServiceProcess::start(
@@ -333,6 +343,16 @@ async fn database_outage_and_broker_restart_lose_nothing_and_memory_stays_bounde
     broker.restart().await;
     let stats = publisher.await.unwrap().unwrap();
     assert_eq!(stats.acked, 8_000);
+    // Mosquitto 2.0.11 can also drop, across a restart, messages it had queued and not yet
+    // sent (README, broker requirements); everything it sent must be stored exactly once.
+    let want = delivered_by_broker(
+        &pool,
+        &broker,
+        &msgs_for_check,
+        &["pub-outage", "pub-outage-2"],
+        &["outage-1"],
+    )
+    .await;
     assert_exactly_once(&pool, &want).await;
     let m = service.metrics().await;
     assert!(
@@ -380,7 +400,7 @@ async fn two_instances_share_the_stream_and_survive_one_being_killed() {
         &pool,
         &broker,
         &msgs_for_check,
-        "pub-shared",
+        &["pub-shared"],
         &["shared-a", "shared-b"],
     )
     .await;
