@@ -660,6 +660,28 @@ mod tests {
         train_binary_with(Split { x: xt, y: yt }, Split { x: xv, y: yv }, cfg, compact).unwrap()
     }
 
+    /// 30,000 rows of `p` uniform columns, each row's outcome drawn by `outcome`; logistic
+    /// learners fitted on the first half and validated on the second, with the rule anchor
+    /// on column 0 and a compact candidate on `compact` (none when empty).
+    fn fit_anchored(
+        seed: u64,
+        p: usize,
+        compact: &[usize],
+        outcome: impl Fn(&mut ChaCha8Rng, ndarray::ArrayView1<f64>) -> bool,
+    ) -> BinaryModel {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n = 30_000;
+        let x = Array2::from_shape_fn((n, p), |_| rng.gen::<f64>());
+        let y: Vec<bool> = x.rows().into_iter().map(|r| outcome(&mut rng, r)).collect();
+        let (xt, xv) = x.view().split_at(ndarray::Axis(0), n / 2);
+        let cfg = TrainConfig {
+            forest: None,
+            anchor: Some(0),
+            ..TrainConfig::default()
+        };
+        fit_halves_with(xt, xv, &y, &cfg, compact)
+    }
+
     /// Outcome drawn from a known logistic model with a 3% base rate: the fitted model ranks
     /// well, its probabilities are calibrated despite negative undersampling (mean predicted
     /// within 20% of the observed rate), and its strongest coefficient is the true driver.
@@ -757,20 +779,9 @@ mod tests {
     /// rule-anchored candidate is tried and reported, and it reads its column only.
     #[test]
     fn a_rule_anchored_candidate_is_tried_and_reads_only_its_column() {
-        let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let (n, p) = (30_000, 40);
-        let x = Array2::from_shape_fn((n, p), |_| rng.gen::<f64>());
-        let y: Vec<bool> = (0..n)
-            .map(|i| rng.gen::<f64>() < sigmoid(-12.0 + 8.0 * x[(i, 0)]))
-            .collect();
-        let half = n / 2;
-        let (xt, xv) = x.view().split_at(ndarray::Axis(0), half);
-        let cfg = TrainConfig {
-            forest: None,
-            anchor: Some(0),
-            ..TrainConfig::default()
-        };
-        let m = fit_halves(xt, xv, &y, &cfg);
+        let m = fit_anchored(11, 40, &[], |rng, x| {
+            rng.gen::<f64>() < sigmoid(-12.0 + 8.0 * x[0])
+        });
         let anchored = reported(&m, ANCHORED);
         assert!(anchored.roc_auc.unwrap() > 0.8, "{anchored:?}");
         assert!(
@@ -791,20 +802,9 @@ mod tests {
     /// and reported, ranks validation well, and reads its columns only.
     #[test]
     fn a_compact_candidate_is_tried_and_reads_only_its_columns() {
-        let mut rng = ChaCha8Rng::seed_from_u64(13);
-        let (n, p) = (30_000, 40);
-        let x = Array2::from_shape_fn((n, p), |_| rng.gen::<f64>());
-        let y: Vec<bool> = (0..n)
-            .map(|i| rng.gen::<f64>() < sigmoid(-12.0 + 5.0 * x[(i, 0)] + 4.0 * x[(i, 1)]))
-            .collect();
-        let half = n / 2;
-        let (xt, xv) = x.view().split_at(ndarray::Axis(0), half);
-        let cfg = TrainConfig {
-            forest: None,
-            anchor: Some(0),
-            ..TrainConfig::default()
-        };
-        let m = fit_halves_with(xt, xv, &y, &cfg, &[0, 1]);
+        let m = fit_anchored(13, 40, &[0, 1], |rng, x| {
+            rng.gen::<f64>() < sigmoid(-12.0 + 5.0 * x[0] + 4.0 * x[1])
+        });
         let compact = reported(&m, COMPACT);
         let anchored = reported(&m, ANCHORED);
         assert!(
@@ -868,23 +868,10 @@ mod tests {
     /// higher of its sides', and a row's reasons come from the side that scored it.
     #[test]
     fn the_learned_or_rule_candidate_takes_the_higher_side() {
-        let mut rng = ChaCha8Rng::seed_from_u64(19);
-        let (n, p) = (30_000, 6);
-        let x = Array2::from_shape_fn((n, p), |_| rng.gen::<f64>());
-        let y: Vec<bool> = (0..n)
-            .map(|i| {
-                rng.gen::<f64>() < sigmoid(-12.0 + 9.0 * x[(i, 1)])
-                    || rng.gen::<f64>() < sigmoid(-14.0 + 12.0 * x[(i, 0)])
-            })
-            .collect();
-        let half = n / 2;
-        let (xt, xv) = x.view().split_at(ndarray::Axis(0), half);
-        let cfg = TrainConfig {
-            forest: None,
-            anchor: Some(0),
-            ..TrainConfig::default()
-        };
-        let m = fit_halves_with(xt, xv, &y, &cfg, &[0, 1]);
+        let m = fit_anchored(19, 6, &[0, 1], |rng, x| {
+            rng.gen::<f64>() < sigmoid(-12.0 + 9.0 * x[1])
+                || rng.gen::<f64>() < sigmoid(-14.0 + 12.0 * x[0])
+        });
         let either = reported(&m, EITHER);
         assert!(either.roc_auc.unwrap() > 0.8, "{either:?}");
 

@@ -108,18 +108,8 @@ pub fn average_precision_difference_interval(
         })
         .collect();
     let n_clusters = index.len();
-    let prepared = |scores: &[f64]| {
-        let order = order_desc(scores);
-        let mut ends = Vec::new();
-        let mut at = 0;
-        for group in tie_groups(&order, scores) {
-            at += group.len();
-            ends.push(at);
-        }
-        (order, ends)
-    };
-    let (order_a, groups_a) = prepared(a);
-    let (order_b, groups_b) = prepared(b);
+    let (order_a, groups_a) = order_with_tie_ends(a);
+    let (order_b, groups_b) = order_with_tie_ends(b);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut draws = vec![0.0f64; n_clusters];
     let mut diffs = Vec::with_capacity(replicates);
@@ -383,6 +373,19 @@ fn order_desc(scores: &[f64]) -> Vec<usize> {
     order
 }
 
+/// `order_desc` of `scores` and the end index (into it) of each tie group, so a pass over
+/// weighted rows needs no comparisons.
+fn order_with_tie_ends(scores: &[f64]) -> (Vec<usize>, Vec<usize>) {
+    let order = order_desc(scores);
+    let mut ends = Vec::new();
+    let mut at = 0;
+    for group in tie_groups(&order, scores) {
+        at += group.len();
+        ends.push(at);
+    }
+    (order, ends)
+}
+
 fn tie_groups<'a>(order: &'a [usize], scores: &'a [f64]) -> impl Iterator<Item = &'a [usize]> {
     order.chunk_by(move |&a, &b| {
         scores[a] == scores[b] || (scores[a].is_nan() && scores[b].is_nan())
@@ -401,13 +404,7 @@ mod tests {
     fn weighted_average_precision_with_unit_weights_is_average_precision() {
         let scores = [0.9, 0.8, 0.8, 0.4, 0.3, 0.3, 0.1];
         let labels = [true, false, true, false, true, false, false];
-        let order = order_desc(&scores);
-        let mut ends = Vec::new();
-        let mut at = 0;
-        for g in tie_groups(&order, &scores) {
-            at += g.len();
-            ends.push(at);
-        }
+        let (order, ends) = order_with_tie_ends(&scores);
         let plain = average_precision(&scores, &labels).unwrap();
         close(
             weighted_average_precision(&order, &ends, &labels, |_| 1.0).unwrap(),
