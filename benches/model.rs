@@ -7,7 +7,7 @@
 use aftercare::catalog;
 use aftercare::component::Component;
 use aftercare::model::artifact::{Artifact, ComponentModel, DataSummary, HorizonModel, Training};
-use aftercare::model::dataset::Window;
+use aftercare::model::dataset::{Window, LONG_SIGNAL_LOOKBACK_DAYS, SIGNAL_LOOKBACK_DAYS};
 use aftercare::model::features;
 use aftercare::model::forest::ForestParams;
 use aftercare::model::history::{
@@ -23,7 +23,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
-/// A vehicle with 91 days of every catalogued signal (as the daily rollup holds them), a few
+/// A vehicle with every catalogued signal over the days live scoring loads (as the daily
+/// rollup holds them: `SIGNAL_LOOKBACK_DAYS`, half a year for end-of-life trends), a few
 /// fault-code events and service records.
 fn history(i: usize, rng: &mut ChaCha8Rng, at: DateTime<Utc>) -> History {
     let mut h = History::new(i as i32, format!("BENCH{i:012}"));
@@ -38,9 +39,14 @@ fn history(i: usize, rng: &mut ChaCha8Rng, at: DateTime<Utc>) -> History {
     for (s, spec) in catalog::SIGNALS.iter().enumerate() {
         let base = rng.gen::<f64>() * 100.0;
         let trend = rng.gen::<f64>() - 0.5;
-        for d in (today - 91)..today {
+        let lookback = if features::long_window_signals().contains(&spec.name) {
+            LONG_SIGNAL_LOOKBACK_DAYS
+        } else {
+            SIGNAL_LOOKBACK_DAYS
+        };
+        for d in (today - lookback)..today {
             let v = if spec.name == catalog::ODOMETER {
-                30_000.0 + 50.0 * (d - today + 91) as f64
+                30_000.0 + 50.0 * (d - today + lookback) as f64
             } else {
                 base + trend * (d - today) as f64 + rng.gen::<f64>()
             };

@@ -9,10 +9,11 @@ mod model_common;
 use aftercare::catalog;
 use aftercare::component::Component;
 use aftercare::model::artifact::Artifact;
-use aftercare::model::dataset::{self, Window};
+use aftercare::model::dataset::{self, Window, LONG_SIGNAL_LOOKBACK_DAYS, SIGNAL_LOOKBACK_DAYS};
 use aftercare::model::evaluate::{self, EvalSpec};
 use aftercare::model::features;
 use aftercare::model::forest::ForestParams;
+use aftercare::model::history::day_index;
 use aftercare::model::labels::Truth;
 use aftercare::model::learn::TrainConfig;
 use aftercare::model::metrics;
@@ -62,15 +63,9 @@ async fn features_as_of_an_instant_ignore_data_stored_for_later() {
     let load = |at| {
         let pool = pool.clone();
         async move {
-            let h = history::load(
-                &pool,
-                &[v],
-                at - Duration::days(91),
-                at - Duration::days(365),
-                at,
-            )
-            .await
-            .unwrap();
+            let h = history::load(&pool, &[v], &dataset::span(at, at))
+                .await
+                .unwrap();
             features::compute(&h[0], at)
         }
     };
@@ -114,6 +109,56 @@ async fn features_as_of_an_instant_ignore_data_stored_for_later() {
     assert_eq!(next_week.value("brakes.worst_brake_padwear.level"), 5.0);
     assert_eq!(next_week.value("brakes.service.repairs_365d"), 1.0);
     assert_eq!(next_week.value("cooling.dtc.active"), 0.0);
+}
+
+#[tokio::test]
+async fn end_of_life_trends_read_half_a_year_of_their_signal_and_no_more_of_others() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    let v = vehicle(&pool, &vin(3), "bev", 2019).await;
+    let end = midnight(Utc::now());
+    let t0 = end - Duration::days(300);
+    // 300 days: the odometer daily, state of health weekly, fading 0.02 points a day to
+    // 71.0% at the end, each reading 0.2 points off (alternately high and low).
+    let mut rows = Vec::new();
+    for d in 0..300 {
+        let ts = t0 + Duration::days(d) + Duration::hours(12);
+        rows.push((v, catalog::ODOMETER, ts, 10_000.0 + 40.0 * d as f64));
+        if d % 7 == 0 {
+            let noise = if (d / 7) % 2 == 0 { 0.2 } else { -0.2 };
+            let soh = 71.0 + 0.02 * (300 - d) as f64 + noise;
+            rows.push((v, catalog::TRACTION_SOH, ts, soh));
+        }
+    }
+    telemetry(&pool, &rows).await;
+    refresh_rollup(&pool).await;
+
+    let h = history::load(&pool, &[v], &dataset::span(end, end))
+        .await
+        .unwrap();
+    let first_day = |name: &str| {
+        let i = catalog::SIGNALS
+            .iter()
+            .position(|s| s.name == name)
+            .unwrap();
+        h[0].signals[i].first().map(|d| d.day).unwrap()
+    };
+    let days_back = |name: &str| day_index(end) - first_day(name);
+    // The trend's signal reaches half a year back, the others only their 90-day windows.
+    assert!(
+        (LONG_SIGNAL_LOOKBACK_DAYS - 7..=LONG_SIGNAL_LOOKBACK_DAYS)
+            .contains(&days_back(catalog::TRACTION_SOH)),
+        "{}",
+        days_back(catalog::TRACTION_SOH)
+    );
+    assert_eq!(days_back(catalog::ODOMETER), SIGNAL_LOOKBACK_DAYS);
+    // From the database to the feature: about 50 days to 70%, where the last reading alone
+    // (day 294, 0.2 high) would say about 66.
+    let snapshot = features::compute(&h[0], end);
+    let days = features::days_to_limit(
+        snapshot.value("traction_battery.tractionbattery_stateofhealth.ln_days_to_limit"),
+    );
+    assert!((days - 50.0).abs() < 6.0, "{days}");
 }
 
 #[tokio::test]
@@ -261,15 +306,9 @@ async fn a_model_trained_on_a_synthetic_fleet_ranks_the_at_risk_vehicles_first()
     // reloaded model scores like the trained one (JSON floats may differ in the last bit).
     let trained = Scorer::new(artifact.clone()).unwrap();
     let scorer = Scorer::new(loaded).unwrap();
-    let histories = history::load(
-        &pool,
-        &fleet.ids,
-        end - Duration::days(91),
-        end - Duration::days(365),
-        end,
-    )
-    .await
-    .unwrap();
+    let histories = history::load(&pool, &fleet.ids, &dataset::span(end, end))
+        .await
+        .unwrap();
     let mut scores = Vec::new();
     let mut labels = Vec::new();
     let mut top: Option<(f64, Vec<String>)> = None;

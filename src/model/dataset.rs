@@ -7,7 +7,8 @@ use super::features::{self, Snapshot};
 use super::history::{floor_day, has_component, History, ServiceKind};
 use super::labels;
 use crate::component::Component;
-use crate::store::{history as store_history, StoreError};
+use crate::store::history::{self as store_history, Span};
+use crate::store::StoreError;
 use chrono::{DateTime, Duration, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
@@ -17,10 +18,23 @@ use std::collections::BTreeMap;
 
 /// Vehicles loaded per round trip (two years of rollups for 25 vehicles: about 0.5 M rows).
 const CHUNK: usize = 25;
-/// Signal history a snapshot's features look back over (longest window plus a day).
-pub const SIGNAL_LOOKBACK_DAYS: i64 = 91;
+/// Signal history a snapshot's features look back over (longest window plus a day)...
+pub const SIGNAL_LOOKBACK_DAYS: i64 = features::WINDOW_DAYS + 1;
+/// ...and for the signals of `features::long_window_signals` (end-of-life trends).
+pub const LONG_SIGNAL_LOOKBACK_DAYS: i64 = features::LIMIT_TREND_DAYS + 1;
 /// DTC history a snapshot's features look back over.
 pub const EVENT_LOOKBACK_DAYS: i64 = 365;
+
+/// What to load for snapshots from `from` (the first) to `until`.
+pub fn span(from: DateTime<Utc>, until: DateTime<Utc>) -> Span<'static> {
+    Span {
+        signals_from: from - Duration::days(SIGNAL_LOOKBACK_DAYS),
+        long_signals: features::long_window_signals(),
+        long_from: from - Duration::days(LONG_SIGNAL_LOOKBACK_DAYS),
+        events_from: from - Duration::days(EVENT_LOOKBACK_DAYS),
+        until,
+    }
+}
 
 /// Snapshot instants: midnights from `from` (rounded down) every `cadence_days`, before `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -205,14 +219,7 @@ pub async fn for_each_history(
         ProgressBar::hidden()
     };
     for chunk in ids.chunks(CHUNK) {
-        let histories = store_history::load(
-            pool,
-            chunk,
-            window.from - Duration::days(SIGNAL_LOOKBACK_DAYS),
-            window.from - Duration::days(EVENT_LOOKBACK_DAYS),
-            label_end,
-        )
-        .await?;
+        let histories = store_history::load(pool, chunk, &span(window.from, label_end)).await?;
         for h in &histories {
             visit(h);
         }

@@ -136,12 +136,13 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
                 _ => Stat::Level,
             };
             let head = match strongest_stat {
-                Stat::DaysToLimit
+                Stat::LnDaysToLimit
                     if stat_value(Stat::Level).is_finite()
-                        && stat_value(Stat::DaysToLimit) < features::DAYS_TO_LIMIT_CAP =>
+                        && features::days_to_limit(stat_value(Stat::LnDaysToLimit)).round()
+                            < features::DAYS_TO_LIMIT_CAP =>
                 {
                     let (limit, _) = features::end_of_life(features::SOURCES.get(source)?.1)?;
-                    let days = stat_value(Stat::DaysToLimit);
+                    let days = features::days_to_limit(stat_value(Stat::LnDaysToLimit));
                     // One decimal: a pack at 70.4% is not yet at 70%.
                     let level = match unit {
                         "percent" => format!("{}%", number(stat_value(Stat::Level), 1)),
@@ -403,8 +404,8 @@ mod tests {
         let i = |n: &str| features::index_of(n).expect(n);
         let soh = "traction_battery.tractionbattery_stateofhealth";
         snap.values[i(&format!("{soh}.level"))] = 70.6;
-        snap.values[i(&format!("{soh}.days_to_limit"))] = 24.6;
-        let model = [i(&format!("{soh}.days_to_limit"))];
+        snap.values[i(&format!("{soh}.ln_days_to_limit"))] = 24.6f64.ln_1p();
+        let model = [i(&format!("{soh}.ln_days_to_limit"))];
         let factors = top_factors(Component::TractionBattery, &model, &[1.5], &snap, 3);
         assert_eq!(factors.len(), 1, "{factors:?}");
         let text = &factors[0].text;
@@ -414,7 +415,7 @@ mod tests {
         );
         // Already there.
         snap.values[i(&format!("{soh}.level"))] = 69.8;
-        snap.values[i(&format!("{soh}.days_to_limit"))] = 0.0;
+        snap.values[i(&format!("{soh}.ln_days_to_limit"))] = 0.0;
         let factors = top_factors(Component::TractionBattery, &model, &[1.5], &snap, 3);
         assert!(
             factors[0]

@@ -5,7 +5,8 @@
 //! One global feature list; each component's model uses the features of that component plus
 //! the vehicle context. Per signal: level (last day's mean), 30-day mean, 7-day extremes,
 //! slope per 30 days, slope per 1000 km (against the odometer, 90 days), 30-day volatility,
-//! and, where the part has a published end of life, the days to reach it; per component:
+//! and, where the part has a published end of life, the (log) days to reach it at its
+//! half-year trend; per component:
 //! DTC counts and lifecycle (as replayed from events before the instant), time and distance
 //! since its last service record and its recent repairs; and the vehicle's odometer, usage,
 //! age and powertrain. A component's signal series start after its last service (a new part
@@ -16,7 +17,7 @@ use super::history::{
     age_years, day_index, days_between, DayAgg, DtcStatus, History, Powertrain, ServiceKind,
 };
 use super::rules;
-use super::window::{slope, Moments};
+use super::window::{line, slope, Moments};
 use crate::catalog::{self, SignalSpec};
 use crate::component::Component;
 use chrono::{DateTime, Duration, Utc};
@@ -46,10 +47,14 @@ pub enum Stat {
     /// Change per 1000 km driven.
     SlopeKm,
     Std30,
-    /// Days until the level reaches the part's end-of-life limit (`end_of_life`) at its
-    /// 90-day trend: 0 once reached, `DAYS_TO_LIMIT_CAP` when not heading there. Fade is
-    /// slow and the limit sharp, so how far off it is says more than the level alone.
-    DaysToLimit,
+    /// ln(1 + days) until the part reaches its end-of-life limit (`end_of_life`), from the
+    /// least-squares line of the last `LIMIT_TREND_DAYS`: where the line stands today (the
+    /// readings' noise averaged out) and its slope. 0 once reached, ln(1 + cap) when not
+    /// heading there. Fade is slow and the limit sharp, so how far off it is says more than
+    /// the level. In log days because an estimate of the time left errs in proportion to
+    /// it: "reaches the limit within h days" is then a logistic function of ln(days) − ln(h),
+    /// a shape a linear model can fit, where in days it would be a step.
+    LnDaysToLimit,
 }
 
 impl Stat {
@@ -62,7 +67,7 @@ impl Stat {
             Stat::Slope30 => "slope_30d",
             Stat::SlopeKm => "slope_1000km",
             Stat::Std30 => "std_30d",
-            Stat::DaysToLimit => "days_to_limit",
+            Stat::LnDaysToLimit => "ln_days_to_limit",
         }
     }
 }
@@ -148,7 +153,7 @@ pub const SOURCES: &[(Component, Source, &[Stat])] = &[
     (
         TractionBattery,
         Source::Signal(catalog::TRACTION_SOH),
-        &[Level, Slope30, SlopeKm, DaysToLimit],
+        &[Level, Slope30, SlopeKm, LnDaysToLimit],
     ),
     (TractionBattery, Source::CellSpread, &[Level, Max7, Slope30]),
     (
@@ -362,7 +367,10 @@ fn source_series(
 ) -> (Vec<DayAgg>, Option<&'static SignalSpec>) {
     let days_of = |name: &str| -> (Vec<DayAgg>, Option<&'static SignalSpec>) {
         match signal_index(name) {
-            Some(i) => (recent(history, i, as_of).to_vec(), catalog::SIGNALS.get(i)),
+            Some(i) => (
+                recent(history, i, as_of, window_days(source)).to_vec(),
+                catalog::SIGNALS.get(i),
+            ),
             None => (Vec::new(), None),
         }
     };
@@ -419,13 +427,27 @@ pub fn end_of_life(source: Source) -> Option<(f64, bool)> {
     }
 }
 
-/// `DaysToLimit` of a part not heading for its limit, and the most it reports.
+/// Days to the limit of a part not heading for it, and the most `LnDaysToLimit` reports.
 pub const DAYS_TO_LIMIT_CAP: f64 = 365.0;
-const LIMIT_TREND_DAYS: i64 = 90;
+/// The trend behind `LnDaysToLimit`: half a year of weekly readings puts today's level
+/// within about 0.1 of a state-of-health point and the fade rate within about a tenth,
+/// where the last reading alone is off by its noise (0.2 points: a month at a typical fade).
+pub const LIMIT_TREND_DAYS: i64 = 180;
+
+/// Days to the limit from an `LnDaysToLimit` value.
+pub fn days_to_limit(ln_days: f64) -> f64 {
+    ln_days.exp_m1()
+}
+
+/// Readings a trend line needs before its value replaces the last reading as today's level.
+const MIN_POINTS_FOR_TREND: usize = 4;
 
 /// A level older than this is not current.
 const LOOKBACK_LEVEL_DAYS: i64 = 30;
 const KM_SLOPE_DAYS: i64 = 90;
+/// The longest window a statistic reads, but for end-of-life trends
+/// (`long_window_signals`); `dataset::SIGNAL_LOOKBACK_DAYS` loads a day more.
+pub const WINDOW_DAYS: i64 = KM_SLOPE_DAYS;
 const MIN_KM_FOR_SLOPE: f64 = 100.0;
 
 fn within(days: &[DayAgg], from_day: i64) -> &[DayAgg] {
@@ -440,19 +462,42 @@ fn pooled(days: &[DayAgg]) -> Moments {
     m
 }
 
-/// Daily maximum odometer by day, for slopes against distance.
-/// The aggregates of signal `i` in the longest window any feature looks at.
-fn recent(history: &History, i: usize, as_of: DateTime<Utc>) -> &[DayAgg] {
-    within(
-        history.signal_until(i, as_of),
-        day_index(as_of) - KM_SLOPE_DAYS,
-    )
+/// The aggregates of signal `i` in the last `days` days before `as_of`.
+fn recent(history: &History, i: usize, as_of: DateTime<Utc>, days: i64) -> &[DayAgg] {
+    within(history.signal_until(i, as_of), day_index(as_of) - days)
 }
 
+/// The longest window a source's statistics read: the end-of-life trend for a part that has
+/// a limit, else `WINDOW_DAYS`.
+fn window_days(source: Source) -> i64 {
+    if end_of_life(source).is_some() {
+        LIMIT_TREND_DAYS.max(WINDOW_DAYS)
+    } else {
+        WINDOW_DAYS
+    }
+}
+
+/// The signals a snapshot reads further back than `WINDOW_DAYS` (end-of-life trends), so
+/// that loaders fetch only those that far.
+pub fn long_window_signals() -> &'static [&'static str] {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        SOURCES
+            .iter()
+            .filter(|(_, source, _)| window_days(*source) > WINDOW_DAYS)
+            .filter_map(|(_, source, _)| match source {
+                Source::Signal(name) => Some(*name),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+/// Daily maximum odometer by day, for slopes against distance.
 fn odometer_by_day(history: &History, as_of: DateTime<Utc>) -> Vec<(i64, f64)> {
     signal_index(catalog::ODOMETER)
         .map(|i| {
-            recent(history, i, as_of)
+            recent(history, i, as_of, KM_SLOPE_DAYS)
                 .iter()
                 .map(|d| (d.day, d.max))
                 .collect()
@@ -468,32 +513,41 @@ fn stat(
     limit: Option<(f64, bool)>,
 ) -> f64 {
     match stat {
-        DaysToLimit => {
-            let level = self::stat(days, Level, today, odometer, None);
-            let Some((limit, rising)) = limit.filter(|_| level.is_finite()) else {
+        LnDaysToLimit => {
+            let Some((limit, rising)) = limit else {
                 return f64::NAN;
+            };
+            let level = self::stat(days, Level, today, odometer, None);
+            if !level.is_finite() {
+                return f64::NAN;
+            }
+            let trend = line(
+                within(days, today - LIMIT_TREND_DAYS)
+                    .iter()
+                    .map(|d| (d.day as f64, d.mean())),
+            );
+            // Today's level from the line when enough readings pin it down, else the last
+            // reading; the daily change only from the line.
+            let (level, per_day) = match trend {
+                Some(l) if l.n >= MIN_POINTS_FOR_TREND => (l.at(today as f64), l.slope),
+                Some(l) => (level, l.slope),
+                None => (level, f64::NAN),
             };
             // Distance to the limit and the daily change towards it, both signed so that
             // positive means "not there yet" and "heading there".
-            let (headroom, per_day) = {
-                let per_day = slope(
-                    within(days, today - LIMIT_TREND_DAYS)
-                        .iter()
-                        .map(|d| (d.day as f64, d.mean())),
-                );
-                if rising {
-                    (limit - level, per_day)
-                } else {
-                    (level - limit, -per_day)
-                }
+            let (headroom, per_day) = if rising {
+                (limit - level, per_day)
+            } else {
+                (level - limit, -per_day)
             };
-            if headroom <= 0.0 {
+            let days = if headroom <= 0.0 {
                 0.0
             } else if per_day.is_finite() && per_day > 0.0 {
                 (headroom / per_day).min(DAYS_TO_LIMIT_CAP)
             } else {
                 DAYS_TO_LIMIT_CAP
-            }
+            };
+            days.ln_1p()
         }
         Level => days
             .last()
@@ -859,10 +913,11 @@ mod tests {
     }
 
     #[test]
-    fn days_to_the_end_of_life_limit_follow_the_90_day_trend() {
+    fn days_to_the_end_of_life_limit_follow_the_half_year_trend() {
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let d0 = day_index(t0);
-        let name = "traction_battery.tractionbattery_stateofhealth.days_to_limit";
+        let name = "traction_battery.tractionbattery_stateofhealth.ln_days_to_limit";
+        let days = |s: &Snapshot| days_to_limit(s.value(name));
         // 200 days of a pack fading 0.02 points a day from 73%: 71.0% on day 100, so 50
         // days to 70% at that rate; below 70% from day 151.
         let mut h = History::new(1, "V".into());
@@ -874,22 +929,68 @@ mod tests {
                 73.0 - 0.02 * d as f64,
             );
         }
-        let at = t0 + Duration::days(101);
-        close(compute(&h, at).value(name), 50.0);
+        // As of day 100's midnight the line through days 0..99 stands at 71.0.
+        let at = t0 + Duration::days(100);
+        close(days(&compute(&h, at)), 50.0);
+        close(compute(&h, at).value(name), 51f64.ln());
+        // Weekly readings 0.2 points off the same fade, alternately high and low (the
+        // simulator's reading noise): the last reading (day 98, high) alone would say 62
+        // days; the line says about 50.
+        let mut noisy = History::new(4, "N".into());
+        for d in (0..100).step_by(7) {
+            let noise = if (d / 7) % 2 == 0 { 0.2 } else { -0.2 };
+            daily(
+                &mut noisy,
+                catalog::TRACTION_SOH,
+                d0 + d,
+                73.0 - 0.02 * d as f64 + noise,
+            );
+        }
+        let estimate = days(&compute(&noisy, at));
+        assert!((estimate - 50.0).abs() < 5.0, "{estimate}");
+        // Fewer readings than a line needs: today's level is the last reading.
+        let mut young = History::new(5, "Y".into());
+        for d in [90, 97] {
+            daily(
+                &mut young,
+                catalog::TRACTION_SOH,
+                d0 + d,
+                73.0 - 0.02 * d as f64,
+            );
+        }
+        close(
+            days(&compute(&young, at)),
+            (73.0 - 0.02 * 97.0 - 70.0) / 0.02,
+        );
         // Past the limit: none left.
-        close(compute(&h, t0 + Duration::days(200)).value(name), 0.0);
+        close(days(&compute(&h, t0 + Duration::days(200))), 0.0);
         // Not fading: the cap, never a negative or infinite count.
         let mut steady = History::new(2, "W".into());
         for d in 0..120 {
             daily(&mut steady, catalog::TRACTION_SOH, d0 + d, 90.0);
         }
-        close(compute(&steady, at).value(name), DAYS_TO_LIMIT_CAP);
+        close(days(&compute(&steady, at)), DAYS_TO_LIMIT_CAP);
         // No reading: unknown.
         assert!(compute(&History::new(3, "X".into()), at)
             .value(name)
             .is_nan());
         // Sources without a published limit have no such feature.
         assert!(end_of_life(Source::Signal(catalog::OIL_LIFE)).is_none());
+    }
+
+    #[test]
+    fn every_source_read_beyond_the_common_window_is_loaded_that_far() {
+        // Loaders read only `long_window_signals` further back than `WINDOW_DAYS`: a source
+        // with a longer window must be one of them, or its trend would see half its data.
+        for (_, source, _) in SOURCES {
+            if window_days(*source) > WINDOW_DAYS {
+                let Source::Signal(name) = source else {
+                    panic!("{source:?}: a long window needs a single named signal");
+                };
+                assert!(long_window_signals().contains(name), "{name}");
+            }
+        }
+        assert_eq!(long_window_signals(), &[catalog::TRACTION_SOH]);
     }
 
     #[test]

@@ -73,26 +73,59 @@ impl Moments {
 
 /// Ordinary least-squares slope of y on x. NaN with fewer than two points or no spread in x.
 pub fn slope(points: impl IntoIterator<Item = (f64, f64)>) -> f64 {
-    let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    line(points).map_or(f64::NAN, |l| l.slope)
+}
+
+/// A least-squares line through a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Line {
+    pub slope: f64,
+    /// Where the line passes at the mean x: with the slope, its value anywhere.
+    mean_x: f64,
+    mean_y: f64,
+    /// Points it was fitted on.
+    pub n: usize,
+}
+
+impl Line {
+    /// The line's value at `x`: a level with the readings' noise averaged out.
+    pub fn at(&self, x: f64) -> f64 {
+        self.mean_y + self.slope * (x - self.mean_x)
+    }
+}
+
+/// The least-squares line of y on x, over the finite points. `None` with fewer than two
+/// points or no spread in x.
+pub fn line(points: impl IntoIterator<Item = (f64, f64)>) -> Option<Line> {
+    // Centred on the first x: odometer km or day numbers are large, and the sums of their
+    // squares would swamp the spread.
+    let (mut n, mut x0, mut sx, mut sy, mut sxx, mut sxy) = (0usize, None, 0.0, 0.0, 0.0, 0.0);
     for (x, y) in points {
         if !(x.is_finite() && y.is_finite()) {
             continue;
         }
-        n += 1.0;
+        let x = x - *x0.get_or_insert(x);
+        n += 1;
         sx += x;
         sy += y;
         sxx += x * x;
         sxy += x * y;
     }
-    if n < 2.0 {
-        return f64::NAN;
+    let x0 = x0?;
+    if n < 2 {
+        return None;
     }
-    let var = sxx - sx * sx / n;
-    // Relative test: x may be large (odometer km), so compare against its own scale.
+    let count = n as f64;
+    let var = sxx - sx * sx / count;
     if var <= 1e-12 * sxx.max(1.0) {
-        return f64::NAN;
+        return None;
     }
-    (sxy - sx * sy / n) / var
+    Some(Line {
+        slope: (sxy - sx * sy / count) / var,
+        mean_x: x0 + sx / count,
+        mean_y: sy / count,
+        n,
+    })
 }
 
 /// Summary of the last `window` values of a series (all of it when shorter).
@@ -127,6 +160,27 @@ pub fn trailing(series: &[f64], window: usize) -> Trailing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_through_noisy_readings_and_its_value_at_the_end() {
+        // Readings alternating 0.2 above and below a line falling 0.01 a day from 80: the
+        // last reading is 0.2 off, the fitted line's value at the end is on it.
+        let points: Vec<(f64, f64)> = (0..13)
+            .map(|i| {
+                let d = 20_000.0 + 7.0 * i as f64;
+                let noise = if i % 2 == 0 { 0.2 } else { -0.2 };
+                (d, 80.0 - 0.01 * (d - 20_000.0) + noise)
+            })
+            .collect();
+        let l = line(points.iter().copied()).unwrap();
+        assert_eq!(l.n, 13);
+        assert!((l.slope + 0.01).abs() < 2e-3, "{}", l.slope);
+        let end = 20_084.0;
+        assert!((l.at(end) - (80.0 - 0.84)).abs() < 0.05, "{}", l.at(end));
+        assert!((points[12].1 - (80.0 - 0.84)).abs() > 0.15);
+        assert!(line([(1.0, 2.0)]).is_none());
+        assert!(line([(1.0, 2.0), (1.0, 3.0), (f64::NAN, 1.0)]).is_none());
+    }
 
     #[test]
     fn slope_of_a_line_and_degenerate_inputs() {

@@ -8,7 +8,7 @@
 //! Any number of workers (instances) can share the queue.
 
 use super::artifact::Artifact;
-use super::dataset::{EVENT_LOOKBACK_DAYS, SIGNAL_LOOKBACK_DAYS};
+use super::dataset;
 use super::features;
 use super::score::Scorer;
 use crate::store::{history, risk, StoreError};
@@ -110,14 +110,7 @@ pub async fn score_vehicles(
     ids: &[i32],
 ) -> Result<usize, StoreError> {
     let now = Utc::now();
-    let histories = history::load(
-        pool,
-        ids,
-        now - chrono::Duration::days(SIGNAL_LOOKBACK_DAYS),
-        now - chrono::Duration::days(EVENT_LOOKBACK_DAYS),
-        now,
-    )
-    .await?;
+    let histories = history::load(pool, ids, &dataset::span(now, now)).await?;
     let mut scored_ids = Vec::new();
     let mut rows = Vec::new();
     for h in &histories {

@@ -64,17 +64,45 @@ type ProfileRow = (i32, String, Option<String>, Option<i16>);
 type DailyRow = (i32, i32, DateTime<Utc>, i64, f64, f64, f64, f64);
 type RecordRow = (i32, DateTime<Utc>, Option<f64>, String, String);
 
-/// Histories of `vehicle_ids` (unknown ids are skipped) with signal aggregates from
-/// `signals_from`, DTC events from `events_from`, and everything before `until`.
+/// How far back a history reaches, and where it ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Span<'a> {
+    /// Signal aggregates from here...
+    pub signals_from: DateTime<Utc>,
+    /// ...except these signals (catalogue names), read from `long_from`: a statistic with a
+    /// longer window, without reading every signal that far back.
+    pub long_signals: &'a [&'a str],
+    pub long_from: DateTime<Utc>,
+    /// DTC events from here.
+    pub events_from: DateTime<Utc>,
+    /// Everything before this instant.
+    pub until: DateTime<Utc>,
+}
+
+/// Histories of `vehicle_ids` (unknown ids are skipped) over `span`.
 pub async fn load(
     pool: &PgPool,
     vehicle_ids: &[i32],
-    signals_from: DateTime<Utc>,
-    events_from: DateTime<Utc>,
-    until: DateTime<Utc>,
+    span: &Span<'_>,
 ) -> Result<Vec<History>, StoreError> {
+    let Span {
+        signals_from,
+        long_signals,
+        long_from,
+        events_from,
+        until,
+    } = *span;
     let ids = signal_ids(pool).await?;
-    let signal_list: Vec<i32> = ids.keys().copied().collect();
+    let is_long = |i: usize| {
+        catalog::SIGNALS
+            .get(i)
+            .is_some_and(|spec| long_signals.contains(&spec.name))
+    };
+    let (long_list, signal_list): (Vec<i32>, Vec<i32>) = ids
+        .keys()
+        .copied()
+        .partition(|id| ids.get(id).is_some_and(|&i| is_long(i)));
+    let all_signals: Vec<i32> = ids.keys().copied().collect();
     let profiles: Vec<ProfileRow> = sqlx::query_as(
         "SELECT v.id, v.vin, p.powertrain, p.model_year
          FROM vehicles v LEFT JOIN vehicle_profiles p ON p.vehicle_id = v.id
@@ -100,16 +128,24 @@ pub async fn load(
 
     // Whole days from the rollup; the current day's part before `until` from raw values.
     let today = floor_day(until);
-    let whole: Vec<DailyRow> = sqlx::query_as(
-        "SELECT vehicle_id, signal_id, day, n, min, max, sum, sumsq FROM signal_daily
-         WHERE vehicle_id = ANY($1) AND signal_id = ANY($2) AND day >= $3 AND day < $4",
-    )
-    .bind(vehicle_ids)
-    .bind(&signal_list)
-    .bind(floor_day(signals_from))
-    .bind(today)
-    .fetch_all(pool)
-    .await?;
+    let mut whole: Vec<DailyRow> = Vec::new();
+    for (signals, from) in [(&signal_list, signals_from), (&long_list, long_from)] {
+        if signals.is_empty() {
+            continue;
+        }
+        whole.extend(
+            sqlx::query_as::<_, DailyRow>(
+                "SELECT vehicle_id, signal_id, day, n, min, max, sum, sumsq FROM signal_daily
+                 WHERE vehicle_id = ANY($1) AND signal_id = ANY($2) AND day >= $3 AND day < $4",
+            )
+            .bind(vehicle_ids)
+            .bind(signals)
+            .bind(floor_day(from))
+            .bind(today)
+            .fetch_all(pool)
+            .await?,
+        );
+    }
     let partial: Vec<DailyRow> = if until > today {
         sqlx::query_as(
             "SELECT vehicle_id, signal_id, $3::timestamptz, count(*), min(value), max(value),
@@ -119,7 +155,7 @@ pub async fn load(
              GROUP BY vehicle_id, signal_id",
         )
         .bind(vehicle_ids)
-        .bind(&signal_list)
+        .bind(&all_signals)
         .bind(today)
         .bind(until)
         .fetch_all(pool)
