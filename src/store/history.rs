@@ -93,15 +93,17 @@ pub async fn load(
         until,
     } = *span;
     let ids = signal_ids(pool).await?;
-    let is_long = |i: usize| {
-        catalog::SIGNALS
+    let (mut long_list, mut signal_list) = (Vec::new(), Vec::new());
+    for (&id, &i) in &ids {
+        let long = catalog::SIGNALS
             .get(i)
-            .is_some_and(|spec| long_signals.contains(&spec.name))
-    };
-    let (long_list, signal_list): (Vec<i32>, Vec<i32>) = ids
-        .keys()
-        .copied()
-        .partition(|id| ids.get(id).is_some_and(|&i| is_long(i)));
+            .is_some_and(|spec| long_signals.contains(&spec.name));
+        if long {
+            long_list.push(id);
+        } else {
+            signal_list.push(id);
+        }
+    }
     let all_signals: Vec<i32> = ids.keys().copied().collect();
     let profiles: Vec<ProfileRow> = sqlx::query_as(
         "SELECT v.id, v.vin, p.powertrain, p.model_year
