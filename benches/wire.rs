@@ -2,7 +2,7 @@
 //! wire contract, and encoding rows for binary COPY. Run: `cargo bench --bench wire`.
 
 use aftercare::simulator::{Fleet, Kind};
-use aftercare::store::copy::TelemetryCopyEncoder;
+use aftercare::store::copy::SampleCopyEncoder;
 use aftercare::wire::{parse_message, Limits};
 use chrono::{Duration, Utc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -45,14 +45,17 @@ fn parsing(c: &mut Criterion) {
 
 fn encoding(c: &mut Criterion) {
     let ts = Utc::now();
-    let rows = 20_000;
+    // 20,000 values as the pipeline encodes them: samples of 22 signals.
+    let samples = 20_000 / 22;
+    let ids: Vec<i32> = (1..=22).collect();
+    let values: Vec<f64> = (0..22).map(f64::from).collect();
     let mut group = c.benchmark_group("copy_encode");
-    group.throughput(Throughput::Elements(rows as u64));
-    group.bench_function("telemetry_rows", |b| {
+    group.throughput(Throughput::Elements((samples * 22) as u64));
+    group.bench_function("sample_rows", |b| {
         b.iter(|| {
-            let mut enc = TelemetryCopyEncoder::with_capacity(rows);
-            for i in 0..rows as i32 {
-                enc.push(i % 1000, i % 24, ts, f64::from(i));
+            let mut enc = SampleCopyEncoder::with_capacity(samples, samples * 22);
+            for i in 0..samples as i32 {
+                enc.push(i % 1000, ts, i64::from(i), ts, &ids, &values);
             }
             enc.finish()
         })

@@ -3,12 +3,12 @@
 //! (a) the broker's limit: a consumer that acknowledges and discards drains the backlog;
 //! (b) the full pipeline: `aftercare serve` (a child process) drains the same backlog into
 //!     the database, with its peak RSS sampled;
-//! (c) the database's limit: the same rows COPYed (binary) straight into a telemetry table.
+//! (c) the database's limit: the same rows COPYed (binary) straight into a sample table.
 //! Each drains a backlog already queued at the broker, so the publisher is not in the timing.
 
 use crate::config::Config;
 use crate::simulator::{owned, publish_all, Fleet, PublishError};
-use crate::store::copy::TelemetryCopyEncoder;
+use crate::store::copy::SampleCopyEncoder;
 use crate::store::{self, StoreError};
 use chrono::{Duration as ChronoDuration, Utc};
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
@@ -668,8 +668,8 @@ impl Service {
     }
 }
 
-/// Binary COPY of every telemetry value into a fresh copy of the telemetry table (same key),
-/// in chunks of one transaction each (larger than the pipeline's batches, sorted like them),
+/// Binary COPY of every telemetry sample into a fresh copy of the sample table (same key), in
+/// chunks of one transaction each (larger than the pipeline's batches, sorted like them),
 /// dealt round-robin to `streams` connections working at once. Returns seconds.
 async fn copy_straight_in(
     db_url: &str,
@@ -679,7 +679,7 @@ async fn copy_straight_in(
     let mut conn = sqlx::PgConnection::connect(db_url).await?;
     sqlx::raw_sql(
         "DROP TABLE IF EXISTS bench_copy;
-         CREATE TABLE bench_copy (LIKE telemetry INCLUDING ALL);",
+         CREATE TABLE bench_copy (LIKE samples INCLUDING ALL);",
     )
     .execute(&mut conn)
     .await?;
@@ -688,10 +688,12 @@ async fn copy_straight_in(
     let mut signals: HashMap<String, i32> = HashMap::new();
     let limits = crate::wire::Limits {
         max_age: ChronoDuration::days(3650),
+        retention: ChronoDuration::days(3650),
         ..Default::default()
     };
     let now = Utc::now();
-    let mut rows: Vec<(i32, i32, chrono::DateTime<Utc>, f64)> = Vec::new();
+    type Row = (i32, chrono::DateTime<Utc>, i64, Vec<i32>, Vec<f64>);
+    let mut rows: Vec<Row> = Vec::new();
     for m in messages {
         if let Ok(crate::wire::Message::Telemetry { vin, samples }) =
             crate::wire::parse_message(&m.topic, &m.payload, now, &limits)
@@ -699,23 +701,33 @@ async fn copy_straight_in(
             let next = vehicles.len() as i32 + 1;
             let v = *vehicles.entry(vin.as_str().to_owned()).or_insert(next);
             for s in samples {
-                for (name, value) in s.values {
-                    let next = signals.len() as i32 + 1;
-                    let sig = *signals.entry(name).or_insert(next);
-                    rows.push((v, sig, s.ts, value));
-                }
+                let mut pairs: Vec<(i32, f64)> = s
+                    .values
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let next = signals.len() as i32 + 1;
+                        (*signals.entry(name).or_insert(next), value)
+                    })
+                    .collect();
+                pairs.sort_unstable_by_key(|p| p.0);
+                let (ids, values) = pairs.into_iter().unzip();
+                rows.push((v, s.ts, s.seq, ids, values));
             }
         }
     }
+    // The generator repeats some keys (redeliveries): the first copy is kept, as ingest would.
+    let mut seen = std::collections::HashSet::new();
+    rows.retain(|r| seen.insert((r.0, r.1, r.2)));
     // Chunk i goes to connection i mod streams.
     let streams = streams.max(1);
     let mut dealt: Vec<Vec<Vec<u8>>> = (0..streams).map(|_| Vec::new()).collect();
-    for (i, chunk) in rows.chunks_mut(50_000).enumerate() {
-        // In key order, as the pipeline sends its values: index inserts land side by side.
-        chunk.sort_unstable_by_key(|(v, s, ts, _)| (*v, *s, *ts));
-        let mut enc = TelemetryCopyEncoder::with_capacity(chunk.len());
-        for (v, s, ts, value) in chunk.iter() {
-            enc.push(*v, *s, *ts, *value);
+    for (i, chunk) in rows.chunks_mut(2_500).enumerate() {
+        // In key order, as the pipeline sends its rows: index inserts land side by side.
+        chunk.sort_unstable_by_key(|r| (r.0, r.1, r.2));
+        let values = chunk.iter().map(|r| r.4.len()).sum();
+        let mut enc = SampleCopyEncoder::with_capacity(chunk.len(), values);
+        for (v, ts, seq, ids, values) in chunk.iter() {
+            enc.push(*v, *ts, *seq, now, ids, values);
         }
         dealt[i % streams].push(enc.finish());
     }

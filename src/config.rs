@@ -37,6 +37,82 @@ pub struct Config {
     pub model: ModelConfig,
     pub offers: OffersConfig,
     pub notify: NotifyConfig,
+    pub storage: StorageConfig,
+}
+
+/// Storage policy (`[storage]`): chunk widths, retention, compression, and the bounds on
+/// distinct signals. `aftercare migrate` and `serve` record it in the database
+/// (`storage_policy`), which every process then follows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Width of a time partition (plain PostgreSQL) or chunk (TimescaleDB) of the sample
+    /// table. Fleets that send often want narrower ones: TimescaleDB advises that the recent
+    /// chunks of all hypertables fit in a quarter of the memory.
+    pub chunk_days: i32,
+    /// The same for the DTC ledgers.
+    pub dtc_chunk_days: i32,
+    /// Samples (and the daily rollup) older than this are dropped, and refused on arrival.
+    pub retention_days: i32,
+    pub dtc_retention_days: i32,
+    pub dead_letter_retention_days: i32,
+    /// TimescaleDB (Timescale licence): chunks older than this are compressed.
+    pub compress_after_days: i32,
+    /// Plain PostgreSQL: partitions exist this far ahead.
+    pub ahead_days: i32,
+    /// How often partitions, retention and TimescaleDB's jobs are seen to (0: never here).
+    pub maintenance_interval_secs: u64,
+    /// Readiness fails when maintenance, or a TimescaleDB compression or retention job, has
+    /// not succeeded for this long.
+    pub job_stale_after_hours: i64,
+    /// Distinct signal names kept in all; a message with a new name past it is dead-lettered.
+    pub max_signals: usize,
+    /// Distinct signal names one vehicle may send; past it, dead-lettered.
+    pub max_signals_per_vehicle: usize,
+    /// Pause between windows of a layout migration's move, so it never crowds out ingest.
+    pub relayout_pause_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let p = crate::store::retention::StoragePolicy::default();
+        let l = crate::store::SignalLimits::default();
+        StorageConfig {
+            chunk_days: p.chunk_days,
+            dtc_chunk_days: p.dtc_chunk_days,
+            retention_days: p.retention_days,
+            dtc_retention_days: p.dtc_retention_days,
+            dead_letter_retention_days: p.dead_letter_retention_days,
+            compress_after_days: p.compress_after_days,
+            ahead_days: p.ahead_days,
+            maintenance_interval_secs: 3600,
+            job_stale_after_hours: 48,
+            max_signals: l.max_signals,
+            max_signals_per_vehicle: l.max_signals_per_vehicle,
+            relayout_pause_ms: 50,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn policy(&self) -> crate::store::retention::StoragePolicy {
+        crate::store::retention::StoragePolicy {
+            chunk_days: self.chunk_days,
+            dtc_chunk_days: self.dtc_chunk_days,
+            retention_days: self.retention_days,
+            dtc_retention_days: self.dtc_retention_days,
+            dead_letter_retention_days: self.dead_letter_retention_days,
+            compress_after_days: self.compress_after_days,
+            ahead_days: self.ahead_days,
+        }
+    }
+
+    pub fn signal_limits(&self) -> crate::store::SignalLimits {
+        crate::store::SignalLimits {
+            max_signals: self.max_signals,
+            max_signals_per_vehicle: self.max_signals_per_vehicle,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +171,10 @@ pub struct IngestConfig {
     pub max_batch_samples: usize,
     pub max_age_days: i64,
     pub max_future_hours: i64,
+    /// Payload bytes held unacknowledged at most (received, parsed, waiting for their batch
+    /// to commit): with `mqtt.receive_maximum`, the bound on ingest's memory. A message larger
+    /// than this is still taken, alone.
+    pub max_inflight_bytes: usize,
     pub write_method: WriteMethod,
     /// Batch transactions in flight at once, each on its own connection; acks still go out
     /// in arrival order, each after its batch commits.
@@ -342,6 +422,7 @@ impl Default for IngestConfig {
             max_batch_samples: 1000,
             max_age_days: 3 * 365,
             max_future_hours: 24,
+            max_inflight_bytes: 64 * 1024 * 1024,
             write_method: WriteMethod::Copy,
             writers: 3,
             rollup_interval_ms: 10_000,
@@ -359,8 +440,8 @@ impl Default for LogConfig {
     }
 }
 
-const SECTIONS: [&str; 8] = [
-    "database", "mqtt", "http", "ingest", "log", "model", "offers", "notify",
+const SECTIONS: [&str; 9] = [
+    "database", "mqtt", "http", "ingest", "log", "model", "offers", "notify", "storage",
 ];
 
 impl Config {
@@ -454,6 +535,36 @@ impl Config {
                 "model.batch and model.lease_secs must be positive".into(),
             ));
         }
+        let st = &self.storage;
+        if !(1..=366).contains(&st.chunk_days) || !(1..=366).contains(&st.dtc_chunk_days) {
+            return Err(ConfigError::Invalid(
+                "storage.chunk_days and storage.dtc_chunk_days must be 1 to 366".into(),
+            ));
+        }
+        if st.retention_days < 1
+            || st.dtc_retention_days < 1
+            || st.dead_letter_retention_days < 1
+            || st.compress_after_days < 1
+            || st.ahead_days < 2
+            || st.max_signals == 0
+            || st.max_signals_per_vehicle == 0
+        {
+            return Err(ConfigError::Invalid(
+                "storage: retention and compression days >= 1, ahead_days >= 2, signal bounds > 0"
+                    .into(),
+            ));
+        }
+        if i64::from(st.ahead_days) * 24 <= self.ingest.max_future_hours {
+            return Err(ConfigError::Invalid(format!(
+                "storage.ahead_days ({}) must reach past ingest.max_future_hours ({})",
+                st.ahead_days, self.ingest.max_future_hours
+            )));
+        }
+        if self.ingest.max_inflight_bytes < 1024 * 1024 {
+            return Err(ConfigError::Invalid(
+                "ingest.max_inflight_bytes must be at least 1 MiB".into(),
+            ));
+        }
         if self.mqtt.share_group.contains(['/', '+', '#']) {
             return Err(ConfigError::Invalid(
                 "mqtt.share_group must not contain '/', '+' or '#'".into(),
@@ -472,6 +583,8 @@ impl Config {
             max_batch_samples: self.ingest.max_batch_samples,
             max_age: chrono::Duration::days(self.ingest.max_age_days),
             max_future: chrono::Duration::hours(self.ingest.max_future_hours),
+            retention: chrono::Duration::days(i64::from(self.storage.retention_days)),
+            dtc_retention: chrono::Duration::days(i64::from(self.storage.dtc_retention_days)),
         }
     }
 }

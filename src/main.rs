@@ -24,8 +24,13 @@ struct Cli {
 enum Command {
     /// Run ingest and the API until SIGINT/SIGTERM.
     Serve,
-    /// Apply database migrations.
-    Migrate,
+    /// Apply database migrations and the storage policy; move rows of an older storage layout.
+    Migrate {
+        /// Apply the schema only and leave moving old rows to `serve` (it does so while it
+        /// runs, readable throughout).
+        #[arg(long)]
+        schema_only: bool,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -114,10 +119,27 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down: committing and acknowledging what is in flight");
             service.shutdown().await?;
         }
-        Command::Migrate => {
-            let pool = aftercare::store::pool(&config.database.url, 1).await?;
+        Command::Migrate { schema_only } => {
+            use aftercare::store::{relayout, retention};
+            let pool = aftercare::store::pool(&config.database.url, 2).await?;
             let flavor = aftercare::store::migrate(&pool).await?;
-            eprintln!("migrated ({flavor:?})");
+            retention::apply_policy(&pool, flavor, &config.storage.policy()).await?;
+            retention::ensure_partitions(&pool, flavor, chrono::Utc::now()).await?;
+            if relayout::legacy_present(&pool).await? {
+                if schema_only {
+                    eprintln!(
+                        "rows of the old storage layout remain; `aftercare serve` moves them \
+                         while it runs (or run `aftercare migrate` without --schema-only)"
+                    );
+                } else {
+                    eprintln!("moving rows of the old storage layout (resumable)");
+                    let (_stop, never) = tokio::sync::watch::channel(false);
+                    if !relayout::move_all(&pool, std::time::Duration::ZERO, &never).await? {
+                        anyhow::bail!("another process is moving the old rows; try again later");
+                    }
+                }
+            }
+            eprintln!("migrated ({flavor})");
         }
         Command::Keys {
             command: KeysCommand::Create { name, scopes },

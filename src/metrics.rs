@@ -34,6 +34,17 @@ pub struct ChannelLabel {
     pub channel: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: &'static str,
+}
+
+/// A TimescaleDB background job: `proc/hypertable`, e.g. `policy_compression/samples`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub job: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Offers entering each state (the design's `aftercare_offers_total{state}`).
@@ -56,6 +67,18 @@ pub struct Metrics {
     pub db_write_errors: Counter,
     pub rollup_deltas_folded: Counter,
     pub rollup_fold_seconds: Counter<f64, AtomicU64>,
+    /// Bytes of payload received and not yet acknowledged (the ingest memory bound).
+    pub inflight_bytes: Gauge,
+    /// Unix time of the last successful storage maintenance round.
+    pub storage_maintenance_ok: Gauge,
+    pub storage_partitions_created: Counter,
+    pub storage_partitions_dropped: Counter,
+    pub storage_rows_expired: Family<TableLabel, Counter>,
+    pub timescaledb_job_last_success: Family<JobLabel, Gauge>,
+    pub timescaledb_job_failures: Family<JobLabel, Gauge>,
+    pub timescaledb_job_next_start: Family<JobLabel, Gauge>,
+    /// What in storage needs an operator now (readiness detail); empty when all is well.
+    storage_problems: std::sync::Mutex<Vec<String>>,
 }
 
 impl Default for Metrics {
@@ -87,6 +110,15 @@ impl Metrics {
             db_write_errors: Counter::default(),
             rollup_deltas_folded: Counter::default(),
             rollup_fold_seconds: Counter::default(),
+            inflight_bytes: Gauge::default(),
+            storage_maintenance_ok: Gauge::default(),
+            storage_partitions_created: Counter::default(),
+            storage_partitions_dropped: Counter::default(),
+            storage_rows_expired: Family::default(),
+            timescaledb_job_last_success: Family::default(),
+            timescaledb_job_failures: Family::default(),
+            timescaledb_job_next_start: Family::default(),
+            storage_problems: std::sync::Mutex::new(Vec::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -176,7 +208,62 @@ impl Metrics {
             "Time spent folding rollup deltas into signal_daily",
             m.rollup_fold_seconds.clone(),
         );
+        registry.register(
+            "ingest_inflight_bytes",
+            "Payload bytes received and not yet acknowledged (bounded by ingest.max_inflight_bytes)",
+            m.inflight_bytes.clone(),
+        );
+        registry.register(
+            "storage_maintenance_last_success_timestamp_seconds",
+            "Unix time of the last successful storage maintenance round (partitions, retention)",
+            m.storage_maintenance_ok.clone(),
+        );
+        registry.register(
+            "storage_partitions_created",
+            "Time partitions created ahead (plain PostgreSQL)",
+            m.storage_partitions_created.clone(),
+        );
+        registry.register(
+            "storage_partitions_dropped",
+            "Time partitions or chunks dropped past retention",
+            m.storage_partitions_dropped.clone(),
+        );
+        registry.register(
+            "storage_rows_expired",
+            "Rows deleted past retention, by table",
+            m.storage_rows_expired.clone(),
+        );
+        registry.register(
+            "timescaledb_job_last_success_timestamp_seconds",
+            "Unix time of the last successful run of a TimescaleDB job (0: never)",
+            m.timescaledb_job_last_success.clone(),
+        );
+        registry.register(
+            "timescaledb_job_failures",
+            "Failed runs of a TimescaleDB job in all (job_stats.total_failures)",
+            m.timescaledb_job_failures.clone(),
+        );
+        registry.register(
+            "timescaledb_job_next_start_timestamp_seconds",
+            "Unix time of a TimescaleDB job's next scheduled run",
+            m.timescaledb_job_next_start.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    pub fn set_storage_problems(&self, problems: Vec<String>) {
+        *self
+            .storage_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = problems;
+    }
+
+    /// What in storage needs an operator now; empty when all is well.
+    pub fn storage_problems(&self) -> Vec<String> {
+        self.storage_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn offer_entered(&self, state: &'static str) {

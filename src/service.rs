@@ -38,6 +38,8 @@ pub struct RunningService {
     shutdown: watch::Sender<bool>,
     ingest: Option<JoinHandle<Result<(), IngestError>>>,
     rollup: Option<JoinHandle<()>>,
+    maintenance: Option<JoinHandle<()>>,
+    relayout: Option<JoinHandle<()>>,
     scoring: Option<JoinHandle<()>>,
     offers: Option<JoinHandle<()>>,
     outbox: Option<JoinHandle<Result<(), crate::outbox::OutboxError>>>,
@@ -47,17 +49,25 @@ pub struct RunningService {
 /// Migrates, then starts ingest (if enabled) and the API. Returns once both are running.
 pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     let api_pool = store::pool(&config.database.url, config.database.max_connections).await?;
-    store::migrate(&api_pool).await?;
-    let store = Arc::new(Store::open(api_pool).await?);
-    tracing::info!(flavor = ?store.flavor(), "database ready");
+    let flavor = store::migrate(&api_pool).await?;
+    store::retention::apply_policy(&api_pool, flavor, &config.storage.policy()).await?;
+    store::retention::ensure_partitions(&api_pool, flavor, chrono::Utc::now()).await?;
+    let limits = config.storage.signal_limits();
+    let store = Arc::new(Store::open_with(api_pool, limits).await?);
+    tracing::info!(%flavor, "database ready");
     let metrics = Arc::new(Metrics::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let ingest = if config.ingest.enabled {
         // Its own pool, so API load never starves the write path.
         let connections = u32::try_from(config.ingest.writers).unwrap_or(u32::MAX);
-        let ingest_store =
-            Arc::new(Store::open(store::pool(&config.database.url, connections).await?).await?);
+        let ingest_store = Arc::new(
+            Store::open_with(
+                store::pool(&config.database.url, connections).await?,
+                limits,
+            )
+            .await?,
+        );
         ingest::mqtt_options(&config)?;
         let (config, metrics, rx) = (config.clone(), metrics.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {
@@ -68,7 +78,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     };
 
     let rollup_every = std::time::Duration::from_millis(config.ingest.rollup_interval_ms);
-    let rollup = if store.flavor().writes_rollup() && !rollup_every.is_zero() {
+    let rollup = if !rollup_every.is_zero() {
         let (store, metrics, mut rx) = (store.clone(), metrics.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {
             loop {
@@ -92,6 +102,28 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
                 }
             }
         }))
+    } else {
+        None
+    };
+
+    let maintenance = (config.storage.maintenance_interval_secs > 0).then(|| {
+        tokio::spawn(store::retention::run(
+            store.pool().clone(),
+            flavor,
+            std::time::Duration::from_secs(config.storage.maintenance_interval_secs),
+            chrono::Duration::hours(config.storage.job_stale_after_hours),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
+    // Rows of an older storage layout move over while the service runs (one instance at a
+    // time does it).
+    let relayout = if store::relayout::legacy_present(store.pool()).await? {
+        Some(tokio::spawn(store::relayout::run(
+            store.pool().clone(),
+            std::time::Duration::from_millis(config.storage.relayout_pause_ms),
+            shutdown_rx.clone(),
+        )))
     } else {
         None
     };
@@ -158,6 +190,8 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         shutdown,
         ingest,
         rollup,
+        maintenance,
+        relayout,
         scoring,
         offers,
         outbox,
@@ -173,8 +207,11 @@ impl RunningService {
             Some(handle) => handle.await.unwrap_or(Ok(())),
             None => Ok(()),
         };
-        if let Some(rollup) = self.rollup {
-            let _ = rollup.await;
+        for task in [self.rollup, self.maintenance, self.relayout]
+            .into_iter()
+            .flatten()
+        {
+            let _ = task.await;
         }
         if let Some(scoring) = self.scoring {
             let _ = scoring.await;

@@ -6,6 +6,7 @@ mod common;
 use bytes::Bytes;
 use chrono::{Duration, Utc};
 use common::*;
+use sha2::{Digest, Sha256};
 
 const VIN: &str = "1FTFW1ET5DFC10312";
 
@@ -253,8 +254,9 @@ async fn each_bad_message_is_dead_lettered_with_its_reason() {
             assert_eq!(err.reason.as_str(), *reason, "{name}");
             continue;
         }
-        let row: Option<(String, String, i32, bool, String)> = sqlx::query_as(
-            "SELECT reason, detail, payload_size, truncated, topic FROM dead_letters
+        let row: Option<(String, String, i32, bool, i32, Vec<u8>)> = sqlx::query_as(
+            "SELECT reason, detail, payload_size, truncated, length(payload), digest
+             FROM dead_letters
              WHERE topic = $1 AND payload_size = $2 AND substr(payload, 1, 64) = substr($3, 1, 64)",
         )
         .bind(topic)
@@ -263,12 +265,20 @@ async fn each_bad_message_is_dead_lettered_with_its_reason() {
         .fetch_optional(&pool)
         .await
         .unwrap();
-        let (got, detail, size, truncated, _) =
+        let (got, detail, size, truncated, kept, digest) =
             row.unwrap_or_else(|| panic!("{name}: no dead letter"));
         assert_eq!(got, *reason, "{name}: {detail}");
         assert!(!detail.is_empty(), "{name}: a reason needs a detail");
         assert_eq!(size as usize, payload.len(), "{name}");
-        assert!(!truncated, "{name}: payloads are kept whole");
+        // Kept whole up to the bound; past it a prefix, with the digest of the whole.
+        let bound = aftercare::store::DEAD_LETTER_MAX_BYTES;
+        assert_eq!(truncated, payload.len() > bound, "{name}");
+        assert_eq!(kept as usize, payload.len().min(bound), "{name}");
+        let mut h = Sha256::new();
+        h.update(topic.as_bytes());
+        h.update([0u8]);
+        h.update(payload);
+        assert_eq!(digest, h.finalize().to_vec(), "{name}");
     }
     let dead = cases.len() - 1;
     assert_eq!(

@@ -43,7 +43,11 @@ async fn plain_postgres_flavor_is_detected_and_migrations_are_idempotent() {
             "score_queue",
             "fleet_rank",
             "capacity",
-            "booking"
+            "booking",
+            "sample_rows",
+            "samples_partitioned",
+            "sample_reads",
+            "storage_policy"
         ]
     );
 }
@@ -105,10 +109,6 @@ async fn upgrading_to_rollup_deltas_recomputes_the_days_still_marked_dirty() {
          INSERT INTO vehicles (vin) VALUES ('WDB1240221A000001');
          INSERT INTO signals (name) VALUES ('Vehicle.Speed');
          -- Day 1 refreshed; day 2 got more values after its refresh and is marked dirty.
-         INSERT INTO telemetry (vehicle_id, signal_id, ts, value) VALUES
-             (1, 1, '2026-03-01 08:00+00', 10), (1, 1, '2026-03-01 09:00+00', 20),
-             (1, 1, '2026-03-02 08:00+00', 30), (1, 1, '2026-03-02 09:00+00', -5),
-             (1, 1, '2026-03-02 23:59:59+00', 7);
          INSERT INTO signal_daily VALUES
              (1, 1, '2026-03-01 00:00+00', 2, 10, 20, 30, 500),
              (1, 1, '2026-03-02 00:00+00', 1, 30, 30, 30, 900);
@@ -117,6 +117,22 @@ async fn upgrading_to_rollup_deltas_recomputes_the_days_still_marked_dirty() {
     .execute(&pool)
     .await
     .unwrap();
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    insert_values(
+        &pool,
+        &[
+            (1, 1, at("2026-03-01T08:00:00Z"), 10.0),
+            (1, 1, at("2026-03-01T09:00:00Z"), 20.0),
+            (1, 1, at("2026-03-02T08:00:00Z"), 30.0),
+            (1, 1, at("2026-03-02T09:00:00Z"), -5.0),
+            (1, 1, at("2026-03-02T23:59:59Z"), 7.0),
+        ],
+    )
+    .await;
     aftercare::store::migrate(&pool).await.unwrap();
     assert_rollup_matches_raw(&pool).await;
     assert_eq!(

@@ -265,13 +265,10 @@ async fn reminders_escalate_and_silent_vehicles_raise_one_alarm() {
         .await
         .unwrap();
     let km = |value: f64, ago_minutes: i64| {
-        sqlx::query("INSERT INTO telemetry (vehicle_id, signal_id, ts, value) VALUES ($1, $2, now() - $3 * interval '1 minute', $4)")
-            .bind(v)
-            .bind(odo)
-            .bind(ago_minutes as f64)
-            .bind(value)
+        let ts = Utc::now() - Duration::minutes(ago_minutes);
+        async move { insert_values(pool, &[(v, odo, ts, value)]).await }
     };
-    km(10_000.0, 60).execute(pool).await.unwrap();
+    km(10_000.0, 60).await;
     sqlx::query("UPDATE offers SET state = 'notified', last_notice_at = now(), odometer_km = 10000 WHERE id = $1")
         .bind(id)
         .execute(pool)
@@ -280,7 +277,7 @@ async fn reminders_escalate_and_silent_vehicles_raise_one_alarm() {
     let p = run_once(pool, &cfg, &m, Utc::now()).await.unwrap();
     assert_eq!(p.reminded, 0, "nothing has happened yet");
     // 350 km later: a soft reminder, by distance.
-    km(10_350.0, 1).execute(pool).await.unwrap();
+    km(10_350.0, 1).await;
     let p = run_once(pool, &cfg, &m, Utc::now()).await.unwrap();
     assert_eq!(p.reminded, 1);
     let payload: Value = sqlx::query_scalar(
@@ -320,11 +317,17 @@ async fn reminders_escalate_and_silent_vehicles_raise_one_alarm() {
     );
 
     // The vehicle last sent a sample three days ago: one alarm, however many passes.
-    sqlx::query("INSERT INTO samples (vehicle_id, seq, ts, received_at, n_values) VALUES ($1, 1, now() - interval '3 days', now(), 1)")
-        .bind(v)
-        .execute(pool)
-        .await
-        .unwrap();
+    // The odometer readings above are samples too, so the pass ten days ahead already found
+    // the vehicle silent: this part starts afresh.
+    sqlx::raw_sql(&format!(
+        "DELETE FROM samples WHERE vehicle_id = {v};
+         DELETE FROM vehicle_alarms WHERE vehicle_id = {v};
+         DELETE FROM outbox WHERE kind = 'vehicle.silent';"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    insert_values(pool, &[(v, odo, Utc::now() - Duration::days(3), 10_400.0)]).await;
     let p = run_once(pool, &cfg, &m, Utc::now()).await.unwrap();
     assert_eq!((p.alarms_raised, p.alarms_cleared), (1, 0));
     let p = run_once(pool, &cfg, &m, Utc::now()).await.unwrap();
@@ -339,11 +342,7 @@ async fn reminders_escalate_and_silent_vehicles_raise_one_alarm() {
         "webhook only"
     );
     // It reports again: the alarm clears.
-    sqlx::query("INSERT INTO samples (vehicle_id, seq, ts, received_at, n_values) VALUES ($1, 2, now(), now(), 1)")
-        .bind(v)
-        .execute(pool)
-        .await
-        .unwrap();
+    insert_values(pool, &[(v, odo, Utc::now(), 10_500.0)]).await;
     let p = run_once(pool, &cfg, &m, Utc::now()).await.unwrap();
     assert_eq!((p.alarms_raised, p.alarms_cleared), (0, 1));
 }

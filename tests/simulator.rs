@@ -608,7 +608,7 @@ async fn dump(pool: &sqlx::PgPool) -> Vec<(&'static str, Vec<String>)> {
         ("vehicles", "SELECT vin FROM vehicles"),
         ("vehicle_profiles", "SELECT (v.vin, make, model, model_year, powertrain, home_workshop, owner_ref, offers_consent)::text FROM vehicle_profiles p JOIN vehicles v ON v.id = p.vehicle_id"),
         ("telemetry", "SELECT (v.vin, s.name, t.ts, t.value)::text FROM telemetry t JOIN vehicles v ON v.id = t.vehicle_id JOIN signals s ON s.id = t.signal_id"),
-        ("samples", "SELECT (v.vin, seq, ts, n_values)::text FROM samples x JOIN vehicles v ON v.id = x.vehicle_id"),
+        ("samples", "SELECT (v.vin, seq, ts, cardinality(signal_ids))::text FROM samples x JOIN vehicles v ON v.id = x.vehicle_id"),
         ("dtc_reports", "SELECT (v.vin, seq, ts, source, mil, n_dtcs)::text FROM dtc_reports x JOIN vehicles v ON v.id = x.vehicle_id"),
         ("dtc_events", "SELECT (v.vin, ts, seq, code, status, spn, fmi, oc, sa, source)::text FROM dtc_events x JOIN vehicles v ON v.id = x.vehicle_id"),
         ("dtcs", "SELECT (v.vin, code, spn, fmi, x.first_seen, last_seen, cleared_at, last_status, last_status_ts, reports)::text FROM dtcs x JOIN vehicles v ON v.id = x.vehicle_id"),

@@ -143,8 +143,8 @@ async fn rollup_is_exact_after_redelivery_and_colliding_samples() {
         let r = write(&store, chunk).await;
         assert_eq!(r.values_stored, 0);
     }
-    // Two different samples with the same (vehicle, signal, ts): the first value stays, in
-    // separate batches and within one batch.
+    // Two different samples (seq) at the same instant are two messages: both are kept, in
+    // separate batches and within one batch, and a redelivery of either stores nothing.
     let t = t0();
     let speed = |seq: i64, v: f64| {
         batch_item(
@@ -154,10 +154,18 @@ async fn rollup_is_exact_after_redelivery_and_colliding_samples() {
         )
     };
     assert_eq!(write(&store, &[speed(1, 10.0)]).await.values_stored, 1);
+    assert_eq!(write(&store, &[speed(2, 99.0)]).await.values_stored, 1);
     assert_eq!(write(&store, &[speed(2, 99.0)]).await.values_stored, 0);
     let r = write(&store, &[speed(3, 7.0), speed(4, 8.0)]).await;
-    assert_eq!(r.values_stored, 0);
-    assert_eq!(r.samples_stored, 2, "both samples enter the ledger");
+    assert_eq!(r.values_stored, 2);
+    assert_eq!(r.samples_stored, 2);
+    let kept: Vec<f64> =
+        sqlx::query_scalar("SELECT value FROM telemetry WHERE ts = $1 ORDER BY seq")
+            .bind(t)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, [10.0, 99.0, 7.0, 8.0]);
 
     store.fold_rollup_all().await.unwrap();
     assert_eq!(count(&pool, "SELECT count(*) FROM rollup_delta").await, 0);

@@ -157,18 +157,27 @@ pub fn parse_bucket(s: &str) -> Result<i64, ApiError> {
     Ok(secs)
 }
 
-fn parse_cursor(s: &str) -> Result<(DateTime<Utc>, i32), ApiError> {
+/// A cursor is `{ts in µs}_{seq}_{signal id}`: the last point's position.
+fn parse_cursor(s: &str) -> Result<read::TelemetryCursor, ApiError> {
     let err = || {
         ApiError::bad_request(
             "invalid_cursor",
             format!("cursor {s:?} was not issued by this API"),
         )
     };
-    let (micros, sig) = s.split_once('_').ok_or_else(err)?;
+    let mut parts = s.splitn(3, '_');
+    let (Some(micros), Some(seq), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(err());
+    };
     let micros: i64 = micros.parse().map_err(|_| err())?;
+    let seq: i64 = seq.parse().map_err(|_| err())?;
     let sig: i32 = sig.parse().map_err(|_| err())?;
     let ts = DateTime::from_timestamp_micros(micros).ok_or_else(err)?;
-    Ok((ts, sig))
+    Ok((ts, seq, sig))
+}
+
+fn format_cursor((ts, seq, sig): read::TelemetryCursor) -> String {
+    format!("{}_{seq}_{sig}", ts.timestamp_micros())
 }
 
 /// Stored signal values, or aggregates per bucket
@@ -243,7 +252,7 @@ pub async fn telemetry(
         from,
         to,
         points,
-        next_cursor: next.map(|(ts, sig)| format!("{}_{sig}", ts.timestamp_micros())),
+        next_cursor: next.map(format_cursor),
     })))
 }
 
@@ -288,10 +297,13 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {
-        let (ts, sig) = parse_cursor("1795000000000000_7").unwrap();
+        let (ts, seq, sig) = parse_cursor("1795000000000000_-1_7").unwrap();
         assert_eq!(ts.timestamp_micros(), 1_795_000_000_000_000);
-        assert_eq!(sig, 7);
+        assert_eq!((seq, sig), (-1, 7));
+        assert_eq!(format_cursor((ts, seq, sig)), "1795000000000000_-1_7");
         assert!(parse_cursor("abc").is_err());
         assert!(parse_cursor("1_x").is_err());
+        assert!(parse_cursor("1_2").is_err());
+        assert!(parse_cursor("1_2_x").is_err());
     }
 }

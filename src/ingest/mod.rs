@@ -6,10 +6,13 @@
 //! broker ─▶ mqtt (poll, parse) ─▶ batcher (size/time) ─▶ writer (commit, then ack)
 //! ```
 //!
-//! Back-pressure: at most `receive_maximum` messages are held unacknowledged. MQTT 5 asks the
-//! broker to respect that window, and a semaphore enforces it here too (Mosquitto 2.0.11 was
-//! seen exceeding it): with no permit left, the MQTT task stops reading and TCP flow control
-//! holds the broker back, so a slow database never grows memory.
+//! Back-pressure, in messages and in bytes: at most `receive_maximum` messages, and at most
+//! `max_inflight_bytes` of them (each counted as `MEMORY_PER_PAYLOAD_BYTE` times its payload,
+//! for the payload kept for a possible dead letter and its parsed form), are held
+//! unacknowledged. MQTT 5 asks the broker to respect the message window, and semaphores
+//! enforce both here (Mosquitto 2.0.11 was seen exceeding the window): with no permit left,
+//! the MQTT task stops reading and TCP flow control holds the broker back, so neither a slow
+//! database nor large payloads grow memory past the bound.
 
 mod batcher;
 mod pipeline;
@@ -18,8 +21,8 @@ pub use batcher::{BatchLimits, Batcher};
 
 use crate::config::{Config, WriteMethod};
 use crate::metrics::{Metrics, OutcomeLabel, ReasonLabel, StageLabel};
-use crate::store::{BatchItem, BatchResult, DeadLetter, Store};
-use crate::wire::{self, Limits};
+use crate::store::{Admission, BatchItem, BatchResult, DeadLetter, Store, StoreError};
+use crate::wire::{self, Limits, Reject};
 use chrono::Utc;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule};
 use rumqttc::v5::mqttbytes::QoS;
@@ -34,12 +37,25 @@ pub enum IngestError {
     Url { url: String, reason: String },
 }
 
+/// Memory a held message is counted for, per byte of payload: the payload itself (kept for a
+/// possible dead letter) and its parsed form (names as strings, values), which measured under
+/// twice the JSON's size.
+pub const MEMORY_PER_PAYLOAD_BYTE: usize = 3;
+
+/// The permits a held message takes: one of `receive_maximum`, and its bytes.
+struct Permits {
+    _message: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+    /// The bytes it is counted for.
+    charge: usize,
+}
+
 /// A message as the MQTT task hands it on, before parsing.
 struct Received {
     publish: Publish,
     epoch: u64,
     received: Instant,
-    permit: OwnedSemaphorePermit,
+    permits: Permits,
 }
 
 /// One received message on its way to being stored and acknowledged.
@@ -50,8 +66,23 @@ struct Delivery {
     received: Instant,
     item: BatchItem,
     values: usize,
-    /// One of `receive_maximum` permits, released once the message is acknowledged.
-    _permit: OwnedSemaphorePermit,
+    /// Released once the message is acknowledged.
+    _permits: Permits,
+}
+
+impl Delivery {
+    /// The message as a dead letter, for `reject`.
+    fn dead_letter(&self, reason: &str, detail: String) -> BatchItem {
+        BatchItem::DeadLetter {
+            letter: DeadLetter {
+                topic: String::from_utf8_lossy(&self.publish.topic).into_owned(),
+                payload: self.publish.payload.clone(),
+                reason: reason.to_owned(),
+                detail,
+            },
+            received_at: Utc::now(),
+        }
+    }
 }
 
 /// Builds the client options: persistent session, manual acks, bounded in-flight window.
@@ -92,21 +123,20 @@ struct AckTicket {
 ///
 /// Only this task touches the MQTT client: it polls the event loop and issues the acks the
 /// writer hands it, with `try_ack`, in order. The writer never waits on MQTT and this task
-/// waits on the writer only for a permit, so the two cannot deadlock.
+/// waits on the writer only for permits, so the two cannot deadlock.
 pub async fn run(
     config: &Config,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
     let opts = mqtt_options(config)?;
     let window = usize::from(config.mqtt.receive_maximum);
-    let (client, mut eventloop) = AsyncClient::new(opts, window + 16);
-    let permits = Arc::new(Semaphore::new(window));
+    let (client, eventloop) = AsyncClient::new(opts, window + 16);
     let (deliveries_tx, deliveries_rx) = mpsc::channel::<Received>(window + 1);
     let (batches_tx, batches_rx) = mpsc::channel::<Vec<Delivery>>(1);
     // Unbounded, but each ticket is a few bytes and stands for a message that held a permit.
-    let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<AckTicket>();
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel::<AckTicket>();
     let batch_limits = BatchLimits {
         max_messages: config.ingest.batch_max_messages.min(window.max(1)),
         max_values: config.ingest.batch_max_values,
@@ -118,7 +148,7 @@ pub async fn run(
         batch_limits,
         config.limits(),
     ));
-    let mut writer = tokio::spawn(run_writer(
+    let writer = tokio::spawn(run_writer(
         batches_rx,
         store,
         acks_tx,
@@ -130,143 +160,243 @@ pub async fn run(
     let filters = wire::subscription_filters(
         Some(config.mqtt.share_group.as_str()).filter(|g| !g.is_empty()),
     );
-    let mut deliveries_tx = Some(deliveries_tx);
-    let mut backoff = Duration::from_millis(100);
-    let mut epoch = 0u64;
-    let mut pending_acks: std::collections::VecDeque<Publish> = Default::default();
-    let mut writer_done = false;
-    let mut acks_open = true;
-    loop {
-        // Hand rumqttc as many owed acks as its request queue takes; the rest wait a poll.
-        while let Some(ack) = pending_acks.front() {
-            if client.try_ack(ack).is_err() {
+    let task = MqttTask {
+        client,
+        metrics,
+        filters,
+        messages: Arc::new(Semaphore::new(window)),
+        bytes: Arc::new(Semaphore::new(config.ingest.max_inflight_bytes)),
+        max_inflight_bytes: config.ingest.max_inflight_bytes,
+        deliveries: Some(deliveries_tx),
+        epoch: 0,
+        backoff: Duration::from_millis(100),
+        pending_acks: Default::default(),
+        shutdown,
+    };
+    task.run(eventloop, writer, acks_rx).await;
+    let _ = batcher.await;
+    Ok(())
+}
+
+/// The MQTT side of ingest: connection, subscription, permits, acks.
+struct MqttTask {
+    client: AsyncClient,
+    metrics: Arc<Metrics>,
+    filters: [String; 2],
+    /// `receive_maximum` permits: messages held unacknowledged.
+    messages: Arc<Semaphore>,
+    /// `max_inflight_bytes` permits: their memory.
+    bytes: Arc<Semaphore>,
+    max_inflight_bytes: usize,
+    /// To the batcher; none once shutting down (what arrives then is not acknowledged and
+    /// comes back on the next connection).
+    deliveries: Option<mpsc::Sender<Received>>,
+    /// Which connection we are on; acks for an earlier one are void.
+    epoch: u64,
+    backoff: Duration,
+    pending_acks: std::collections::VecDeque<Publish>,
+    shutdown: watch::Receiver<bool>,
+}
+
+type WriterHandle = tokio::task::JoinHandle<()>;
+
+impl MqttTask {
+    async fn run(
+        mut self,
+        mut eventloop: rumqttc::v5::EventLoop,
+        mut writer: WriterHandle,
+        mut acks: mpsc::UnboundedReceiver<AckTicket>,
+    ) {
+        let mut writer_done = false;
+        let mut acks_open = true;
+        loop {
+            // Hand rumqttc as many owed acks as its request queue takes; the rest wait a poll.
+            while let Some(ack) = self.pending_acks.front() {
+                if self.client.try_ack(ack).is_err() {
+                    break;
+                }
+                self.pending_acks.pop_front();
+            }
+            if writer_done && !acks_open && self.pending_acks.is_empty() {
                 break;
             }
-            pending_acks.pop_front();
-        }
-        if writer_done && !acks_open && pending_acks.is_empty() {
-            break;
-        }
-        tokio::select! {
-            _ = shutdown.changed(), if deliveries_tx.is_some() => {
-                // Stop taking messages; what arrives from now on is not acknowledged and comes
-                // back on the next connection.
-                deliveries_tx = None;
+            tokio::select! {
+                _ = self.shutdown.changed(), if self.deliveries.is_some() => {
+                    self.deliveries = None;
+                }
+                res = &mut writer, if !writer_done => {
+                    writer_done = true;
+                    if let Err(e) = res {
+                        tracing::error!(error = %e, "ingest writer failed");
+                    }
+                }
+                ticket = acks.recv(), if acks_open => match ticket {
+                    Some(first) => self.take_acks(first, &mut acks),
+                    None => acks_open = false,
+                },
+                event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => self.connected(ack.session_present),
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        for code in &ack.return_codes {
+                            if !matches!(code, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)) {
+                                tracing::error!(?code, "broker refused a subscription");
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        if !self.received(publish, &mut writer, &mut writer_done).await {
+                            break;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                        tracing::warn!(reason = ?d.reason_code, "broker disconnected us");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.metrics.mqtt_connected.set(0);
+                        if writer_done {
+                            break;
+                        }
+                        self.connection_failed(e).await;
+                    }
+                }
             }
-            res = &mut writer, if !writer_done => {
-                writer_done = true;
+        }
+        // The writer is done and its acks are queued in rumqttc: send them, then disconnect,
+        // keeping the session.
+        let _ = self.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = event {
+                    break;
+                }
+            }
+        })
+        .await;
+        self.metrics.mqtt_connected.set(0);
+    }
+
+    /// Queues every ticket waiting, not one per turn of the loop.
+    fn take_acks(&mut self, first: AckTicket, acks: &mut mpsc::UnboundedReceiver<AckTicket>) {
+        let mut next = Some(first);
+        while let Some(t) = next {
+            if t.epoch == self.epoch {
+                self.pending_acks.push_back(ack_for(t));
+            } else {
+                self.metrics.stale_acks_skipped.inc();
+            }
+            next = acks.try_recv().ok();
+        }
+    }
+
+    fn connected(&mut self, session_present: bool) {
+        self.epoch += 1;
+        // Acks owed on the previous connection are void: with a session the broker redelivers
+        // those messages, and the copies are acknowledged instead.
+        self.metrics
+            .stale_acks_skipped
+            .inc_by(self.pending_acks.len() as u64);
+        self.pending_acks.clear();
+        self.metrics.mqtt_connected.set(1);
+        self.metrics.mqtt_connects.inc();
+        self.backoff = Duration::from_millis(100);
+        if !session_present {
+            self.metrics.mqtt_session_lost.inc();
+        }
+        tracing::info!(epoch = self.epoch, session_present, "connected to broker");
+        // Subscribing again is harmless with a session and required without one. Sent from a
+        // task: this loop must keep polling for the request to go out. Retained messages are
+        // not sent on subscribing, and the retain flag of live ones is kept, so that they
+        // (and a retained message being cleared, an empty payload) are ignored.
+        let client = self.client.clone();
+        let filters: Vec<Filter> = self
+            .filters
+            .iter()
+            .map(|f| Filter {
+                retain_forward_rule: RetainForwardRule::Never,
+                preserve_retain: true,
+                ..Filter::new(f.clone(), QoS::AtLeastOnce)
+            })
+            .collect();
+        tokio::spawn(async move {
+            if let Err(e) = client.subscribe_many(filters).await {
+                tracing::error!(error = %e, "cannot send subscription");
+            }
+        });
+    }
+
+    /// Takes permits for a received message (waiting, and not reading on, while there are
+    /// none) and hands it to the batcher. False when ingest should stop.
+    async fn received(
+        &mut self,
+        publish: Publish,
+        writer: &mut WriterHandle,
+        writer_done: &mut bool,
+    ) -> bool {
+        self.metrics.received.inc();
+        if self.deliveries.is_none() {
+            return true;
+        }
+        let charge = publish
+            .payload
+            .len()
+            .saturating_mul(MEMORY_PER_PAYLOAD_BYTE)
+            .saturating_add(256)
+            .min(self.max_inflight_bytes);
+        let permits = tokio::select! {
+            p = take_permits(self.messages.clone(), self.bytes.clone(), charge) => match p {
+                Some(p) => p,
+                None => return false,
+            },
+            res = &mut *writer, if !*writer_done => {
+                *writer_done = true;
                 if let Err(e) = res {
                     tracing::error!(error = %e, "ingest writer failed");
                 }
+                return true;
             }
-            ticket = acks_rx.recv(), if acks_open => match ticket {
-                Some(first) => {
-                    // Take every ticket waiting, not one per turn of this loop.
-                    let mut next = Some(first);
-                    while let Some(t) = next {
-                        if t.epoch == epoch {
-                            pending_acks.push_back(ack_for(t));
-                        } else {
-                            metrics.stale_acks_skipped.inc();
-                        }
-                        next = acks_rx.try_recv().ok();
-                    }
-                }
-                None => acks_open = false,
-            },
-            event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    epoch += 1;
-                    // Acks owed on the previous connection are void: with a session the broker
-                    // redelivers those messages, and the copies are acknowledged instead.
-                    metrics.stale_acks_skipped.inc_by(pending_acks.len() as u64);
-                    pending_acks.clear();
-                    metrics.mqtt_connected.set(1);
-                    metrics.mqtt_connects.inc();
-                    backoff = Duration::from_millis(100);
-                    if !ack.session_present {
-                        metrics.mqtt_session_lost.inc();
-                    }
-                    tracing::info!(epoch, session_present = ack.session_present, "connected to broker");
-                    // Subscribing again is harmless with a session and required without one.
-                    // Sent from a task: this loop must keep polling for the request to go out.
-                    let client = client.clone();
-                    let filters: Vec<Filter> = filters
-                        .iter()
-                        .map(|f| Filter {
-                            retain_forward_rule: RetainForwardRule::Never,
-                            ..Filter::new(f.clone(), QoS::AtLeastOnce)
-                        })
-                        .collect();
-                    tokio::spawn(async move {
-                        if let Err(e) = client.subscribe_many(filters).await {
-                            tracing::error!(error = %e, "cannot send subscription");
-                        }
-                    });
-                }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    for code in &ack.return_codes {
-                        if !matches!(code, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)) {
-                            tracing::error!(?code, "broker refused a subscription");
-                        }
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    metrics.received.inc();
-                    let Some(tx) = &deliveries_tx else { continue };
-                    // No permit: stop reading until the writer releases one (TCP back-pressure).
-                    let permit = tokio::select! {
-                        p = permits.clone().acquire_owned() => match p {
-                            Ok(p) => p,
-                            Err(_) => break,
-                        },
-                        res = &mut writer, if !writer_done => {
-                            writer_done = true;
-                            if let Err(e) = res {
-                                tracing::error!(error = %e, "ingest writer failed");
-                            }
-                            continue;
-                        }
-                    };
-                    metrics.inflight.inc();
-                    let received = Received { publish, epoch, received: Instant::now(), permit };
-                    if tx.send(received).await.is_err() {
-                        deliveries_tx = None;
-                    }
-                }
-                Ok(Event::Incoming(Packet::Disconnect(d))) => {
-                    tracing::warn!(reason = ?d.reason_code, "broker disconnected us");
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    metrics.mqtt_connected.set(0);
-                    if writer_done {
-                        break;
-                    }
-                    tracing::warn!(error = %e, retry_in = ?backoff, "broker connection failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed(), if deliveries_tx.is_some() => { deliveries_tx = None; }
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        };
+        self.metrics.inflight.inc();
+        self.metrics.inflight_bytes.inc_by(charge as i64);
+        let received = Received {
+            publish,
+            epoch: self.epoch,
+            received: Instant::now(),
+            permits,
+        };
+        if let Some(tx) = &self.deliveries {
+            if tx.send(received).await.is_err() {
+                self.deliveries = None;
             }
         }
+        true
     }
-    // The writer is done and its acks are queued in rumqttc: send them, then disconnect,
-    // keeping the session.
-    let _ = batcher.await;
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Ok(event) = eventloop.poll().await {
-            if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = event {
-                break;
-            }
+
+    async fn connection_failed(&mut self, e: rumqttc::v5::ConnectionError) {
+        tracing::warn!(error = %e, retry_in = ?self.backoff, "broker connection failed");
+        tokio::select! {
+            _ = tokio::time::sleep(self.backoff) => {}
+            _ = self.shutdown.changed(), if self.deliveries.is_some() => { self.deliveries = None; }
         }
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One message permit and `bytes` byte permits (held by the message until it is
+/// acknowledged). None when the semaphores are closed.
+async fn take_permits(
+    messages: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    charge: usize,
+) -> Option<Permits> {
+    let message = messages.acquire_owned().await.ok()?;
+    let n = u32::try_from(charge).unwrap_or(u32::MAX);
+    let bytes = bytes.acquire_many_owned(n).await.ok()?;
+    Some(Permits {
+        _message: message,
+        _bytes: bytes,
+        charge,
     })
-    .await;
-    metrics.mqtt_connected.set(0);
-    Ok(())
 }
 
 /// rumqttc builds a PUBACK from a publish's packet id and QoS; nothing else is needed.
@@ -282,46 +412,36 @@ fn parse(r: Received, limits: &Limits) -> Delivery {
         publish,
         epoch,
         received,
-        permit,
+        permits,
     } = r;
     let received_at = Utc::now();
-    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-    let (item, values) = if publish.retain {
-        (BatchItem::Ignored, 0)
-    } else {
-        match wire::parse_message(&topic, &publish.payload, received_at, limits) {
-            Ok(message) => {
-                let values = message.value_count();
-                (
-                    BatchItem::Message {
-                        message,
-                        received_at,
-                    },
-                    values,
-                )
-            }
-            Err(reject) => (
-                BatchItem::DeadLetter {
-                    letter: DeadLetter {
-                        topic,
-                        payload: publish.payload.clone(),
-                        reason: reject.reason.as_str().to_owned(),
-                        detail: reject.detail,
-                    },
-                    received_at,
-                },
-                1,
-            ),
-        }
-    };
-    Delivery {
+    let mut delivery = Delivery {
+        item: BatchItem::Ignored,
+        values: 0,
         publish,
         epoch,
         received,
-        item,
-        values,
-        _permit: permit,
+        _permits: permits,
+    };
+    // Retained messages (and a retained message being cleared) are not part of the stream.
+    if delivery.publish.retain {
+        return delivery;
     }
+    let topic = String::from_utf8_lossy(&delivery.publish.topic);
+    match wire::parse_message(&topic, &delivery.publish.payload, received_at, limits) {
+        Ok(message) => {
+            delivery.values = message.value_count();
+            delivery.item = BatchItem::Message {
+                message,
+                received_at,
+            };
+        }
+        Err(reject) => {
+            delivery.values = 1;
+            delivery.item = delivery.dead_letter(reject.reason.as_str(), reject.detail);
+        }
+    }
+    delivery
 }
 
 /// Parses what the MQTT task received (on its own task, so parsing runs beside MQTT I/O)
@@ -374,20 +494,24 @@ async fn run_writer(
 ) {
     // `writers` transactions at once; twice as many batches in the pipeline, so the next
     // ones resolve ids and encode rows while the database works on the current ones.
-    let gate = Arc::new(Semaphore::new(writers));
+    let writer = Arc::new(Writer {
+        store,
+        metrics: metrics.clone(),
+        method,
+        gate: Semaphore::new(writers),
+        shutdown,
+    });
     let write = |mut batch: Vec<Delivery>| {
-        let (store, metrics, shutdown) = (store.clone(), metrics.clone(), shutdown.clone());
-        let gate = gate.clone();
+        let writer = writer.clone();
         async move {
             let started = Instant::now();
             // The parsed items move out to be written (copying them cost more than encoding
             // their rows); the deliveries stay for the acks.
-            let items: Vec<BatchItem> = batch
+            let mut items: Vec<BatchItem> = batch
                 .iter_mut()
                 .map(|d| std::mem::replace(&mut d.item, BatchItem::Ignored))
                 .collect();
-            let result =
-                write_with_retry(&store, &batch, &items, method, &metrics, &shutdown, &gate).await;
+            let result = writer.write(&batch, &mut items).await;
             (batch, items, result, started.elapsed())
         }
     };
@@ -415,6 +539,7 @@ async fn run_writer(
                     outcome: outcome.as_str(),
                 })
                 .inc();
+            // Every dead letter: rejected by the contract, by a bound, or by the database.
             if let BatchItem::DeadLetter { letter, .. } = item {
                 metrics
                     .dead_letters
@@ -432,116 +557,135 @@ async fn run_writer(
                 .ack_lag_seconds
                 .observe(delivery.received.elapsed().as_secs_f64());
             metrics.inflight.dec();
+            metrics
+                .inflight_bytes
+                .dec_by(delivery._permits.charge as i64);
         }
         true
     };
     pipeline::in_order(rx, 2 * writers, write, release).await;
 }
 
-/// Commits the batch, retrying transient failures with backoff. When the database refuses
-/// the data itself, items are written one at a time and the one it refuses becomes a dead
-/// letter, so one bad message cannot stall the stream. `None` if shutdown came first.
-async fn write_with_retry(
-    store: &Store,
-    batch: &[Delivery],
-    items: &[BatchItem],
+/// Commits batches: admission (ids, bounds on distinct signals), then the write, each retried
+/// on transient failures with backoff. When the database refuses the data itself, items are
+/// written one at a time and the one it refuses becomes a dead letter (`storage_rejected`), so
+/// one bad message cannot stall the stream.
+struct Writer {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
     method: WriteMethod,
-    metrics: &Metrics,
-    shutdown: &watch::Receiver<bool>,
-    gate: &Semaphore,
-) -> Option<BatchResult> {
-    match write_transient_retry(store, items, method, metrics, shutdown, gate).await? {
-        Ok(result) => Some(result),
-        Err(e) => {
-            tracing::warn!(error = %e, messages = items.len(), "batch refused; writing one by one");
-            let mut total = BatchResult::default();
-            for (delivery, item) in batch.iter().zip(items) {
-                let single = match write_transient_retry(
-                    store,
-                    std::slice::from_ref(item),
-                    method,
-                    metrics,
-                    shutdown,
-                    gate,
-                )
-                .await?
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "message refused by the database; dead-lettered");
-                        let letter = BatchItem::DeadLetter {
-                            letter: DeadLetter {
-                                topic: String::from_utf8_lossy(&delivery.publish.topic)
-                                    .into_owned(),
-                                payload: delivery.publish.payload.clone(),
-                                reason: "storage_rejected".into(),
-                                detail: e.to_string(),
-                            },
-                            received_at: Utc::now(),
-                        };
-                        loop {
-                            match write_transient_retry(
-                                store,
-                                std::slice::from_ref(&letter),
-                                method,
-                                metrics,
-                                shutdown,
-                                gate,
-                            )
-                            .await?
-                            {
-                                Ok(r) => break r,
-                                Err(e) => {
-                                    tracing::error!(error = %e, "cannot store dead letter; retrying");
-                                    tokio::time::sleep(Duration::from_secs(1)).await;
-                                }
-                            }
+    /// `writers` permits: batch transactions at once.
+    gate: Semaphore,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Writer {
+    /// Writes `items` (one per delivery of `batch`; refused ones are replaced by their dead
+    /// letters in place). `None` if shutdown came first.
+    async fn write(&self, batch: &[Delivery], items: &mut [BatchItem]) -> Option<BatchResult> {
+        match self.admit_and_write(batch, items).await? {
+            Ok(result) => Some(result),
+            Err(e) => {
+                tracing::warn!(error = %e, messages = items.len(), "batch refused; writing one by one");
+                let mut total = BatchResult::default();
+                for (delivery, item) in batch.iter().zip(items.iter_mut()) {
+                    let single = std::slice::from_ref(delivery);
+                    let part = match self
+                        .admit_and_write(single, std::slice::from_mut(item))
+                        .await?
+                    {
+                        Ok(part) => part,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "message refused by the database; dead-lettered");
+                            *item = delivery.dead_letter("storage_rejected", e.to_string());
+                            self.write_dead_letter(item).await?
                         }
-                    }
-                };
-                total.outcomes.extend(single.outcomes);
-                total.values_stored += single.values_stored;
-                total.samples_stored += single.samples_stored;
-                total.dtc_reports_stored += single.dtc_reports_stored;
-                total.dead_letters += single.dead_letters;
-                total.stages.extend(single.stages);
+                    };
+                    total.absorb(part);
+                }
+                Some(total)
             }
-            Some(total)
+        }
+    }
+
+    /// Admits the items (a message over a bound becomes its dead letter) and writes them.
+    async fn admit_and_write(
+        &self,
+        batch: &[Delivery],
+        items: &mut [BatchItem],
+    ) -> Option<Result<BatchResult, StoreError>> {
+        let admission = match self.retry(|| self.store.admit(items)).await? {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        };
+        replace_refused(batch, items, &admission.refused);
+        let items = &*items;
+        self.retry(|| {
+            self.store
+                .write_admitted(items, &admission, self.method, Some(&self.gate))
+        })
+        .await
+    }
+
+    /// A dead letter must be stored before its message is acknowledged: retried until it is.
+    async fn write_dead_letter(&self, item: &BatchItem) -> Option<BatchResult> {
+        let items = std::slice::from_ref(item);
+        let admission = Admission::default();
+        loop {
+            match self
+                .retry(|| {
+                    self.store
+                        .write_admitted(items, &admission, self.method, Some(&self.gate))
+                })
+                .await?
+            {
+                Ok(r) => return Some(r),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store dead letter; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Runs `op` until it succeeds or fails for good. `None`: shutdown while waiting;
+    /// `Some(Err)`: an error that would come again.
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Option<Result<T, StoreError>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match op().await {
+                Ok(r) => return Some(Ok(r)),
+                Err(e) if e.is_transient() => {
+                    self.metrics.db_write_errors.inc();
+                    tracing::warn!(error = %e, retry_in = ?backoff, "batch write failed; retrying");
+                    if *self.shutdown.borrow() {
+                        return None;
+                    }
+                    let mut shutdown = self.shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return None,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    self.metrics.db_write_errors.inc();
+                    return Some(Err(e));
+                }
+            }
         }
     }
 }
 
-/// `None`: shutdown while waiting; `Some(Err)`: a non-transient error.
-async fn write_transient_retry(
-    store: &Store,
-    items: &[BatchItem],
-    method: WriteMethod,
-    metrics: &Metrics,
-    shutdown: &watch::Receiver<bool>,
-    gate: &Semaphore,
-) -> Option<Result<BatchResult, crate::store::StoreError>> {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match store.write_batch_gated(items, method, Some(gate)).await {
-            Ok(r) => return Some(Ok(r)),
-            Err(e) if e.is_transient() => {
-                metrics.db_write_errors.inc();
-                tracing::warn!(error = %e, retry_in = ?backoff, "batch write failed; retrying");
-                let stopping = *shutdown.borrow();
-                if stopping {
-                    return None;
-                }
-                let mut shutdown = shutdown.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return None,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                metrics.db_write_errors.inc();
-                return Some(Err(e));
-            }
+/// Turns the messages admission refused into their dead letters.
+fn replace_refused(batch: &[Delivery], items: &mut [BatchItem], refused: &[(usize, Reject)]) {
+    for (i, reject) in refused {
+        if let (Some(item), Some(delivery)) = (items.get_mut(*i), batch.get(*i)) {
+            *item = delivery.dead_letter(reject.reason.as_str(), reject.detail.clone());
         }
     }
 }

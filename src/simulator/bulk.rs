@@ -169,6 +169,15 @@ async fn run_fast(
     let vins: Vec<&str> = profiles.iter().map(|(v, _)| v.as_str()).collect();
     let vehicle_ids = Arc::new(store.vehicle_ids(&vins).await?);
     drop(profiles);
+    // Time partitions for the whole history (plain PostgreSQL), with room for clock skew.
+    let margin = chrono::Duration::days(2);
+    crate::store::retention::ensure_partitions_between(
+        store.pool(),
+        store.flavor(),
+        config.start - margin,
+        config.start + chrono::Duration::days(i64::from(config.days)) + margin,
+    )
+    .await?;
     progress.count_vehicles(config.vehicles as u64);
 
     let range_vehicles = config.vehicles.div_ceil(8).clamp(1, RANGE_VEHICLES);
@@ -209,7 +218,6 @@ async fn run_fast(
                     &vehicle_ids,
                     &mut signal_ids,
                     |names| runtime.block_on(store.signal_ids(names)),
-                    store.flavor().writes_rollup(),
                 );
                 let failed = range.is_err();
                 if tx.blocking_send((i, range)).is_err() || failed {
@@ -229,7 +237,7 @@ async fn run_fast(
     let mut ledgers_conn = store.load_connection().await?;
     let values_writer = tokio::spawn(async move {
         while let Some(data) = values_rx.recv().await {
-            values_conn.write_telemetry(&data).await?;
+            values_conn.write_samples(&data).await?;
         }
         values_conn.close().await
     });
@@ -274,7 +282,7 @@ async fn run_fast(
             truth.failures.append(&mut t.failures);
             truth.preventive.append(&mut t.preventive);
             truth.degraded.append(&mut t.degraded);
-            if values_tx.send(encoded.telemetry).await.is_err()
+            if values_tx.send(encoded.samples).await.is_err()
                 || ledgers_tx.send((encoded.ledgers, records)).await.is_err()
             {
                 // A writer failed; its error is reported below.
@@ -305,8 +313,8 @@ async fn run_fast(
     let elapsed = started.elapsed();
     progress.finish("settling the daily rollup");
     let rollup_started = Instant::now();
-    // Rollup rows went in with the ranges; on TimescaleDB the continuous aggregate is
-    // refreshed over the loaded history here.
+    // Rollup rows went in with the ranges; deltas of anything else written meanwhile are
+    // folded here.
     store.settle_rollup().await?;
     Ok(BulkReport {
         path: BulkPath::Fast,
@@ -348,7 +356,6 @@ fn generate_range(
     vehicle_ids: &IdMap,
     signal_ids: &mut IdMap,
     resolve: impl Fn(&[&str]) -> Result<IdMap, StoreError>,
-    with_rollup: bool,
 ) -> Result<Range, StoreError> {
     let n = vehicles.len();
     let out = engine::simulate_range(config, weather, vehicles);
@@ -370,7 +377,7 @@ fn generate_range(
         missing.dedup();
         signal_ids.extend(resolve(&missing)?);
     }
-    let encoded = encode_range(&items, vehicle_ids, signal_ids, with_rollup)?;
+    let encoded = encode_range(&items, vehicle_ids, signal_ids)?;
     Ok(Range {
         encoded,
         records: out.records,

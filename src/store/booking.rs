@@ -450,9 +450,7 @@ async fn finish(
             "INSERT INTO service_records (vehicle_id, source, external_id, performed_at, odometer_km,
                                           workshop, component, kind, job)
              SELECT b.vehicle_id, 'aftercare', 'booking-' || b.id, now(),
-                    (SELECT t.value FROM telemetry t JOIN signals s ON s.id = t.signal_id
-                     WHERE t.vehicle_id = b.vehicle_id AND s.name = $3
-                     ORDER BY t.ts DESC LIMIT 1),
+                    signal_latest(b.vehicle_id, $3),
                     w.code, j.component, $2, j.code
              FROM bookings b JOIN workshops w ON w.id = b.workshop_id JOIN jobs j ON j.code = b.job_code
              WHERE b.id = $1

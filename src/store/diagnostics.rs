@@ -1,12 +1,11 @@
 //! The diagnostics half of a batch write. The report ledger (`dtc_reports`) decides which
 //! DTC reports are new; only their entries go into `dtc_events`, and each (vehicle, code)
 //! lifecycle is merged order-independently. Fast and careful like the telemetry half
-//! (`store::telemetry`): plain binary COPY when every report is new, `ON CONFLICT DO NOTHING
+//! (`store::samples`): plain binary COPY when every report is new, `ON CONFLICT DO NOTHING
 //! RETURNING` otherwise. Rows go in sorted by key.
 
+use super::batch::{copy_in, BatchItem, KeySet, Outcome, SampleKey};
 use super::copy::CopyEncoder;
-use super::telemetry::{KeySet, SampleKey};
-use super::writer::{BatchItem, Outcome};
 use super::IdMap;
 use super::StoreError;
 use crate::wire::{DtcCode, DtcReport, Message};
@@ -93,9 +92,16 @@ impl<'a> DiagnosticsPlan<'a> {
         self.entries.is_empty()
     }
 
+    /// The earliest and latest report time, for partitions that must exist.
+    pub(super) fn time_range(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let mut times = self.entries.iter().map(|e| e.0 .2);
+        let first = times.next()?;
+        Some(times.fold((first, first), |(lo, hi), t| (lo.min(t), hi.max(t))))
+    }
+
     /// The fast way: every report must be new, or this fails with a unique violation.
     pub(super) async fn write_fast(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
-        super::telemetry::copy_in(
+        copy_in(
             tx,
             "COPY dtc_reports (vehicle_id, seq, ts, received_at, source, mil, n_dtcs)
              FROM STDIN (FORMAT binary)",
@@ -103,7 +109,7 @@ impl<'a> DiagnosticsPlan<'a> {
         )
         .await?;
         if !self.all_new.accepted.is_empty() {
-            super::telemetry::copy_in(
+            copy_in(
                 tx,
                 "COPY dtc_events (vehicle_id, ts, seq, code, status, spn, fmi, oc, sa, source)
                  FROM STDIN (FORMAT binary)",

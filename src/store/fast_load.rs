@@ -1,20 +1,19 @@
 //! Fresh history in bulk: years of messages for vehicles the database holds nothing for yet.
-//! The ledgers' job (which copy of a message is the first) is done here in memory, for one
-//! range of vehicles at a time, with the same rules as the ingest writer: the first copy of a
-//! sample or report key is stored with its arrival time, later copies are duplicates, the
-//! first value of a (vehicle, signal, ts) wins, lifecycles merge order-independently and the
-//! daily rollup is what folding the stored values would give. Every table then gets plain
-//! binary COPY in key order, ledgers included, so live ingest can continue from the result.
-//! With vehicle ids rising range by range, every index grows at its right edge.
+//! The keys' job (which copy of a message is the first) is done here in memory, for one range
+//! of vehicles at a time, with the same rules as the ingest writer: the first copy of a sample
+//! or report key is stored with its arrival time, later copies are duplicates, lifecycles merge
+//! order-independently and the daily rollup is what folding the stored values would give.
+//! Every table then gets plain binary COPY in key order, so live ingest can continue from the
+//! result. With vehicle ids rising range by range, every index grows at its right edge.
 //!
 //! Only for vehicles without stored history ([`Store::holds_history_for`]): a key that is
 //! already taken fails the COPY, and the caller should have used the exactly-once path.
 
-use super::copy::{CopyEncoder, TelemetryCopyEncoder};
+use super::batch::{copy_in, BatchItem, DeadLetter, SampleKey};
+use super::copy::{CopyEncoder, SampleCopyEncoder, SAMPLE_COPY};
 use super::diagnostics::{encode_events, encode_report, event_rows, Lifecycle};
-use super::rollup::RollupDelta;
-use super::telemetry::{copy_in, SampleKey, ValueRow};
-use super::writer::{insert_dead_letters, mark_for_scoring, BatchItem, DeadLetter};
+use super::rollup::DeltaBuilder;
+use super::writer::{insert_dead_letters, mark_for_scoring};
 use super::IdMap;
 use super::{Store, StoreError};
 use crate::wire::{DtcReport, Message};
@@ -35,23 +34,23 @@ pub struct LoadCounts {
     pub dtc_reports: u64,
 }
 
-/// Everything but the telemetry values of one range, encoded for COPY.
+/// Everything but the samples of one range, encoded for COPY.
 pub struct LedgerPart {
-    samples: Vec<u8>,
     dtc_reports: Vec<u8>,
     dtc_events: Vec<u8>,
     dtcs: Vec<u8>,
-    /// None where the service does not maintain the rollup (a continuous aggregate does).
-    signal_daily: Option<Vec<u8>>,
+    signal_daily: Vec<u8>,
+    /// (vehicle, signal) pairs the range sent.
+    vehicle_signals: (Vec<i32>, Vec<i32>),
     dead_letters: Vec<(DeadLetter, DateTime<Utc>)>,
     /// Vehicles with stored data, for the scoring worker.
     touched: BTreeSet<i32>,
 }
 
-/// One range of vehicles, encoded: the values (the biggest table, written on a connection of
+/// One range of vehicles, encoded: the samples (the biggest table, written on a connection of
 /// its own) and the rest.
 pub struct EncodedRange {
-    pub telemetry: Vec<u8>,
+    pub samples: Vec<u8>,
     pub ledgers: LedgerPart,
     pub counts: LoadCounts,
 }
@@ -62,7 +61,6 @@ pub fn encode_range(
     items: &[BatchItem],
     vehicle_ids: &IdMap,
     signal_ids: &IdMap,
-    with_rollup: bool,
 ) -> Result<EncodedRange, StoreError> {
     let mut counts = LoadCounts::default();
     let vehicle = |vin: &str| {
@@ -71,10 +69,9 @@ pub fn encode_range(
             .copied()
             .ok_or_else(|| StoreError::BulkLoad(format!("no vehicle id for {vin}")))
     };
-    // Key -> (received_at, n_values) of the first copy.
-    let mut ledger: BTreeMap<SampleKey, (DateTime<Utc>, i32)> = BTreeMap::new();
-    // Values in arrival order; sorted stably below, so the first of equal keys stays first.
-    let mut values: Vec<ValueRow> = Vec::new();
+    // (vehicle, ts, seq) -> the first copy: arrival, signal ids ascending with their values.
+    type Row = (DateTime<Utc>, Vec<i32>, Vec<f64>);
+    let mut rows: BTreeMap<(i32, DateTime<Utc>, i64), Row> = BTreeMap::new();
     let mut reports: BTreeMap<SampleKey, (DateTime<Utc>, &DtcReport)> = BTreeMap::new();
     let mut dead_letters = Vec::new();
     let mut touched = BTreeSet::new();
@@ -87,24 +84,22 @@ pub fn encode_range(
                 let vehicle_id = vehicle(vin.as_str())?;
                 let mut any_new = false;
                 for s in samples {
-                    let Entry::Vacant(slot) = ledger.entry((vehicle_id, s.seq, s.ts)) else {
+                    let Entry::Vacant(slot) = rows.entry((vehicle_id, s.ts, s.seq)) else {
                         continue;
                     };
-                    slot.insert((*received_at, s.values.len() as i32));
-                    any_new = true;
-                    counts.samples += 1;
+                    let mut pairs = Vec::with_capacity(s.values.len());
                     for (name, value) in &s.values {
                         let signal_id =
                             signal_ids.get(name.as_str()).copied().ok_or_else(|| {
                                 StoreError::BulkLoad(format!("no signal id for {name}"))
                             })?;
-                        values.push(ValueRow {
-                            vehicle_id,
-                            signal_id,
-                            ts: s.ts,
-                            value: *value,
-                        });
+                        pairs.push((signal_id, *value));
                     }
+                    pairs.sort_unstable_by_key(|p| p.0);
+                    let (ids, values): (Vec<i32>, Vec<f64>) = pairs.into_iter().unzip();
+                    slot.insert((*received_at, ids, values));
+                    any_new = true;
+                    counts.samples += 1;
                 }
                 if any_new {
                     counts.messages_stored += 1;
@@ -138,23 +133,16 @@ pub fn encode_range(
             BatchItem::Ignored => {}
         }
     }
-    values.sort_by_key(|r| (r.vehicle_id, r.signal_id, r.ts));
-    values.dedup_by_key(|r| (r.vehicle_id, r.signal_id, r.ts));
-    counts.values = values.len() as u64;
     counts.dtc_reports = reports.len() as u64;
-
-    let mut telemetry = TelemetryCopyEncoder::with_capacity(values.len());
-    for r in &values {
-        telemetry.push(r.vehicle_id, r.signal_id, r.ts, r.value);
-    }
-    let mut samples = CopyEncoder::with_capacity(ledger.len() * 48);
-    for ((vehicle_id, seq, ts), (received_at, n_values)) in &ledger {
-        samples.row(5);
-        samples.int4(*vehicle_id);
-        samples.int8(*seq);
-        samples.timestamptz(*ts);
-        samples.timestamptz(*received_at);
-        samples.int4(*n_values);
+    let mut delta = DeltaBuilder::default();
+    let mut pairs: BTreeSet<(i32, i32)> = BTreeSet::new();
+    let value_count: usize = rows.values().map(|r| r.1.len()).sum();
+    counts.values = value_count as u64;
+    let mut samples = SampleCopyEncoder::with_capacity(rows.len(), value_count);
+    for (&(vehicle_id, ts, seq), (received_at, ids, values)) in &rows {
+        samples.push(vehicle_id, ts, seq, *received_at, ids, values);
+        delta.add(vehicle_id, ts, ids, values);
+        pairs.extend(ids.iter().map(|&s| (vehicle_id, s)));
     }
     let mut report_rows = CopyEncoder::with_capacity(reports.len() * 64);
     let mut accepted = Vec::with_capacity(reports.len());
@@ -191,19 +179,16 @@ pub fn encode_range(
         dtcs.timestamptz(l.last_status_ts);
         dtcs.int4(l.reports);
     }
-    let signal_daily = with_rollup.then(|| {
-        let mut enc = CopyEncoder::with_capacity(values.len() * 70);
-        RollupDelta::from_sorted(&values).encode_daily_rows(&mut enc);
-        enc.finish()
-    });
+    let mut signal_daily = CopyEncoder::with_capacity(rows.len() * 20);
+    delta.finish().encode_daily_rows(&mut signal_daily);
     Ok(EncodedRange {
-        telemetry: telemetry.finish(),
+        samples: samples.finish(),
         ledgers: LedgerPart {
-            samples: samples.finish(),
             dtc_reports: report_rows.finish(),
             dtc_events: event_copy.finish(),
             dtcs: dtcs.finish(),
-            signal_daily,
+            signal_daily: signal_daily.finish(),
+            vehicle_signals: pairs.into_iter().unzip(),
             dead_letters,
             touched,
         },
@@ -211,33 +196,20 @@ pub fn encode_range(
     })
 }
 
-/// The statement that brings a continuous-aggregate rollup up to date over all stored time.
-/// It cannot run inside a transaction. A refresh policy only looks back a few weeks, so
-/// without this, history loaded in bulk would stay out of the materialized rollup.
-pub const REFRESH_ROLLUP_AGGREGATE: &str =
-    "CALL refresh_continuous_aggregate('signal_daily', NULL, NULL)";
-
 impl Store {
-    /// Whether any of `vins` already has stored history: samples, values, reports, DTC
-    /// lifecycles, rollup rows or service records.
+    /// Whether any of `vins` already has stored history: samples, reports, DTC lifecycles,
+    /// rollup rows or service records.
     pub async fn holds_history_for(&self, vins: &[String]) -> Result<bool, StoreError> {
-        let rollup = if self.flavor.writes_rollup() {
-            "OR EXISTS (SELECT 1 FROM signal_daily x WHERE x.vehicle_id = v.id)"
-        } else {
-            // A continuous aggregate only ever holds what telemetry holds.
-            ""
-        };
-        let held: bool = sqlx::query_scalar(&format!(
+        let held: bool = sqlx::query_scalar(
             "SELECT EXISTS (
                  SELECT 1 FROM vehicles v WHERE v.vin = ANY($1) AND (
-                     EXISTS (SELECT 1 FROM samples x WHERE x.vehicle_id = v.id)
-                     OR EXISTS (SELECT 1 FROM telemetry x WHERE x.vehicle_id = v.id)
+                     EXISTS (SELECT 1 FROM all_samples x WHERE x.vehicle_id = v.id)
                      OR EXISTS (SELECT 1 FROM dtc_reports x WHERE x.vehicle_id = v.id)
                      OR EXISTS (SELECT 1 FROM dtc_events x WHERE x.vehicle_id = v.id)
                      OR EXISTS (SELECT 1 FROM dtcs x WHERE x.vehicle_id = v.id)
                      OR EXISTS (SELECT 1 FROM service_records x WHERE x.vehicle_id = v.id)
-                     {rollup}))"
-        ))
+                     OR EXISTS (SELECT 1 FROM signal_daily x WHERE x.vehicle_id = v.id)))",
+        )
         .bind(vins)
         .fetch_one(&self.pool)
         .await?;
@@ -249,21 +221,9 @@ impl Store {
         self.resolve_vehicles(vins).await
     }
 
-    /// Signal name to id, creating the signals that do not exist yet.
-    pub async fn signal_ids(&self, names: &[&str]) -> Result<IdMap, StoreError> {
-        self.resolve_signals(names).await
-    }
-
-    /// Brings `signal_daily` up to date with everything stored: folds the pending deltas
-    /// where the service maintains it, refreshes the continuous aggregate otherwise.
+    /// Brings `signal_daily` up to date with everything stored: folds the pending deltas.
     pub async fn settle_rollup(&self) -> Result<(), StoreError> {
-        if self.flavor.writes_rollup() {
-            self.fold_rollup_all().await?;
-        } else {
-            sqlx::raw_sql(REFRESH_ROLLUP_AGGREGATE)
-                .execute(&self.pool)
-                .await?;
-        }
+        self.fold_rollup_all().await?;
         Ok(())
     }
 
@@ -284,51 +244,50 @@ pub struct LoadConnection {
 }
 
 impl LoadConnection {
-    pub async fn write_telemetry(&mut self, data: &[u8]) -> Result<(), StoreError> {
+    pub async fn write_samples(&mut self, data: &[u8]) -> Result<(), StoreError> {
         let mut tx = self.conn.begin().await?;
-        copy_in(
-            &mut tx,
-            "COPY telemetry (vehicle_id, signal_id, ts, value) FROM STDIN (FORMAT binary)",
-            data,
-        )
-        .await?;
+        copy_in(&mut tx, SAMPLE_COPY, data).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Ledgers, DTC events and lifecycles, rollup rows, dead letters and score marks.
+    /// Report ledger, DTC events and lifecycles, rollup rows, which vehicle sends which
+    /// signals, dead letters and score marks.
     pub async fn write_ledgers(&mut self, part: &LedgerPart) -> Result<(), StoreError> {
         let mut tx = self.conn.begin().await?;
         for (statement, data) in [
             (
-                "COPY samples (vehicle_id, seq, ts, received_at, n_values) FROM STDIN (FORMAT binary)",
-                Some(&part.samples),
-            ),
-            (
                 "COPY dtc_reports (vehicle_id, seq, ts, received_at, source, mil, n_dtcs)
                  FROM STDIN (FORMAT binary)",
-                Some(&part.dtc_reports),
+                &part.dtc_reports,
             ),
             (
                 "COPY dtc_events (vehicle_id, ts, seq, code, status, spn, fmi, oc, sa, source)
                  FROM STDIN (FORMAT binary)",
-                Some(&part.dtc_events),
+                &part.dtc_events,
             ),
             (
                 "COPY dtcs (vehicle_id, code, spn, fmi, first_seen, last_seen, cleared_at,
                             last_status, last_status_ts, reports) FROM STDIN (FORMAT binary)",
-                Some(&part.dtcs),
+                &part.dtcs,
             ),
             (
                 "COPY signal_daily (vehicle_id, signal_id, day, n, min, max, sum, sumsq)
                  FROM STDIN (FORMAT binary)",
-                part.signal_daily.as_ref(),
+                &part.signal_daily,
             ),
         ] {
-            if let Some(data) = data {
-                copy_in(&mut tx, statement, data).await?;
-            }
+            copy_in(&mut tx, statement, data).await?;
         }
+        // A pair may exist without data (a batch admitted, then not written): no COPY.
+        sqlx::query(
+            "INSERT INTO vehicle_signals (vehicle_id, signal_id)
+             SELECT * FROM UNNEST($1::int4[], $2::int4[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&part.vehicle_signals.0)
+        .bind(&part.vehicle_signals.1)
+        .execute(&mut *tx)
+        .await?;
         if !part.dead_letters.is_empty() {
             // Not per vehicle, and few: merged into whatever the table holds, as ingest does.
             let letters: Vec<(&DeadLetter, DateTime<Utc>)> =

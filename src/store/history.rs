@@ -150,11 +150,12 @@ pub async fn load(
     }
     let partial: Vec<DailyRow> = if until > today {
         sqlx::query_as(
-            "SELECT vehicle_id, signal_id, $3::timestamptz, count(*), min(value), max(value),
-                    sum(value), sum(value * value)
-             FROM telemetry
-             WHERE vehicle_id = ANY($1) AND signal_id = ANY($2) AND ts >= $3 AND ts < $4
-             GROUP BY vehicle_id, signal_id",
+            "SELECT a.vehicle_id, u.signal_id, $3::timestamptz, count(*), min(u.value),
+                    max(u.value), sum(u.value), sum(u.value * u.value)
+             FROM all_samples a
+             CROSS JOIN LATERAL unnest(a.signal_ids, a.signal_values) AS u (signal_id, value)
+             WHERE a.vehicle_id = ANY($1) AND u.signal_id = ANY($2) AND a.ts >= $3 AND a.ts < $4
+             GROUP BY a.vehicle_id, u.signal_id",
         )
         .bind(vehicle_ids)
         .bind(&all_signals)

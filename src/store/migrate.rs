@@ -1,6 +1,8 @@
-//! Schema migrations, chosen by what the server offers: TimescaleDB hypertables when the
-//! extension is available, the continuous aggregate and policies when its Timescale-licensed
-//! build is loaded, and the plain-PostgreSQL rollup table otherwise.
+//! Schema migrations, for the flavour the database was created with: TimescaleDB hypertables
+//! when the server has the extension loaded (preloaded), compression and its policies when
+//! that build carries the Timescale licence, plain PostgreSQL with time partitions otherwise.
+//! The flavour is decided once, when the database is first migrated, recorded, and never
+//! switched under an existing database: a server that can no longer provide it is refused.
 
 use super::StoreError;
 use sha2::{Digest, Sha256};
@@ -9,41 +11,161 @@ use sqlx::{Connection, PgPool};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Plain,
-    /// Hypertables; `tsl` when compression, policies and continuous aggregates are available.
+    /// Hypertables; `tsl` when compression and background policies are available.
     Timescale {
         tsl: bool,
     },
 }
 
 impl Flavor {
-    /// Reads the flavor off a migrated database (what was actually applied, not what the
-    /// server could do now).
+    /// The flavour a migrated database was created with (recorded at its first migration;
+    /// read off the applied migrations for databases migrated by builds before the record).
     pub async fn detect(pool: &PgPool) -> Result<Flavor, StoreError> {
-        let (timescale, rollup_is_view): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
-                    COALESCE((SELECT relkind = 'v' FROM pg_class
-                              WHERE oid = to_regclass('signal_daily')), false)",
-        )
-        .fetch_one(pool)
-        .await?;
-        Ok(match (timescale, rollup_is_view) {
-            (false, _) => Flavor::Plain,
-            (true, tsl) => Flavor::Timescale { tsl },
+        let mut conn = pool.acquire().await?;
+        Ok(recorded(&mut conn).await?.unwrap_or(Flavor::Plain))
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Flavor::Plain => "plain",
+            Flavor::Timescale { tsl: false } => "timescale-apache",
+            Flavor::Timescale { tsl: true } => "timescale-tsl",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Flavor> {
+        Some(match s {
+            "plain" => Flavor::Plain,
+            "timescale-apache" => Flavor::Timescale { tsl: false },
+            "timescale-tsl" => Flavor::Timescale { tsl: true },
+            _ => return None,
         })
     }
 
-    /// Whether the ingest writer maintains `signal_daily` itself.
-    pub fn writes_rollup(self) -> bool {
-        !matches!(self, Flavor::Timescale { tsl: true })
+    pub fn is_timescale(self) -> bool {
+        matches!(self, Flavor::Timescale { .. })
     }
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the server offers now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCapabilities {
+    /// `timescaledb` among the server's available extensions.
+    pub timescale_available: bool,
+    /// ... and in `shared_preload_libraries`, which it must be to load at all: without it
+    /// `CREATE EXTENSION` ends the connection.
+    pub timescale_preloaded: bool,
+    /// `timescaledb.license` when the library is loaded (`apache` or `timescale`).
+    pub license: Option<String>,
+}
+
+impl ServerCapabilities {
+    pub async fn read(conn: &mut sqlx::PgConnection) -> Result<ServerCapabilities, StoreError> {
+        let (available, preload, license): (bool, String, Option<String>) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
+                    current_setting('shared_preload_libraries'),
+                    current_setting('timescaledb.license', true)",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(ServerCapabilities {
+            timescale_available: available,
+            timescale_preloaded: preloads_timescale(&preload),
+            license: license.filter(|l| !l.is_empty()),
+        })
+    }
+
+    /// The flavour a new database gets on this server, and why.
+    pub fn choose(&self) -> (Flavor, String) {
+        match (self.timescale_available, self.timescale_preloaded) {
+            (true, true) => {
+                let tsl = self.license.as_deref() == Some("timescale");
+                (
+                    Flavor::Timescale { tsl },
+                    format!(
+                        "TimescaleDB is installed and preloaded, licence {}",
+                        self.license
+                            .as_deref()
+                            .unwrap_or("unknown (taken as apache)")
+                    ),
+                )
+            }
+            (true, false) => (
+                Flavor::Plain,
+                "TimescaleDB is installed but not in shared_preload_libraries, so it cannot \
+                 load; using plain PostgreSQL (preload it and create the database afresh to \
+                 use TimescaleDB)"
+                    .into(),
+            ),
+            (false, _) => (
+                Flavor::Plain,
+                "TimescaleDB is not installed on this server".into(),
+            ),
+        }
+    }
+
+    /// Refuses a server that cannot run a database of `flavor`.
+    fn check(&self, flavor: Flavor) -> Result<(), StoreError> {
+        match flavor {
+            Flavor::Plain => Ok(()),
+            Flavor::Timescale { tsl } => {
+                if !(self.timescale_available && self.timescale_preloaded) {
+                    return Err(StoreError::Migrate(format!(
+                        "this database was created for TimescaleDB ({flavor}), but the server \
+                         does not have the extension loaded: add timescaledb to \
+                         shared_preload_libraries and restart PostgreSQL"
+                    )));
+                }
+                if tsl && self.license.as_deref() == Some("apache") {
+                    return Err(StoreError::Migrate(format!(
+                        "this database was created with TimescaleDB's Timescale-licensed build \
+                         ({flavor}: compression and policies), but the server runs the \
+                         apache-only build (timescaledb.license = apache)"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `shared_preload_libraries` names timescaledb (possibly with a path or among others).
+fn preloads_timescale(setting: &str) -> bool {
+    setting
+        .split(',')
+        .map(|l| l.trim().trim_matches('"'))
+        .any(|l| l == "timescaledb" || l.ends_with("/timescaledb"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applies {
     Always,
+    /// Plain PostgreSQL only.
+    Plain,
+    /// TimescaleDB, either licence.
     Timescale,
+    /// TimescaleDB with the Timescale licence.
     Tsl,
+    /// Plain PostgreSQL or apache-only TimescaleDB.
     NotTsl,
+}
+
+impl Applies {
+    fn to(self, flavor: Flavor) -> bool {
+        match self {
+            Applies::Always => true,
+            Applies::Plain => flavor == Flavor::Plain,
+            Applies::Timescale => flavor.is_timescale(),
+            Applies::Tsl => flavor == Flavor::Timescale { tsl: true },
+            Applies::NotTsl => flavor != Flavor::Timescale { tsl: true },
+        }
+    }
 }
 
 pub struct Migration {
@@ -114,6 +236,42 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Always,
         sql: include_str!("../../migrations/0021_booking.sql"),
     },
+    Migration {
+        version: 30,
+        name: "sample_rows",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0030_sample_rows.sql"),
+    },
+    Migration {
+        version: 31,
+        name: "samples_partitioned",
+        applies: Applies::Plain,
+        sql: include_str!("../../migrations/0031_samples.plain.sql"),
+    },
+    Migration {
+        version: 31,
+        name: "samples_hypertable",
+        applies: Applies::Timescale,
+        sql: include_str!("../../migrations/0031_samples.timescale.sql"),
+    },
+    Migration {
+        version: 32,
+        name: "compression_and_folded_rollup",
+        applies: Applies::Tsl,
+        sql: include_str!("../../migrations/0032_compression.tsl.sql"),
+    },
+    Migration {
+        version: 33,
+        name: "sample_reads",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0033_sample_reads.sql"),
+    },
+    Migration {
+        version: 34,
+        name: "storage_policy",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0034_storage_policy.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {
@@ -121,8 +279,8 @@ fn checksum(sql: &str) -> Vec<u8> {
 }
 
 /// Applies pending migrations under an advisory lock, so instances starting together do not
-/// race. Returns the flavor of the migrated database.
-pub async fn migrate(pool: &PgPool) -> Result<Flavor, StoreError> {
+/// race. Returns the flavour of the migrated database.
+pub async fn migrate_schema(pool: &PgPool) -> Result<Flavor, StoreError> {
     let mut conn = pool.acquire().await?;
     sqlx::query("SELECT pg_advisory_lock(hashtext('aftercare.migrate'))")
         .execute(&mut *conn)
@@ -131,18 +289,21 @@ pub async fn migrate(pool: &PgPool) -> Result<Flavor, StoreError> {
     sqlx::query("SELECT pg_advisory_unlock(hashtext('aftercare.migrate'))")
         .execute(&mut *conn)
         .await?;
-    result?;
-    drop(conn);
-    Flavor::detect(pool).await
+    result
 }
 
-async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Flavor, StoreError> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS aftercare_migrations (
              version    integer PRIMARY KEY,
              name       text NOT NULL,
              checksum   bytea NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now())",
+             applied_at timestamptz NOT NULL DEFAULT now());
+         CREATE TABLE IF NOT EXISTS aftercare_flavor (
+             id         boolean PRIMARY KEY DEFAULT true CHECK (id),
+             flavor     text NOT NULL,
+             reason     text NOT NULL,
+             decided_at timestamptz NOT NULL DEFAULT now())",
     )
     .execute(&mut *conn)
     .await?;
@@ -150,33 +311,38 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> 
         sqlx::query_as("SELECT version, name, checksum FROM aftercare_migrations ORDER BY version")
             .fetch_all(&mut *conn)
             .await?;
-    let timescale_available: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    // Decided once, by the first migration run: an existing plain database stays plain.
-    let timescale = match applied.iter().find(|(v, ..)| *v == 1) {
-        Some(_) => applied.iter().any(|(v, ..)| *v == 2),
-        None => timescale_available,
-    };
-    for m in MIGRATIONS {
-        let wanted = match m.applies {
-            Applies::Always => true,
-            Applies::Timescale => timescale,
-            Applies::Tsl | Applies::NotTsl => {
-                let tsl = timescale && tsl_loaded(conn).await?;
-                (m.applies == Applies::Tsl) == tsl
-            }
-        };
-        if !wanted {
-            continue;
+    let server = ServerCapabilities::read(conn).await?;
+    let flavor = match recorded(conn).await? {
+        Some(flavor) => {
+            server.check(flavor)?;
+            flavor
         }
+        None => {
+            let server = if server.timescale_available && server.timescale_preloaded {
+                // The licence is known once the extension is loaded into this database.
+                sqlx::query("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                    .execute(&mut *conn)
+                    .await?;
+                ServerCapabilities::read(conn).await?
+            } else {
+                server
+            };
+            let (flavor, reason) = server.choose();
+            tracing::info!(%flavor, reason, "database flavour chosen");
+            sqlx::query("INSERT INTO aftercare_flavor (flavor, reason) VALUES ($1, $2)")
+                .bind(flavor.as_str())
+                .bind(&reason)
+                .execute(&mut *conn)
+                .await?;
+            flavor
+        }
+    };
+    for m in MIGRATIONS.iter().filter(|m| m.applies.to(flavor)) {
         if let Some((_, name, sum)) = applied.iter().find(|(v, ..)| *v == m.version) {
             if name != m.name {
                 return Err(StoreError::Migrate(format!(
-                    "version {} was applied as {name:?}, this build would apply {:?}; \
-                     the database's TimescaleDB flavor changed since it was created",
+                    "version {} was applied as {name:?}, this build would apply {:?} for a \
+                     {flavor} database: the database is not of the flavour recorded for it",
                     m.version, m.name
                 )));
             }
@@ -203,13 +369,122 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> 
         .await?;
         tx.commit().await?;
     }
-    Ok(())
+    Ok(flavor)
 }
 
-async fn tsl_loaded(conn: &mut sqlx::PgConnection) -> Result<bool, StoreError> {
-    let license: Option<String> =
-        sqlx::query_scalar("SELECT current_setting('timescaledb.license', true)")
+/// The recorded flavour; for databases migrated before it was recorded, what their applied
+/// migrations say (and it is recorded then). None for a database not migrated yet, or one
+/// that has only the flavour-independent first migration (a run that failed right after it).
+async fn recorded(conn: &mut sqlx::PgConnection) -> Result<Option<Flavor>, StoreError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('aftercare_flavor') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if exists {
+        let row: Option<String> = sqlx::query_scalar("SELECT flavor FROM aftercare_flavor")
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(name) = row {
+            return Flavor::parse(&name).map(Some).ok_or_else(|| {
+                StoreError::Migrate(format!("unknown recorded database flavour {name:?}"))
+            });
+        }
+    }
+    let migrated: bool =
+        sqlx::query_scalar("SELECT to_regclass('aftercare_migrations') IS NOT NULL")
             .fetch_one(&mut *conn)
             .await?;
-    Ok(license.as_deref() == Some("timescale"))
+    if !migrated {
+        return Ok(None);
+    }
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM aftercare_migrations WHERE version IN (2, 3) ORDER BY version",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let inferred = match names.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => return Ok(None),
+        ["hypertables", "rollup_continuous_aggregate"] => Flavor::Timescale { tsl: true },
+        ["hypertables", ..] => Flavor::Timescale { tsl: false },
+        _ => Flavor::Plain,
+    };
+    if exists {
+        sqlx::query("INSERT INTO aftercare_flavor (flavor, reason) VALUES ($1, $2)")
+            .bind(inferred.as_str())
+            .bind("read off the migrations an earlier build applied")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Some(inferred))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preload_setting_is_read_as_a_list() {
+        assert!(preloads_timescale("timescaledb"));
+        assert!(preloads_timescale("pg_stat_statements, timescaledb"));
+        assert!(preloads_timescale(
+            "'$libdir/timescaledb'".trim_matches('\'')
+        ));
+        assert!(!preloads_timescale(""));
+        assert!(!preloads_timescale("timescaledb_toolkit"));
+    }
+
+    fn server(available: bool, preloaded: bool, license: Option<&str>) -> ServerCapabilities {
+        ServerCapabilities {
+            timescale_available: available,
+            timescale_preloaded: preloaded,
+            license: license.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_new_database_takes_timescale_only_when_it_can_load() {
+        assert_eq!(server(false, false, None).choose().0, Flavor::Plain);
+        // Installed but not preloaded: CREATE EXTENSION would end the connection.
+        assert_eq!(server(true, false, None).choose().0, Flavor::Plain);
+        assert_eq!(
+            server(true, true, Some("apache")).choose().0,
+            Flavor::Timescale { tsl: false }
+        );
+        assert_eq!(
+            server(true, true, Some("timescale")).choose().0,
+            Flavor::Timescale { tsl: true }
+        );
+    }
+
+    #[test]
+    fn a_recorded_flavour_is_never_switched() {
+        let tsl = Flavor::Timescale { tsl: true };
+        assert!(server(true, true, Some("timescale")).check(tsl).is_ok());
+        assert!(server(true, false, None).check(tsl).is_err());
+        assert!(server(false, false, None).check(tsl).is_err());
+        assert!(server(true, true, Some("apache")).check(tsl).is_err());
+        assert!(server(true, true, Some("timescale"))
+            .check(Flavor::Timescale { tsl: false })
+            .is_ok());
+        assert!(server(true, true, Some("timescale"))
+            .check(Flavor::Plain)
+            .is_ok());
+    }
+
+    #[test]
+    fn alternatives_of_one_version_apply_to_disjoint_flavours() {
+        for flavor in [
+            Flavor::Plain,
+            Flavor::Timescale { tsl: false },
+            Flavor::Timescale { tsl: true },
+        ] {
+            let mut versions: Vec<i32> = MIGRATIONS
+                .iter()
+                .filter(|m| m.applies.to(flavor))
+                .map(|m| m.version)
+                .collect();
+            let n = versions.len();
+            versions.dedup();
+            assert_eq!(versions.len(), n, "{flavor}: one migration per version");
+        }
+    }
 }

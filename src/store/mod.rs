@@ -1,6 +1,8 @@
 //! Storage: the PostgreSQL/TimescaleDB schema and every query against it. Ingest hands it
 //! parsed batches; the API reads through it. Nothing above this module writes SQL.
 
+mod admit;
+mod batch;
 pub mod booking;
 pub mod capacity;
 pub mod copy;
@@ -15,20 +17,34 @@ pub mod outbox;
 pub mod preview;
 pub mod profiles;
 pub mod read;
+pub mod relayout;
+pub mod retention;
 pub mod risk;
 mod rollup;
+mod samples;
 pub mod service_records;
-mod telemetry;
 mod writer;
 
-pub use migrate::{migrate, Flavor, MIGRATIONS};
-pub use writer::{signal_names, BatchItem, BatchResult, DeadLetter, Outcome};
+pub use admit::{Admission, SignalLimits};
+pub use batch::{signal_names, BatchItem, BatchResult, DeadLetter, Outcome};
+pub use migrate::{Flavor, ServerCapabilities, MIGRATIONS};
+pub use writer::DEAD_LETTER_MAX_BYTES;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Applies pending schema migrations, finishes a layout migration that has nothing left to
+/// move, and makes sure time partitions exist for now (plain PostgreSQL). Returns the
+/// database's flavour. Every command that opens the database runs this first.
+pub async fn migrate(pool: &PgPool) -> Result<Flavor, StoreError> {
+    let flavor = migrate::migrate_schema(pool).await?;
+    relayout::finish_if_empty(pool).await?;
+    retention::ensure_partitions(pool, flavor, chrono::Utc::now()).await?;
+    Ok(flavor)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +64,12 @@ impl StoreError {
     /// A key that is already taken (the fast write path's signal to write carefully).
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Db(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505"))
+    }
+
+    /// A row for a time range no partition covers (plain PostgreSQL).
+    pub fn is_missing_partition(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(db))
+            if db.code().as_deref() == Some("23514") && db.message().contains("no partition"))
     }
 
     /// Errors worth retrying unchanged: the connection, the server going away, lock conflicts.
@@ -80,13 +102,25 @@ impl StoreError {
 /// seeded per process, rather than SipHash, which took a tenth of the service's ingest CPU.
 pub type IdMap = std::collections::HashMap<String, i32, foldhash::fast::RandomState>;
 
-/// Connection pool plus the dictionaries (VIN and signal name to id) that the hot path caches.
+/// Connection pool plus the dictionaries (VIN and signal name to id, which signals a vehicle
+/// sends) that the hot path caches, each cache bounded.
 pub struct Store {
     pool: PgPool,
     flavor: Flavor,
-    vehicle_ids: Mutex<IdMap>,
-    signal_ids: Mutex<IdMap>,
+    limits: SignalLimits,
+    vehicle_ids: admit::BoundedMap<String, i32>,
+    signal_ids: admit::BoundedMap<String, i32>,
+    vehicle_signals: admit::BoundedMap<(i32, i32), ()>,
+    /// Whether old-layout tables may still exist, and when that was last checked.
+    legacy: Mutex<(bool, Option<Instant>)>,
 }
+
+/// Entries the VIN cache holds before it starts afresh.
+const VEHICLE_CACHE_ENTRIES: usize = 200_000;
+/// Entries the (vehicle, signal) cache holds before it starts afresh.
+const PAIR_CACHE_ENTRIES: usize = 500_000;
+/// How often an instance looks again whether a layout migration has finished.
+const LEGACY_RECHECK: Duration = Duration::from_secs(30);
 
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
     Ok(PgConnectOptions::from_str(url)?
@@ -104,15 +138,39 @@ pub async fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError>
 }
 
 impl Store {
-    /// Opens a store on an already-migrated database.
+    /// Opens a store on an already-migrated database, with the default signal bounds.
     pub async fn open(pool: PgPool) -> Result<Store, StoreError> {
+        Self::open_with(pool, SignalLimits::default()).await
+    }
+
+    pub async fn open_with(pool: PgPool, limits: SignalLimits) -> Result<Store, StoreError> {
         let flavor = Flavor::detect(&pool).await?;
         Ok(Store {
             pool,
             flavor,
-            vehicle_ids: Mutex::new(IdMap::default()),
-            signal_ids: Mutex::new(IdMap::default()),
+            limits,
+            vehicle_ids: admit::BoundedMap::new(VEHICLE_CACHE_ENTRIES),
+            // Only names in the table are cached, and the table holds at most this many.
+            signal_ids: admit::BoundedMap::new(limits.max_signals.saturating_add(1)),
+            vehicle_signals: admit::BoundedMap::new(PAIR_CACHE_ENTRIES),
+            legacy: Mutex::new((true, None)),
         })
+    }
+
+    /// Whether the old-layout sample tables may still hold rows (a layout migration under
+    /// way). Looked up at most every `LEGACY_RECHECK`; once gone they never come back.
+    pub(crate) async fn legacy_layout(&self) -> Result<bool, StoreError> {
+        {
+            let state = self.legacy.lock().unwrap_or_else(|p| p.into_inner());
+            match *state {
+                (false, _) => return Ok(false),
+                (true, Some(at)) if at.elapsed() < LEGACY_RECHECK => return Ok(true),
+                _ => {}
+            }
+        }
+        let present = relayout::legacy_present(&self.pool).await?;
+        *self.legacy.lock().unwrap_or_else(|p| p.into_inner()) = (present, Some(Instant::now()));
+        Ok(present)
     }
 
     pub fn pool(&self) -> &PgPool {

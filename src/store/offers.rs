@@ -126,9 +126,7 @@ pub async fn candidates(
                         AND o.state IN ('proposed', 'notified', 'booked')) AS open_offer,
                 (SELECT max(d.decided_at) FROM offers d WHERE d.vehicle_id = rc.vehicle_id
                  AND d.component = rc.component AND d.state = 'declined') AS last_declined_at,
-                (SELECT t.value FROM telemetry t WHERE t.vehicle_id = rc.vehicle_id
-                 AND t.signal_id = (SELECT id FROM signals WHERE name = $6)
-                 ORDER BY t.ts DESC LIMIT 1) AS odometer_km
+                signal_latest(rc.vehicle_id, $6) AS odometer_km
          FROM risk_current rc JOIN vehicles v ON v.id = rc.vehicle_id
          LEFT JOIN vehicle_profiles vp ON vp.vehicle_id = rc.vehicle_id
          WHERE (rc.p7 >= $1 OR rc.p30 >= $2 OR rc.p90 >= $3)
@@ -305,9 +303,7 @@ pub async fn reminding(
     Ok(sqlx::query_as(
         "SELECT o.id, o.horizon, o.reminder_level, o.last_notice_at, o.last_notice_risk,
                 o.odometer_km AS odometer_at_notice, rc.p7, rc.p30, rc.p90, rc.urgency_days,
-                (SELECT t.value FROM telemetry t WHERE t.vehicle_id = o.vehicle_id
-                 AND t.signal_id = (SELECT id FROM signals WHERE name = $1)
-                 ORDER BY t.ts DESC LIMIT 1) AS odometer_km
+                signal_latest(o.vehicle_id, $1) AS odometer_km
          FROM offers o JOIN risk_current rc
            ON rc.vehicle_id = o.vehicle_id AND rc.component = o.component
          WHERE o.state = 'notified' AND o.reminder_level < 2 AND o.id > $2
@@ -377,7 +373,7 @@ pub async fn silent_alarms(
     let mut tx = pool.begin().await?;
     let raised: Vec<(i64, String, Option<DateTime<Utc>>)> = sqlx::query_as(
         "WITH last AS (
-             SELECT p.vehicle_id, (SELECT max(s.ts) FROM samples s WHERE s.vehicle_id = p.vehicle_id) AS seen
+             SELECT p.vehicle_id, (SELECT max(s.ts) FROM all_samples s WHERE s.vehicle_id = p.vehicle_id) AS seen
              FROM vehicle_profiles p)
          INSERT INTO vehicle_alarms (vehicle_id, kind, last_seen)
          SELECT l.vehicle_id, 'silent', l.seen FROM last l
@@ -403,7 +399,7 @@ pub async fn silent_alarms(
     let cleared = sqlx::query(
         "UPDATE vehicle_alarms a SET cleared_at = now()
          WHERE a.cleared_at IS NULL AND a.kind = 'silent'
-           AND EXISTS (SELECT 1 FROM samples s WHERE s.vehicle_id = a.vehicle_id AND s.ts >= $1)",
+           AND EXISTS (SELECT 1 FROM all_samples s WHERE s.vehicle_id = a.vehicle_id AND s.ts >= $1)",
     )
     .bind(silent_since)
     .execute(&mut *tx)

@@ -1,5 +1,6 @@
 //! Read queries behind the API: telemetry (raw or bucketed) and DTC history with lifecycle.
-//! The same SQL runs on plain PostgreSQL and TimescaleDB.
+//! The same SQL runs on plain PostgreSQL and TimescaleDB. Samples are read through the
+//! `all_samples` view, which also shows rows a layout migration has not moved yet.
 
 use super::StoreError;
 use chrono::{DateTime, Utc};
@@ -20,8 +21,8 @@ pub struct Point {
     pub value: f64,
 }
 
-/// Position after the last returned point, for cursor pagination: (ts, signal id).
-pub type TelemetryCursor = (DateTime<Utc>, i32);
+/// Position after the last returned point, for cursor pagination: (ts, seq, signal id).
+pub type TelemetryCursor = (DateTime<Utc>, i64, i32);
 
 pub struct TelemetryQuery<'a> {
     pub vehicle_id: i32,
@@ -32,41 +33,67 @@ pub struct TelemetryQuery<'a> {
     pub limit: i64,
 }
 
-/// Raw values ordered by (ts, signal), at most `limit`, and the cursor for the next page.
+/// Raw values ordered by (ts, seq, signal), at most `limit`, and the cursor for the next page.
+/// Two samples at one instant (different `seq`) give two points.
 pub async fn telemetry(
     pool: &PgPool,
     q: &TelemetryQuery<'_>,
 ) -> Result<(Vec<Point>, Option<TelemetryCursor>), StoreError> {
-    let (after_ts, after_sig) = q.after.unwrap_or((q.from, i32::MIN));
-    let rows: Vec<(DateTime<Utc>, i32, String, f64)> = sqlx::query_as(
-        "SELECT t.ts, t.signal_id, s.name, t.value
-         FROM telemetry t JOIN signals s ON s.id = t.signal_id
-         WHERE t.vehicle_id = $1
-           AND ($2::text IS NULL OR s.name = $2)
-           AND t.ts >= $3 AND t.ts < $4
-           AND (t.ts, t.signal_id) > ($5, $6)
-         ORDER BY t.ts, t.signal_id
-         LIMIT $7",
-    )
-    .bind(q.vehicle_id)
-    .bind(q.signal)
-    .bind(q.from)
-    .bind(q.to)
-    .bind(after_ts)
-    .bind(after_sig)
-    .bind(q.limit + 1)
-    .fetch_all(pool)
-    .await?;
+    let (after_ts, after_seq, after_sig) = q.after.unwrap_or((q.from, i64::MIN, i32::MIN));
+    let from = q.from.max(after_ts);
+    // One signal: only its samples, its value picked out of each; all: every value unnested.
+    let rows: Vec<(DateTime<Utc>, i64, i32, String, f64)> = match q.signal {
+        Some(signal) => sqlx::query_as(
+            "SELECT a.ts, a.seq, s.id, s.name, a.signal_values[array_position(a.signal_ids, s.id)]
+                 FROM signals s JOIN all_samples a
+                   ON a.vehicle_id = $1 AND a.signal_ids @> ARRAY[s.id]
+                 WHERE s.name = $2 AND a.ts >= $3 AND a.ts < $4
+                   AND (a.ts, a.seq, s.id) > ($5, $6, $7)
+                 ORDER BY a.ts, a.seq
+                 LIMIT $8",
+        )
+        .bind(q.vehicle_id)
+        .bind(signal)
+        .bind(from)
+        .bind(q.to)
+        .bind(after_ts)
+        .bind(after_seq)
+        .bind(after_sig)
+        .bind(q.limit + 1)
+        .fetch_all(pool)
+        .await?,
+        None => {
+            sqlx::query_as(
+                "SELECT a.ts, a.seq, u.signal_id, s.name, u.value
+                 FROM all_samples a
+                 CROSS JOIN LATERAL unnest(a.signal_ids, a.signal_values) AS u (signal_id, value)
+                 JOIN signals s ON s.id = u.signal_id
+                 WHERE a.vehicle_id = $1 AND a.ts >= $2 AND a.ts < $3
+                   AND (a.ts, a.seq, u.signal_id) > ($4, $5, $6)
+                 ORDER BY a.ts, a.seq, u.signal_id
+                 LIMIT $7",
+            )
+            .bind(q.vehicle_id)
+            .bind(from)
+            .bind(q.to)
+            .bind(after_ts)
+            .bind(after_seq)
+            .bind(after_sig)
+            .bind(q.limit + 1)
+            .fetch_all(pool)
+            .await?
+        }
+    };
     let more = rows.len() as i64 > q.limit;
     let rows = &rows[..rows.len().min(q.limit as usize)];
     let next = if more {
-        rows.last().map(|(ts, sig, ..)| (*ts, *sig))
+        rows.last().map(|(ts, seq, sig, ..)| (*ts, *seq, *sig))
     } else {
         None
     };
     Ok((
         rows.iter()
-            .map(|(ts, _, signal, value)| Point {
+            .map(|(ts, _, _, signal, value)| Point {
                 ts: *ts,
                 signal: signal.clone(),
                 value: *value,
@@ -114,19 +141,40 @@ pub async fn telemetry_buckets(
         .bind(limit)
         .fetch_all(pool)
         .await?
-    } else {
+    } else if let Some(signal) = signal {
         sqlx::query_as(
-            "SELECT date_bin(make_interval(secs => $5), t.ts, TIMESTAMPTZ '2000-01-01') AS bucket,
-                    s.name, count(*), min(t.value), max(t.value), avg(t.value)
-             FROM telemetry t JOIN signals s ON s.id = t.signal_id
-             WHERE t.vehicle_id = $1 AND ($2::text IS NULL OR s.name = $2)
-               AND t.ts >= $3 AND t.ts < $4
+            "SELECT date_bin(make_interval(secs => $5), a.ts, TIMESTAMPTZ '2000-01-01') AS bucket,
+                    s.name, count(*), min(v.value), max(v.value), avg(v.value)
+             FROM signals s JOIN all_samples a
+               ON a.vehicle_id = $1 AND a.signal_ids @> ARRAY[s.id]
+             CROSS JOIN LATERAL
+                 (SELECT a.signal_values[array_position(a.signal_ids, s.id)] AS value) v
+             WHERE s.name = $2 AND a.ts >= $3 AND a.ts < $4
              GROUP BY bucket, s.name
              ORDER BY bucket, s.name
              LIMIT $6",
         )
         .bind(vehicle_id)
         .bind(signal)
+        .bind(from)
+        .bind(to)
+        .bind(bucket_secs as f64)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+    } else {
+        sqlx::query_as(
+            "SELECT date_bin(make_interval(secs => $4), a.ts, TIMESTAMPTZ '2000-01-01') AS bucket,
+                    s.name, count(*), min(u.value), max(u.value), avg(u.value)
+             FROM all_samples a
+             CROSS JOIN LATERAL unnest(a.signal_ids, a.signal_values) AS u (signal_id, value)
+             JOIN signals s ON s.id = u.signal_id
+             WHERE a.vehicle_id = $1 AND a.ts >= $2 AND a.ts < $3
+             GROUP BY bucket, s.name
+             ORDER BY bucket, s.name
+             LIMIT $5",
+        )
+        .bind(vehicle_id)
         .bind(from)
         .bind(to)
         .bind(bucket_secs as f64)
@@ -274,27 +322,38 @@ pub struct VehicleProfile {
     pub active_dtcs: Vec<ActiveDtc>,
 }
 
-/// Latest value of each signal the vehicle reported (one index probe per signal it has in
-/// its daily rollup), and its active DTCs.
+/// Latest values listed per vehicle at most: as many as a vehicle may have signals.
+pub const MAX_LATEST_VALUES: i64 = 1_000;
+
+/// Latest value of each signal the vehicle sent (at most `MAX_LATEST_VALUES`, by name; each
+/// a backward index scan that stops at the last day the rollup holds for the signal), and its
+/// active DTCs.
 pub async fn vehicle_profile(pool: &PgPool, vehicle_id: i32) -> Result<VehicleProfile, StoreError> {
     let (first_seen, last_sample_at): (DateTime<Utc>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT v.first_seen, (SELECT max(ts) FROM samples WHERE vehicle_id = v.id)
+        "SELECT v.first_seen, (SELECT max(ts) FROM all_samples WHERE vehicle_id = v.id)
          FROM vehicles v WHERE v.id = $1",
     )
     .bind(vehicle_id)
     .fetch_one(pool)
     .await?;
     let latest: Vec<(String, DateTime<Utc>, f64)> = sqlx::query_as(
-        "SELECT s.name, t.ts, t.value
-         FROM (SELECT DISTINCT signal_id FROM signal_daily WHERE vehicle_id = $1) d
-         JOIN signals s ON s.id = d.signal_id
+        "SELECT s.name, x.ts, x.signal_values[array_position(x.signal_ids, s.id)]
+         FROM vehicle_signals vs
+         JOIN signals s ON s.id = vs.signal_id
          CROSS JOIN LATERAL (
-             SELECT ts, value FROM telemetry
-             WHERE vehicle_id = $1 AND signal_id = d.signal_id
-             ORDER BY ts DESC LIMIT 1) t
-         ORDER BY s.name",
+             SELECT a.ts, a.signal_ids, a.signal_values FROM all_samples a
+             WHERE a.vehicle_id = $1 AND a.signal_ids @> ARRAY[s.id]
+               AND a.ts >= COALESCE((SELECT max(d.day) FROM signal_daily d
+                                     WHERE d.vehicle_id = $1 AND d.signal_id = s.id),
+                                    '-infinity')
+             ORDER BY a.ts DESC, a.seq DESC
+             LIMIT 1) x
+         WHERE vs.vehicle_id = $1
+         ORDER BY s.name
+         LIMIT $2",
     )
     .bind(vehicle_id)
+    .bind(MAX_LATEST_VALUES)
     .fetch_all(pool)
     .await?;
     let active: Vec<ActiveRow> = sqlx::query_as(

@@ -1,21 +1,20 @@
-//! The daily rollup `signal_daily` where this service maintains it (plain PostgreSQL, or
-//! TimescaleDB without its continuous aggregates). Each batch transaction appends one delta
-//! row: n, min, max, sum and sum of squares per (vehicle, signal, day) of the values it newly
-//! stored. The ledger already decided exactly-once, so adding deltas up is exact (sums up to
-//! floating-point rounding order). A fold takes deltas as a work queue (`FOR UPDATE SKIP
-//! LOCKED`), deletes them and adds them into `signal_daily` in one transaction, so a crash
-//! folds nothing twice and several instances can fold at once. With the Timescale-licensed
-//! build the continuous aggregate does this job instead.
+//! The daily rollup `signal_daily`, maintained by the service on every flavour. Each batch
+//! transaction appends one delta row: n, min, max, sum and sum of squares per (vehicle, signal,
+//! day) of the values it newly stored. The sample table's key already decided exactly-once, so
+//! adding deltas up is exact (sums up to floating-point rounding order). A fold takes deltas as
+//! a work queue (`FOR UPDATE SKIP LOCKED`), deletes them and adds them into `signal_daily` in
+//! one transaction, so a crash folds nothing twice and several instances can fold at once.
+//! (TimescaleDB's continuous aggregate did this job on the licensed build until the values
+//! became arrays: it would have to unnest them.)
 //!
 //! A delta is one `bytea` in a compact format, because it is written on the ingest hot path
 //! (about half as many entries as the batch has values): it costs the batch one small row
 //! instead of thousands, and the server parses nothing.
 
-use super::telemetry::ValueRow;
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::{Acquire, PgConnection};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Format of a delta: this byte, then entries of (vehicle_id i32, signal_id i32, day i32 in
 /// days since 1970-01-01, n u32), followed by the value when n is 1 and by min, max, sum and
@@ -65,20 +64,38 @@ fn day_number(ts: DateTime<Utc>) -> i32 {
     ts.timestamp().div_euclid(86_400) as i32
 }
 
-impl RollupDelta {
-    /// Aggregates values sorted by (vehicle, signal, ts) in one pass.
-    pub(super) fn from_sorted(rows: &[ValueRow]) -> RollupDelta {
-        let mut entries: Vec<(DeltaKey, Agg)> = Vec::new();
-        for r in rows {
-            let key = (r.vehicle_id, r.signal_id, day_number(r.ts));
-            match entries.last_mut() {
-                Some((k, agg)) if *k == key => agg.add(&Agg::of(r.value)),
-                _ => entries.push((key, Agg::of(r.value))),
-            }
+/// Adds up the values of samples, in any order, into a delta.
+#[derive(Default)]
+pub(super) struct DeltaBuilder {
+    sums: HashMap<DeltaKey, Agg, foldhash::fast::RandomState>,
+}
+
+impl DeltaBuilder {
+    /// One sample's values (`signal_ids[i]` has `values[i]`).
+    pub(super) fn add(
+        &mut self,
+        vehicle_id: i32,
+        ts: DateTime<Utc>,
+        signal_ids: &[i32],
+        values: &[f64],
+    ) {
+        let day = day_number(ts);
+        for (&signal_id, &x) in signal_ids.iter().zip(values) {
+            self.sums
+                .entry((vehicle_id, signal_id, day))
+                .and_modify(|a| a.add(&Agg::of(x)))
+                .or_insert_with(|| Agg::of(x));
         }
-        RollupDelta { entries }
     }
 
+    pub(super) fn finish(self) -> RollupDelta {
+        let mut entries: Vec<(DeltaKey, Agg)> = self.sums.into_iter().collect();
+        entries.sort_unstable_by_key(|(k, _)| *k);
+        RollupDelta { entries }
+    }
+}
+
+impl RollupDelta {
     /// Appends the entries as `signal_daily` rows for `COPY signal_daily (vehicle_id,
     /// signal_id, day, n, min, max, sum, sumsq)`: what folding this delta alone into an empty
     /// rollup would store.
@@ -244,9 +261,6 @@ impl Store {
 
     /// Folds until no delta is left (tests, and before reading the rollup in a batch job).
     pub async fn fold_rollup_all(&self) -> Result<u64, StoreError> {
-        if !self.flavor.writes_rollup() {
-            return Ok(0);
-        }
         let mut total = 0;
         loop {
             let n = self.fold_rollup(100).await?;
@@ -266,13 +280,13 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn row(vehicle_id: i32, signal_id: i32, ts: &str, value: f64) -> ValueRow {
-        ValueRow {
-            vehicle_id,
-            signal_id,
-            ts: at(ts),
-            value,
+    /// A delta of single-value samples (vehicle, signal, ts, value).
+    fn delta(rows: &[(i32, i32, &str, f64)]) -> RollupDelta {
+        let mut b = DeltaBuilder::default();
+        for &(vehicle_id, signal_id, ts, x) in rows {
+            b.add(vehicle_id, at(ts), &[signal_id], &[x]);
         }
+        b.finish()
     }
 
     fn agg(n: u32, min: f64, max: f64, sum: f64, sumsq: f64) -> Agg {
@@ -287,17 +301,17 @@ mod tests {
 
     #[test]
     fn delta_aggregates_per_vehicle_signal_and_utc_day() {
-        let rows = [
-            row(1, 1, "2026-01-01T10:00:00Z", 2.0),
-            row(1, 1, "2026-01-01T23:59:59Z", -1.0),
-            row(1, 1, "2026-01-02T00:00:00Z", 5.0),
-            row(1, 2, "2026-01-02T01:00:00Z", 3.0),
-            row(2, 1, "2026-01-02T01:00:00Z", 4.0),
-            row(2, 1, "2026-01-02T02:00:00Z", 6.0),
-        ];
         let day1 = day_number(at("2026-01-01T00:00:00Z"));
         assert_eq!(day1, 20454);
-        let d = RollupDelta::from_sorted(&rows);
+        // In any order, and with several signals in one sample.
+        let mut b = DeltaBuilder::default();
+        b.add(2, at("2026-01-02T02:00:00Z"), &[1], &[6.0]);
+        b.add(1, at("2026-01-02T01:00:00Z"), &[2], &[3.0]);
+        b.add(1, at("2026-01-01T23:59:59Z"), &[1], &[-1.0]);
+        b.add(1, at("2026-01-02T00:00:00Z"), &[1], &[5.0]);
+        b.add(1, at("2026-01-01T10:00:00Z"), &[1], &[2.0]);
+        b.add(2, at("2026-01-02T01:00:00Z"), &[1, 9], &[4.0, 0.5]);
+        let d = b.finish();
         assert_eq!(
             d.entries,
             vec![
@@ -305,6 +319,7 @@ mod tests {
                 ((1, 1, day1 + 1), agg(1, 5.0, 5.0, 5.0, 25.0)),
                 ((1, 2, day1 + 1), agg(1, 3.0, 3.0, 3.0, 9.0)),
                 ((2, 1, day1 + 1), agg(2, 4.0, 6.0, 10.0, 52.0)),
+                ((2, 9, day1 + 1), agg(1, 0.5, 0.5, 0.5, 0.25)),
             ]
         );
     }
@@ -317,12 +332,12 @@ mod tests {
 
     #[test]
     fn encoded_deltas_decode_and_add_up() {
-        let a = RollupDelta::from_sorted(&[
-            row(1, 1, "2026-01-01T10:00:00Z", 2.0),
-            row(1, 1, "2026-01-01T11:00:00Z", 4.0),
-            row(1, 2, "2026-01-01T11:00:00Z", -3.5),
+        let a = delta(&[
+            (1, 1, "2026-01-01T10:00:00Z", 2.0),
+            (1, 1, "2026-01-01T11:00:00Z", 4.0),
+            (1, 2, "2026-01-01T11:00:00Z", -3.5),
         ]);
-        let b = RollupDelta::from_sorted(&[row(1, 1, "2026-01-01T12:00:00Z", 1.0)]);
+        let b = delta(&[(1, 1, "2026-01-01T12:00:00Z", 1.0)]);
         let mut sums = BTreeMap::new();
         RollupDelta::decode_into(&a.encode(), &mut sums).unwrap();
         RollupDelta::decode_into(&b.encode(), &mut sums).unwrap();
@@ -334,7 +349,7 @@ mod tests {
 
     #[test]
     fn malformed_deltas_are_refused() {
-        let good = RollupDelta::from_sorted(&[row(1, 1, "2026-01-01T10:00:00Z", 2.0)]).encode();
+        let good = delta(&[(1, 1, "2026-01-01T10:00:00Z", 2.0)]).encode();
         let mut sums = BTreeMap::new();
         assert!(RollupDelta::decode_into(&good[..good.len() - 1], &mut sums).is_err());
         assert!(RollupDelta::decode_into(&[9], &mut sums).is_err());
@@ -346,6 +361,6 @@ mod tests {
 
     #[test]
     fn empty_input_gives_an_empty_delta() {
-        assert_eq!(RollupDelta::from_sorted(&[]), RollupDelta::default());
+        assert_eq!(DeltaBuilder::default().finish(), RollupDelta::default());
     }
 }

@@ -1,164 +1,71 @@
-//! The ingest write path: one transaction per batch, idempotent at every step. The sample and
-//! report ledgers decide which messages are new; only their values, events, lifecycle merges,
-//! rollup deltas and score marks are written, so a redelivered message changes nothing. A batch
-//! is written the fast way first (plain COPY, assuming every message is new) and, if a key is
-//! already taken, again the careful way (`ON CONFLICT DO NOTHING RETURNING`). Telemetry and
-//! diagnostics each have their own submodule; this one orders the statements, the dead
-//! letters and the score marks. Everything goes in key order, so concurrent writers take
-//! locks in one order.
+//! The ingest write path: one transaction per batch, idempotent at every step. The sample
+//! table's key and the report ledger decide which messages are new; only their rows, events,
+//! lifecycle merges, rollup deltas and score marks are written, so a redelivered message
+//! changes nothing. A batch is written the fast way first (plain COPY, assuming every message
+//! is new) and, if a key is already taken, again the careful way (`ON CONFLICT DO NOTHING
+//! RETURNING`). Telemetry and diagnostics each have their own module; this one orders the
+//! statements, the dead letters and the score marks. Everything goes in key order, so
+//! concurrent writers take locks in one order.
 
+use super::admit::Admission;
+use super::batch::{BatchItem, BatchResult, DeadLetter, KeySet, Laps, Outcome};
 use super::diagnostics::{merge_dtc_lifecycles, DiagnosticsPlan};
-use super::rollup::RollupDelta;
-use super::telemetry::TelemetryPlan;
-use super::{IdMap, Store, StoreError};
+use super::samples::SamplesPlan;
+use super::{Store, StoreError};
 use crate::config::WriteMethod;
-use crate::wire::Message;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{Acquire, PgConnection};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Dead-letter payloads above this are stored truncated (the size is kept).
-const DEAD_LETTER_MAX_BYTES: usize = 16 * 1024 * 1024;
-
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub topic: String,
-    pub payload: Bytes,
-    pub reason: String,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone)]
-pub enum BatchItem {
-    Message {
-        message: Message,
-        received_at: DateTime<Utc>,
-    },
-    DeadLetter {
-        letter: DeadLetter,
-        received_at: DateTime<Utc>,
-    },
-    /// Acknowledged without storing (e.g. retained messages); keeps its place in ack order.
-    Ignored,
-}
-
-/// The signal names the telemetry among `items` carries, repeats included.
-pub fn signal_names(items: &[BatchItem]) -> impl Iterator<Item = &str> {
-    items
-        .iter()
-        .filter_map(|i| match i {
-            BatchItem::Message {
-                message: Message::Telemetry { samples, .. },
-                ..
-            } => Some(samples),
-            _ => None,
-        })
-        .flatten()
-        .flat_map(|s| s.values.iter().map(|(name, _)| name.as_str()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Stored,
-    Duplicate,
-    DeadLetter,
-    Ignored,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Stored => "stored",
-            Outcome::Duplicate => "duplicate",
-            Outcome::DeadLetter => "dead_letter",
-            Outcome::Ignored => "ignored",
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct BatchResult {
-    /// One per input item, in input order.
-    pub outcomes: Vec<Outcome>,
-    pub values_stored: u64,
-    pub samples_stored: u64,
-    pub dtc_reports_stored: u64,
-    pub dead_letters: u64,
-    /// Where the batch's time went, stage by stage (for the stage-time metric and the bench).
-    pub stages: Vec<(&'static str, std::time::Duration)>,
-}
-
-/// Lap timer for the stages of one batch write.
-pub(super) struct Laps {
-    last: std::time::Instant,
-    laps: Vec<(&'static str, std::time::Duration)>,
-}
-
-impl Laps {
-    fn start() -> Laps {
-        Laps {
-            last: std::time::Instant::now(),
-            laps: Vec::with_capacity(8),
-        }
-    }
-
-    pub(super) fn lap(&mut self, stage: &'static str) {
-        let now = std::time::Instant::now();
-        self.laps.push((stage, now - self.last));
-        self.last = now;
-    }
-}
+/// Dead letters keep at most this much of their payload (with its size and a SHA-256 of the
+/// whole), so a flood of large rejects cannot fill the database.
+pub const DEAD_LETTER_MAX_BYTES: usize = 64 * 1024;
 
 impl Store {
-    /// Writes a batch in one transaction and reports what became of each item. Nothing is
-    /// visible (or acknowledgeable) before this returns `Ok`. The batch is first written the
-    /// fast way, assuming every message is new; if one is not (a redelivery), that
-    /// transaction fails on the key and the batch is written again the careful way.
+    /// Admits and writes a batch in one transaction and reports what became of each item.
+    /// For callers whose messages cannot pass a bound on distinct signals (tests, loads of
+    /// known data): a message refused by one is an error. Ingest admits first, turns refused
+    /// messages into dead letters and calls `write_admitted`.
     pub async fn write_batch(
         &self,
         items: &[BatchItem],
         method: WriteMethod,
     ) -> Result<BatchResult, StoreError> {
-        self.write_batch_gated(items, method, None).await
+        let admission = self.admit(items).await?;
+        if let Some((i, reject)) = admission.refused.first() {
+            return Err(StoreError::BulkLoad(format!("item {i} refused: {reject}")));
+        }
+        self.write_admitted(items, &admission, method, None).await
     }
 
-    /// `write_batch`, holding a permit of `gate` (when given) only while it uses the
-    /// database: ids are resolved from the cache and rows encoded before, so a writer slot is
-    /// never spent on work that needs no connection.
-    pub async fn write_batch_gated(
+    /// Writes admitted items in one transaction. Nothing is visible (or acknowledgeable)
+    /// before this returns `Ok`. The batch is first written the fast way, assuming every
+    /// message is new; if one is not (a redelivery), that transaction fails on the key and the
+    /// batch is written again the careful way. Rows are encoded before a permit of `gate`
+    /// (when given) is taken, so a writer slot is never spent on work that needs no
+    /// connection. Refused items of `admission` must have been replaced (they are skipped).
+    pub async fn write_admitted(
         &self,
         items: &[BatchItem],
+        admission: &Admission,
         method: WriteMethod,
         gate: Option<&tokio::sync::Semaphore>,
     ) -> Result<BatchResult, StoreError> {
         let mut laps = Laps::start();
-        let vins: Vec<&str> = items
-            .iter()
-            .filter_map(|i| match i {
-                BatchItem::Message { message, .. } => Some(message.vin().as_str()),
-                _ => None,
-            })
-            .collect();
-        let vehicle_ids = self.resolve_vehicles(&vins).await?;
-        let names: Vec<&str> = signal_names(items).collect();
-        let signal_ids = self.resolve_signals(&names).await?;
-        laps.lap("resolve");
         let batch = Batch {
             items,
-            telemetry: TelemetryPlan::new(
-                items,
-                &vehicle_ids,
-                &signal_ids,
-                method,
-                self.flavor.writes_rollup(),
-            ),
-            diagnostics: DiagnosticsPlan::new(items, &vehicle_ids),
-            vehicle_ids: &vehicle_ids,
-            signal_ids: &signal_ids,
+            samples: SamplesPlan::new(items, &admission.vehicle_ids, &admission.signal_ids),
+            diagnostics: DiagnosticsPlan::new(items, &admission.vehicle_ids),
         };
         laps.lap("prepare");
+        // During a layout migration, keys stored in the old ledger count as taken.
+        let legacy = if !batch.samples.is_empty() && self.legacy_layout().await? {
+            batch.samples.legacy_keys(&self.pool).await?
+        } else {
+            KeySet::default()
+        };
         // A closed gate (never closed here) just stops gating.
         let _permit = match gate {
             Some(gate) => gate.acquire().await.ok(),
@@ -166,101 +73,61 @@ impl Store {
         };
         laps.lap("queued");
         let mut conn = self.pool.acquire().await?;
-        match batch.write(&mut conn, method, false, &mut laps).await {
-            Err(e) if e.is_unique_violation() => {
-                laps.lap("fast_failed");
-                batch.write(&mut conn, method, true, &mut laps).await
-            }
-            done => done,
-        }
-        .map(|mut result| {
-            result.stages = laps.laps;
-            result
-        })
-    }
-
-    /// VIN to vehicle id, creating vehicles on first sight. Runs outside the batch
-    /// transaction: a vehicle row without data is harmless, and keeps the batch short.
-    pub(super) async fn resolve_vehicles(&self, vins: &[&str]) -> Result<IdMap, StoreError> {
-        resolve_ids(&self.pool, &self.vehicle_ids, vins, "vehicles", "vin").await
-    }
-
-    pub(super) async fn resolve_signals(&self, names: &[&str]) -> Result<IdMap, StoreError> {
-        resolve_ids(&self.pool, &self.signal_ids, names, "signals", "name").await
-    }
-}
-
-/// Looks names up in `cache`, inserting the missing ones into `table` (`id`, `column`); a
-/// connection is taken only for those.
-async fn resolve_ids(
-    pool: &sqlx::PgPool,
-    cache: &std::sync::Mutex<IdMap>,
-    names: &[&str],
-    table: &str,
-    column: &str,
-) -> Result<IdMap, StoreError> {
-    let mut found = IdMap::default();
-    let mut missing: Vec<String> = Vec::new();
-    {
-        let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-        for name in names {
-            if found.contains_key(*name) {
-                continue;
-            }
-            match cache.get(*name) {
-                Some(id) => {
-                    found.insert((*name).to_owned(), *id);
+        let mut partitions_made = false;
+        loop {
+            let done = if legacy.is_empty() {
+                match batch.write(&mut conn, method, None, &mut laps).await {
+                    Err(e) if e.is_unique_violation() => {
+                        laps.lap("fast_failed");
+                        batch
+                            .write(&mut conn, method, Some(&legacy), &mut laps)
+                            .await
+                    }
+                    done => done,
                 }
-                None => {
-                    found.insert((*name).to_owned(), 0);
-                    missing.push((*name).to_owned());
+            } else {
+                batch
+                    .write(&mut conn, method, Some(&legacy), &mut laps)
+                    .await
+            };
+            match done {
+                // Partitions are made ahead by maintenance; one may still be missing (the
+                // maintenance fell behind, or a late report for a new range): make it, once.
+                Err(e) if e.is_missing_partition() && !partitions_made => {
+                    partitions_made = true;
+                    let (samples, reports) =
+                        (batch.samples.time_range(), batch.diagnostics.time_range());
+                    super::retention::ensure_partitions_for(&self.pool, samples, reports).await?;
+                    laps.lap("partitions");
+                }
+                done => {
+                    return done.map(|mut result| {
+                        result.stages = laps.laps;
+                        result
+                    })
                 }
             }
         }
     }
-    if missing.is_empty() {
-        return Ok(found);
-    }
-    missing.sort();
-    let mut conn = pool.acquire().await?;
-    sqlx::query(&format!(
-        "INSERT INTO {table} ({column}) SELECT * FROM UNNEST($1::text[]) ON CONFLICT ({column}) DO NOTHING"
-    ))
-    .bind(&missing)
-    .execute(&mut *conn)
-    .await?;
-    let rows: Vec<(i32, String)> = sqlx::query_as(&format!(
-        "SELECT id, {column} FROM {table} WHERE {column} = ANY($1)"
-    ))
-    .bind(&missing)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    for (id, name) in rows {
-        cache.insert(name.clone(), id);
-        found.insert(name, id);
-    }
-    Ok(found)
 }
 
-/// A batch with its ids resolved and its telemetry prepared.
+/// A batch with its ids resolved and its rows prepared.
 struct Batch<'a> {
     items: &'a [BatchItem],
-    telemetry: TelemetryPlan,
+    samples: SamplesPlan,
     diagnostics: DiagnosticsPlan<'a>,
-    vehicle_ids: &'a IdMap,
-    signal_ids: &'a IdMap,
 }
 
 impl Batch<'_> {
-    /// One transaction. Statements go in one fixed order (sample ledger, values, rollup delta,
-    /// report ledger, DTC events and lifecycles, dead letters, score marks), each in key
-    /// order, so concurrent batches take locks in one order.
+    /// One transaction. Statements go in one fixed order (samples, rollup delta, report
+    /// ledger, DTC events and lifecycles, dead letters, score marks), each in key order, so
+    /// concurrent batches take locks in one order. `careful` holds the keys to count as taken
+    /// (old-ledger keys) and asks for the careful way.
     async fn write(
         &self,
         conn: &mut PgConnection,
         method: WriteMethod,
-        careful: bool,
+        careful: Option<&KeySet>,
         laps: &mut Laps,
     ) -> Result<BatchResult, StoreError> {
         let items = self.items;
@@ -272,33 +139,26 @@ impl Batch<'_> {
         // Vehicles that get newly stored data, marked for rescoring at the end.
         let mut touched: BTreeSet<i32> = BTreeSet::new();
 
-        if !self.telemetry.is_empty() {
+        if !self.samples.is_empty() {
             let careful_claim;
-            let claimed = if careful {
-                let (claimed, stored) = self
-                    .telemetry
-                    .write_careful(&mut tx, items, self.vehicle_ids, self.signal_ids)
-                    .await?;
-                laps.lap("telemetry_careful");
-                result.values_stored = stored.len() as u64;
-                if self.telemetry.delta.is_some() {
-                    RollupDelta::from_sorted(&stored).insert(&mut tx).await?;
-                    laps.lap("rollup_delta");
+            let claimed = match careful {
+                Some(taken) => {
+                    careful_claim = self.samples.write_careful(&mut tx, taken).await?;
+                    laps.lap("samples_careful");
+                    &careful_claim
                 }
-                careful_claim = claimed;
-                &careful_claim
-            } else {
-                result.values_stored = self.telemetry.write_fast(&mut tx, method, laps).await?;
-                laps.lap("values");
-                if let Some(delta) = &self.telemetry.delta {
-                    delta.insert(&mut tx).await?;
-                    laps.lap("rollup_delta");
+                None => {
+                    self.samples.write_fast(&mut tx, method).await?;
+                    laps.lap("samples");
+                    &self.samples.all_new
                 }
-                &self.telemetry.all_new
             };
+            claimed.delta.insert(&mut tx).await?;
+            laps.lap("rollup_delta");
             for &(i, outcome) in &claimed.outcomes {
                 result.outcomes[i] = outcome;
             }
+            result.values_stored = claimed.values;
             result.samples_stored = claimed.samples;
             touched.extend(claimed.vehicles.iter().copied());
         }
@@ -306,7 +166,7 @@ impl Batch<'_> {
         // Diagnostics: report ledger, then events and lifecycles of the new reports.
         if !self.diagnostics.is_empty() {
             let careful_claim;
-            let claimed = if careful {
+            let claimed = if careful.is_some() {
                 careful_claim = self.diagnostics.write_careful(&mut tx).await?;
                 &careful_claim
             } else {
@@ -397,30 +257,20 @@ pub(super) async fn insert_dead_letters(
             })
             .or_insert((letter, *at, *at, 1));
     }
-    let mut c = (
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-    );
+    let mut c = DeadLetterColumns::default();
     for (digest, (l, first, last, n)) in merged {
         let keep = l.payload.len().min(DEAD_LETTER_MAX_BYTES);
-        c.0.push(digest);
-        c.1.push(l.topic.clone());
-        c.2.push(l.payload[..keep].to_vec());
-        c.3.push(i32::try_from(l.payload.len()).unwrap_or(i32::MAX));
-        c.4.push(keep < l.payload.len());
-        c.5.push(l.reason.clone());
-        c.6.push(l.detail.clone());
-        c.7.push(first);
-        c.8.push(last);
-        c.9.push(n);
+        c.digest.push(digest);
+        c.topic.push(storable(&l.topic));
+        c.payload.push(&l.payload[..keep]);
+        c.size
+            .push(i32::try_from(l.payload.len()).unwrap_or(i32::MAX));
+        c.truncated.push(keep < l.payload.len());
+        c.reason.push(storable(&l.reason));
+        c.detail.push(storable(&l.detail));
+        c.first.push(first);
+        c.last.push(last);
+        c.deliveries.push(n);
     }
     sqlx::query(
         "INSERT INTO dead_letters AS d (digest, topic, payload, payload_size, truncated, reason,
@@ -432,17 +282,42 @@ pub(super) async fn insert_dead_letters(
              last_received = GREATEST(d.last_received, EXCLUDED.last_received),
              deliveries = d.deliveries + EXCLUDED.deliveries",
     )
-    .bind(c.0)
-    .bind(c.1)
-    .bind(c.2)
-    .bind(c.3)
-    .bind(c.4)
-    .bind(c.5)
-    .bind(c.6)
-    .bind(c.7)
-    .bind(c.8)
-    .bind(c.9)
+    .bind(c.digest)
+    .bind(c.topic)
+    .bind(c.payload)
+    .bind(c.size)
+    .bind(c.truncated)
+    .bind(c.reason)
+    .bind(c.detail)
+    .bind(c.first)
+    .bind(c.last)
+    .bind(c.deliveries)
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Text a `text` column can keep: a NUL (which a topic or a detail quoting the payload may
+/// carry) becomes U+FFFD, so a dead letter can always be stored.
+fn storable(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// The `dead_letters` columns of merged letters, bound as arrays.
+#[derive(Default)]
+struct DeadLetterColumns<'a> {
+    digest: Vec<Vec<u8>>,
+    topic: Vec<Cow<'a, str>>,
+    payload: Vec<&'a [u8]>,
+    size: Vec<i32>,
+    truncated: Vec<bool>,
+    reason: Vec<Cow<'a, str>>,
+    detail: Vec<Cow<'a, str>>,
+    first: Vec<DateTime<Utc>>,
+    last: Vec<DateTime<Utc>>,
+    deliveries: Vec<i32>,
 }

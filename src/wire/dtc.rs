@@ -95,6 +95,12 @@ pub(crate) fn parse_report(
     let seq = parse_seq(obj.get("seq"))?;
     let source = match obj.get("source") {
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.contains('\0') => {
+            return Err(Reject::new(
+                RejectReason::InvalidText,
+                "\"source\" holds a NUL character, which no text column can keep",
+            ))
+        }
         Some(Value::String(s)) if s.len() <= 64 => Some(s.clone()),
         Some(other) => {
             return Err(Reject::new(

@@ -24,6 +24,11 @@ pub struct Limits {
     pub max_age: Duration,
     /// How far ahead of the receiver's clock a timestamp may be (sender clock skew).
     pub max_future: Duration,
+    /// How long the store keeps what it is sent (`storage.retention_days` for telemetry, the
+    /// DTC retention for reports): anything older would be dropped at once, so it is refused
+    /// with its own reason.
+    pub retention: Duration,
+    pub dtc_retention: Duration,
 }
 
 impl Default for Limits {
@@ -33,6 +38,8 @@ impl Default for Limits {
             max_batch_samples: 1000,
             max_age: Duration::days(3 * 365),
             max_future: Duration::hours(24),
+            retention: Duration::days(1095),
+            dtc_retention: Duration::days(1095),
         }
     }
 }
@@ -148,12 +155,14 @@ pub fn parse_message(
     let text = std::str::from_utf8(payload)
         .map_err(|e| Reject::new(RejectReason::NotUtf8, format!("payload is not UTF-8: {e}")))?;
     let value: Value = serde_json::from_str(text).map_err(|e| json_error(text, e))?;
-    let window = TimeWindow {
+    let window = |retention: Duration| TimeWindow {
         earliest: now - limits.max_age,
         latest: now + limits.max_future,
+        retained_from: now - retention,
     };
     match topic.kind {
         MessageKind::Telemetry => {
+            let window = window(limits.retention);
             let samples = telemetry::parse_samples(&topic.vin, value, &window, limits)?;
             Ok(Message::Telemetry {
                 vin: topic.vin,
@@ -161,7 +170,7 @@ pub fn parse_message(
             })
         }
         MessageKind::Dtc => {
-            let report = dtc::parse_report(&topic.vin, value, &window)?;
+            let report = dtc::parse_report(&topic.vin, value, &window(limits.dtc_retention))?;
             Ok(Message::Dtc {
                 vin: topic.vin,
                 report,
@@ -202,6 +211,8 @@ fn json_error(text: &str, err: serde_json::Error) -> Reject {
 pub(crate) struct TimeWindow {
     pub earliest: DateTime<Utc>,
     pub latest: DateTime<Utc>,
+    /// The oldest instant the store still keeps.
+    pub retained_from: DateTime<Utc>,
 }
 
 /// Reads a `ts` field: RFC 3339 text or integer epoch milliseconds.
@@ -256,6 +267,16 @@ pub(crate) fn parse_ts(
                 ts.to_rfc3339(),
                 window.earliest.to_rfc3339(),
                 window.latest.to_rfc3339()
+            ),
+        ));
+    }
+    if ts < window.retained_from {
+        return Err(Reject::new(
+            RejectReason::PastRetention,
+            format!(
+                "\"ts\" {} is before {}, the oldest instant the store keeps (storage retention)",
+                ts.to_rfc3339(),
+                window.retained_from.to_rfc3339()
             ),
         ));
     }

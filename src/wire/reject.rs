@@ -23,10 +23,18 @@ pub enum RejectReason {
     InvalidDtcCode,
     DtcOutOfRange,
     InvalidDtcStatus,
+    /// A string with a character the store cannot keep (NUL).
+    InvalidText,
+    /// Older than the store keeps (storage retention).
+    PastRetention,
+    /// A new signal name past the bound on distinct names in all.
+    SignalLimit,
+    /// A new signal name for a vehicle past the bound on distinct names per vehicle.
+    VehicleSignalLimit,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 22] = [
         RejectReason::InvalidTopic,
         RejectReason::InvalidVin,
         RejectReason::VinMismatch,
@@ -45,6 +53,10 @@ impl RejectReason {
         RejectReason::InvalidDtcCode,
         RejectReason::DtcOutOfRange,
         RejectReason::InvalidDtcStatus,
+        RejectReason::InvalidText,
+        RejectReason::PastRetention,
+        RejectReason::SignalLimit,
+        RejectReason::VehicleSignalLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +79,10 @@ impl RejectReason {
             RejectReason::InvalidDtcCode => "invalid_dtc_code",
             RejectReason::DtcOutOfRange => "dtc_out_of_range",
             RejectReason::InvalidDtcStatus => "invalid_dtc_status",
+            RejectReason::InvalidText => "invalid_text",
+            RejectReason::PastRetention => "past_retention",
+            RejectReason::SignalLimit => "signal_limit",
+            RejectReason::VehicleSignalLimit => "vehicle_signal_limit",
         }
     }
 }

@@ -650,3 +650,57 @@ pub async fn serve_on_free_port(app: axum::Router) -> u16 {
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     port
 }
+
+/// Stores raw values `(vehicle, signal, ts, value)` straight into the sample table, bypassing
+/// ingest (no rollup delta, no score mark): one sample (seq 0) per vehicle and instant, and
+/// the (vehicle, signal) pairs the reads list. A value at an instant already stored is skipped.
+pub async fn insert_values(pool: &PgPool, rows: &[(i32, i32, chrono::DateTime<chrono::Utc>, f64)]) {
+    use std::collections::BTreeMap;
+    let mut samples: BTreeMap<(i32, chrono::DateTime<chrono::Utc>), BTreeMap<i32, f64>> =
+        BTreeMap::new();
+    for &(v, s, ts, x) in rows {
+        samples.entry((v, ts)).or_default().entry(s).or_insert(x);
+    }
+    let all: Vec<_> = samples.into_iter().collect();
+    for chunk in all.chunks(5_000) {
+        let (mut vid, mut ts, mut offset, mut len) = (vec![], vec![], vec![], vec![]);
+        let (mut ids, mut values) = (vec![], vec![]);
+        for ((v, t), signals) in chunk {
+            vid.push(*v);
+            ts.push(*t);
+            offset.push(ids.len() as i32);
+            len.push(signals.len() as i32);
+            for (s, x) in signals {
+                ids.push(*s);
+                values.push(*x);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO samples (vehicle_id, ts, seq, received_at, signal_ids, signal_values)
+             SELECT k.v, k.t, 0, k.t, ($5::int4[])[k.o + 1 : k.o + k.n],
+                    ($6::float8[])[k.o + 1 : k.o + k.n]
+             FROM UNNEST($1::int4[], $2::timestamptz[], $3::int4[], $4::int4[]) AS k (v, t, o, n)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&vid)
+        .bind(&ts)
+        .bind(&offset)
+        .bind(&len)
+        .bind(&ids)
+        .bind(&values)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let pairs: std::collections::BTreeSet<(i32, i32)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    let (pv, ps): (Vec<i32>, Vec<i32>) = pairs.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO vehicle_signals (vehicle_id, signal_id)
+         SELECT * FROM UNNEST($1::int4[], $2::int4[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&pv)
+    .bind(&ps)
+    .execute(pool)
+    .await
+    .unwrap();
+}

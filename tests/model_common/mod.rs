@@ -44,8 +44,8 @@ pub async fn signal_id(pool: &PgPool, name: &str) -> i32 {
         .unwrap()
 }
 
-/// Raw values `(vehicle, signal, ts, value)`, with their days marked for the rollup refresh
-/// as the ingest writer would.
+/// Raw values `(vehicle, signal, ts, value)`, stored as samples (not through ingest: the
+/// rollup is rebuilt with `refresh_rollup`).
 pub async fn telemetry(pool: &PgPool, rows: &[(i32, &str, DateTime<Utc>, f64)]) {
     let mut ids = BTreeMap::new();
     for (_, name, ..) in rows {
@@ -53,29 +53,16 @@ pub async fn telemetry(pool: &PgPool, rows: &[(i32, &str, DateTime<Utc>, f64)]) 
             ids.insert(*name, signal_id(pool, name).await);
         }
     }
-    for chunk in rows.chunks(20_000) {
-        let vid: Vec<i32> = chunk.iter().map(|r| r.0).collect();
-        let sid: Vec<i32> = chunk.iter().map(|r| ids[r.1]).collect();
-        let ts: Vec<DateTime<Utc>> = chunk.iter().map(|r| r.2).collect();
-        let value: Vec<f64> = chunk.iter().map(|r| r.3).collect();
-        sqlx::query(
-            "INSERT INTO telemetry (vehicle_id, signal_id, ts, value)
-             SELECT * FROM UNNEST($1::int4[], $2::int4[], $3::timestamptz[], $4::float8[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&vid)
-        .bind(&sid)
-        .bind(&ts)
-        .bind(&value)
-        .execute(pool)
-        .await
-        .unwrap();
-    }
+    let rows: Vec<(i32, i32, DateTime<Utc>, f64)> = rows
+        .iter()
+        .map(|&(v, name, ts, x)| (v, ids[name], ts, x))
+        .collect();
+    crate::common::insert_values(pool, &rows).await;
 }
 
-/// Rebuilds `signal_daily` from raw values. The values above are inserted straight into
-/// `telemetry` (bypassing the ingest writer and its rollup deltas), so the rollup is computed
-/// the way the deltas would have made it.
+/// Rebuilds `signal_daily` from raw values. The values above are inserted straight into the
+/// sample table (bypassing the ingest writer and its rollup deltas), so the rollup is computed
+/// the way the deltas would have made it (from the `telemetry` view of the samples).
 pub async fn refresh_rollup(pool: &PgPool) {
     sqlx::raw_sql(
         "DELETE FROM signal_daily;
