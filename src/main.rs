@@ -121,7 +121,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate { schema_only } => {
             use aftercare::store::{relayout, retention};
-            let pool = aftercare::store::pool(&config.database.url, 2).await?;
+            // One connection does it all, in turn.
+            let pool = aftercare::store::pool(&config.database.url, 1).await?;
             let flavor = aftercare::store::migrate(&pool).await?;
             retention::apply_policy(&pool, flavor, &config.storage.policy()).await?;
             retention::ensure_partitions(&pool, flavor, chrono::Utc::now()).await?;

@@ -22,7 +22,11 @@ impl Flavor {
     /// read off the applied migrations for databases migrated by builds before the record).
     pub async fn detect(pool: &PgPool) -> Result<Flavor, StoreError> {
         let mut conn = pool.acquire().await?;
-        Ok(recorded(&mut conn).await?.unwrap_or(Flavor::Plain))
+        Self::detect_on(&mut conn).await
+    }
+
+    pub async fn detect_on(conn: &mut sqlx::PgConnection) -> Result<Flavor, StoreError> {
+        Ok(recorded(conn).await?.unwrap_or(Flavor::Plain))
     }
 
     fn as_str(self) -> &'static str {
@@ -61,7 +65,9 @@ pub struct ServerCapabilities {
     /// ... and in `shared_preload_libraries`, which it must be to load at all: without it
     /// `CREATE EXTENSION` ends the connection.
     pub timescale_preloaded: bool,
-    /// `timescaledb.license` when the library is loaded (`apache` or `timescale`).
+    /// `timescaledb.license` when the library is loaded (`apache` or `timescale`): the
+    /// setting exists only then, so it also proves the library loads (some embedded builds
+    /// load it without `shared_preload_libraries`).
     pub license: Option<String>,
 }
 
@@ -81,15 +87,20 @@ impl ServerCapabilities {
         })
     }
 
+    /// TimescaleDB can run here: installed, and preloaded or seen loaded.
+    pub fn timescale_loads(&self) -> bool {
+        self.timescale_available && (self.timescale_preloaded || self.license.is_some())
+    }
+
     /// The flavour a new database gets on this server, and why.
     pub fn choose(&self) -> (Flavor, String) {
-        match (self.timescale_available, self.timescale_preloaded) {
+        match (self.timescale_available, self.timescale_loads()) {
             (true, true) => {
                 let tsl = self.license.as_deref() == Some("timescale");
                 (
                     Flavor::Timescale { tsl },
                     format!(
-                        "TimescaleDB is installed and preloaded, licence {}",
+                        "TimescaleDB is installed and loads, licence {}",
                         self.license
                             .as_deref()
                             .unwrap_or("unknown (taken as apache)")
@@ -115,7 +126,7 @@ impl ServerCapabilities {
         match flavor {
             Flavor::Plain => Ok(()),
             Flavor::Timescale { tsl } => {
-                if !(self.timescale_available && self.timescale_preloaded) {
+                if !self.timescale_loads() {
                     return Err(StoreError::Migrate(format!(
                         "this database was created for TimescaleDB ({flavor}), but the server \
                          does not have the extension loaded: add timescaledb to \
@@ -157,7 +168,7 @@ pub enum Applies {
 }
 
 impl Applies {
-    fn to(self, flavor: Flavor) -> bool {
+    pub fn applies_to(self, flavor: Flavor) -> bool {
         match self {
             Applies::Always => true,
             Applies::Plain => flavor == Flavor::Plain,
@@ -281,18 +292,27 @@ fn checksum(sql: &str) -> Vec<u8> {
 /// Applies pending migrations under an advisory lock, so instances starting together do not
 /// race. Returns the flavour of the migrated database.
 pub async fn migrate_schema(pool: &PgPool) -> Result<Flavor, StoreError> {
+    migrate_schema_until(pool, i32::MAX).await
+}
+
+/// `migrate_schema` up to and including `last_version`: a database as an older build left it
+/// (upgrade tests).
+pub async fn migrate_schema_until(pool: &PgPool, last_version: i32) -> Result<Flavor, StoreError> {
     let mut conn = pool.acquire().await?;
     sqlx::query("SELECT pg_advisory_lock(hashtext('aftercare.migrate'))")
         .execute(&mut *conn)
         .await?;
-    let result = apply_pending(&mut conn).await;
+    let result = apply_pending(&mut conn, last_version).await;
     sqlx::query("SELECT pg_advisory_unlock(hashtext('aftercare.migrate'))")
         .execute(&mut *conn)
         .await?;
     result
 }
 
-async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Flavor, StoreError> {
+async fn apply_pending(
+    conn: &mut sqlx::PgConnection,
+    last_version: i32,
+) -> Result<Flavor, StoreError> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS aftercare_migrations (
              version    integer PRIMARY KEY,
@@ -318,7 +338,7 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Flavor, StoreErr
             flavor
         }
         None => {
-            let server = if server.timescale_available && server.timescale_preloaded {
+            let server = if server.timescale_loads() {
                 // The licence is known once the extension is loaded into this database.
                 sqlx::query("CREATE EXTENSION IF NOT EXISTS timescaledb")
                     .execute(&mut *conn)
@@ -337,7 +357,10 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Flavor, StoreErr
             flavor
         }
     };
-    for m in MIGRATIONS.iter().filter(|m| m.applies.to(flavor)) {
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.applies.applies_to(flavor) && m.version <= last_version)
+    {
         if let Some((_, name, sum)) = applied.iter().find(|(v, ..)| *v == m.version) {
             if name != m.name {
                 return Err(StoreError::Migrate(format!(
@@ -445,6 +468,11 @@ mod tests {
         assert_eq!(server(false, false, None).choose().0, Flavor::Plain);
         // Installed but not preloaded: CREATE EXTENSION would end the connection.
         assert_eq!(server(true, false, None).choose().0, Flavor::Plain);
+        // Not preloaded, but seen loaded (its licence setting exists).
+        assert_eq!(
+            server(true, false, Some("timescale")).choose().0,
+            Flavor::Timescale { tsl: true }
+        );
         assert_eq!(
             server(true, true, Some("apache")).choose().0,
             Flavor::Timescale { tsl: false }
@@ -479,7 +507,7 @@ mod tests {
         ] {
             let mut versions: Vec<i32> = MIGRATIONS
                 .iter()
-                .filter(|m| m.applies.to(flavor))
+                .filter(|m| m.applies.applies_to(flavor))
                 .map(|m| m.version)
                 .collect();
             let n = versions.len();

@@ -27,7 +27,7 @@ mod writer;
 
 pub use admit::{Admission, SignalLimits};
 pub use batch::{signal_names, BatchItem, BatchResult, DeadLetter, Outcome};
-pub use migrate::{Flavor, ServerCapabilities, MIGRATIONS};
+pub use migrate::{migrate_schema_until, Applies, Flavor, ServerCapabilities, MIGRATIONS};
 pub use writer::DEAD_LETTER_MAX_BYTES;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -14,7 +14,7 @@
 
 use super::StoreError;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
 
 /// Samples moved per transaction, at most (all of an instant's rows go together).
@@ -70,27 +70,30 @@ pub struct Moved {
     pub done: bool,
 }
 
-/// Moves one window of one vehicle's old rows.
-pub async fn move_window(pool: &PgPool) -> Result<Moved, StoreError> {
-    if !legacy_present(pool).await? {
-        return Ok(Moved {
-            done: true,
-            ..Moved::default()
-        });
+/// Moves one window of one vehicle's old rows, on `conn`. Only the mover changes the old
+/// tables (one at a time, under its lock), so they are read before the moving transaction.
+pub async fn move_window(conn: &mut PgConnection) -> Result<Moved, StoreError> {
+    let present: bool = sqlx::query_scalar(
+        "SELECT to_regclass('samples_v1') IS NOT NULL AND to_regclass('telemetry_v1') IS NOT NULL",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let done = Moved {
+        done: true,
+        ..Moved::default()
+    };
+    if !present {
+        return Ok(done);
     }
     let vehicle: Option<i32> = sqlx::query_scalar(
         "SELECT coalesce((SELECT min(vehicle_id) FROM samples_v1),
                          (SELECT min(vehicle_id) FROM telemetry_v1))",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     let Some(vehicle) = vehicle else {
-        return Ok(Moved {
-            done: true,
-            ..Moved::default()
-        });
+        return Ok(done);
     };
-    let mut tx = pool.begin().await?;
     // The ledger rows of the window: the vehicle's earliest WINDOW_SAMPLES, and every row at
     // the last instant among them.
     let ledger: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
@@ -103,12 +106,12 @@ pub async fn move_window(pool: &PgPool) -> Result<Moved, StoreError> {
     )
     .bind(vehicle)
     .bind(WINDOW_SAMPLES)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     // Values up to the window's end; without ledger rows left, all the vehicle's values.
     let until: Option<DateTime<Utc>> = ledger.last().map(|l| l.1);
     let signal_ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM signals ORDER BY id")
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
     let values: Vec<(i32, DateTime<Utc>, f64)> = sqlx::query_as(
         "SELECT signal_id, ts, value FROM telemetry_v1
@@ -117,13 +120,18 @@ pub async fn move_window(pool: &PgPool) -> Result<Moved, StoreError> {
     .bind(vehicle)
     .bind(&signal_ids)
     .bind(until)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let rows = assemble(&ledger, &values);
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-        let flavor = super::Flavor::detect(pool).await?;
-        super::retention::ensure_partitions_between(pool, flavor, first.ts, last.ts).await?;
+        if super::Flavor::detect_on(conn).await? == super::Flavor::Plain {
+            let chunk_days: i32 = sqlx::query_scalar("SELECT chunk_days FROM storage_policy")
+                .fetch_one(&mut *conn)
+                .await?;
+            super::retention::ensure_on(conn, "samples", first.ts, last.ts, chunk_days).await?;
+        }
     }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let mut moved = Moved::default();
     for chunk in rows.chunks(2_000) {
         let (mut ts, mut seq, mut recv, mut offset, mut len) =
@@ -263,15 +271,20 @@ pub async fn move_all(
     if !locked {
         return Ok(false);
     }
-    let result = move_until_done(pool, pause, stop).await;
+    let result = move_until_done(&mut conn, pause, stop).await;
     sqlx::query("SELECT pg_advisory_unlock(hashtext('aftercare.relayout'))")
         .execute(&mut *conn)
         .await?;
-    result
+    drop(conn);
+    match result {
+        Ok(true) => finish_if_empty(pool).await,
+        other => other,
+    }
 }
 
+/// Moves windows until none is left (`true`) or `stop` (`false`).
 async fn move_until_done(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     pause: std::time::Duration,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<bool, StoreError> {
@@ -280,7 +293,7 @@ async fn move_until_done(
         if *stop.borrow() {
             return Ok(false);
         }
-        let moved = move_window(pool).await?;
+        let moved = move_window(conn).await?;
         if (total.samples + moved.samples) / 100_000 > total.samples / 100_000 || moved.done {
             tracing::info!(
                 samples = total.samples + moved.samples,
@@ -291,7 +304,7 @@ async fn move_until_done(
         total.samples += moved.samples;
         total.values += moved.values;
         if moved.done {
-            return finish_if_empty(pool).await;
+            return Ok(true);
         }
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;

@@ -248,8 +248,20 @@ async fn ensure(
     to: DateTime<Utc>,
     chunk_days: i32,
 ) -> Result<u32, StoreError> {
+    let mut conn = pool.acquire().await?;
+    ensure_on(&mut conn, table, from, to, chunk_days).await
+}
+
+/// `ensure` on a connection the caller holds.
+pub(super) async fn ensure_on(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    chunk_days: i32,
+) -> Result<u32, StoreError> {
     // One maker at a time per table, and not for long behind a long query on the parent.
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('aftercare.partitions.' || $1))")
         .bind(table)
         .execute(&mut *tx)

@@ -91,6 +91,22 @@ impl TestDb {
     pub async fn pool(&self) -> PgPool {
         PgPool::connect(&self.url).await.unwrap()
     }
+
+    /// An empty database of its own (nothing migrated), dropped afterwards.
+    pub async fn empty() -> TestDb {
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("connect to PostgreSQL");
+        let name = format!("aftercare_test_{}_{}", std::process::id(), rand_suffix());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        TestDb {
+            url: url_for(&name),
+            name,
+        }
+    }
 }
 
 fn rand_suffix() -> String {
