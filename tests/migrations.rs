@@ -160,12 +160,17 @@ async fn a_database_left_after_the_first_migration_takes_the_flavour_the_server_
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::raw_sql(MIGRATIONS[0].sql).execute(&pool).await.unwrap();
-    sqlx::query("INSERT INTO aftercare_migrations (version, name, checksum) VALUES (1, 'core', $1)")
-        .bind(<sha2::Sha256 as sha2::Digest>::digest(MIGRATIONS[0].sql.as_bytes()).to_vec())
+    sqlx::raw_sql(MIGRATIONS[0].sql)
         .execute(&pool)
         .await
         .unwrap();
+    sqlx::query(
+        "INSERT INTO aftercare_migrations (version, name, checksum) VALUES (1, 'core', $1)",
+    )
+    .bind(<sha2::Sha256 as sha2::Digest>::digest(MIGRATIONS[0].sql.as_bytes()).to_vec())
+    .execute(&pool)
+    .await
+    .unwrap();
     assert_eq!(
         aftercare::store::migrate(&pool).await.unwrap(),
         Flavor::Plain
@@ -178,7 +183,11 @@ async fn a_database_left_after_the_first_migration_takes_the_flavour_the_server_
     assert_eq!(flavor, "plain");
     assert!(reason.contains("TimescaleDB"), "{reason}");
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM aftercare_migrations WHERE version > 1").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM aftercare_migrations WHERE version > 1"
+        )
+        .await,
         11
     );
 }
@@ -192,7 +201,10 @@ async fn a_database_of_another_flavour_is_refused_not_switched() {
         .execute(&pool)
         .await
         .unwrap();
-    let err = aftercare::store::migrate(&pool).await.unwrap_err().to_string();
+    let err = aftercare::store::migrate(&pool)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("shared_preload_libraries"), "{err}");
     // Nothing was changed: the plain schema is as it was.
     assert_eq!(
