@@ -138,8 +138,10 @@ pub struct MqttConfig {
     /// Generous because a broker that overshoots the receive maximum (Mosquitto 2.0.11) queues
     /// its PINGRESP behind the backlog we are deliberately not reading yet.
     pub keep_alive_secs: u64,
-    /// Largest packet the broker may send us; larger payloads than `ingest.max_payload_bytes`
-    /// still arrive so they can be dead-lettered rather than dropped by the broker.
+    /// Largest packet the broker may send us. Must exceed the broker's own limit on what it
+    /// accepts (Mosquitto's `max_packet_size`): a publish it takes but cannot forward to us is
+    /// dropped without a trace. Larger payloads than `ingest.max_payload_bytes` still arrive
+    /// and are dead-lettered.
     pub max_packet_bytes: u32,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -396,7 +398,9 @@ impl Default for MqttConfig {
             session_expiry_secs: 7 * 24 * 3600,
             receive_maximum: 8192,
             keep_alive_secs: 120,
-            max_packet_bytes: 16 * 1024 * 1024,
+            // Above the broker's max_packet_size (deploy/mosquitto.conf, 16 MiB) by room for
+            // the topic and properties of the forwarded publish.
+            max_packet_bytes: 16 * 1024 * 1024 + 64 * 1024,
             username: None,
             password: None,
         }
@@ -658,6 +662,25 @@ mod tests {
             c.database.url,
             "postgres://postgres@127.0.0.1:5432/aftercare"
         );
+    }
+
+    /// Whatever the shipped broker configuration accepts, the service receives (issue 14: a
+    /// 17 MiB publish was acknowledged by the broker and dropped on its way to the service).
+    #[test]
+    fn the_shipped_broker_accepts_no_packet_the_service_would_not_take() {
+        let conf = include_str!("../deploy/mosquitto.conf");
+        let broker_max: u32 = conf
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("max_packet_size "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("max_packet_size in deploy/mosquitto.conf");
+        let c = Config::default();
+        assert!(broker_max > 0, "0 would mean no limit");
+        assert!(
+            broker_max + 32 * 1024 <= c.mqtt.max_packet_bytes,
+            "room for the topic and properties a forwarded publish carries"
+        );
+        assert!(broker_max as usize > c.ingest.max_payload_bytes);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod delivery;
 mod diagnostics;
 pub mod engine;
 pub mod fleet;
+pub mod hostile;
 pub mod live;
 pub mod parts;
 mod progress;
