@@ -265,6 +265,15 @@ async fn measure(
         }
         svc.stop().await;
         end_session(&config.mqtt.url, client_id).await;
+        match sample_table_bytes(&db).await {
+            Ok((bytes, stored)) => eprintln!(
+                "bench: (b) {method}: sample table {:.1} MiB (heap, index and TOAST) for \
+                 {stored} stored values: {:.1} bytes per value",
+                bytes as f64 / 1048576.0,
+                bytes as f64 / stored.max(1) as f64
+            ),
+            Err(e) => eprintln!("bench: cannot size the sample table: {e}"),
+        }
         let r = rate(format!("(b) pipeline, write_method={method}"), secs);
         eprintln!(
             "bench: {} {:.0} msg/s, peak RSS {} MiB",
@@ -423,6 +432,20 @@ fn print_medians(runs: &[RunFigures]) {
     }
 }
 
+/// Bytes of the sample table (every partition with its indexes and TOAST), and the values it
+/// holds.
+async fn sample_table_bytes(db_url: &str) -> Result<(i64, i64), BenchError> {
+    let mut conn = sqlx::PgConnection::connect(db_url).await?;
+    Ok(sqlx::query_as(
+        "SELECT pg_total_relation_size('samples')
+                + coalesce((SELECT sum(pg_total_relation_size(inhrelid))::int8
+                            FROM pg_inherits WHERE inhparent = 'samples'::regclass), 0),
+                (SELECT coalesce(sum(cardinality(signal_ids)), 0)::int8 FROM samples)",
+    )
+    .fetch_one(&mut conn)
+    .await?)
+}
+
 /// Drops and creates `name` next to the configured database; returns its URL, migrated.
 pub(crate) async fn fresh_database(url: &str, name: &str) -> Result<String, BenchError> {
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
@@ -546,6 +569,16 @@ impl Service {
         client_id: &str,
         method: &str,
     ) -> Result<Service, BenchError> {
+        Self::start_with(db_url, mqtt_url, client_id, method, &[]).await
+    }
+
+    async fn start_with(
+        db_url: &str,
+        mqtt_url: &str,
+        client_id: &str,
+        method: &str,
+        env: &[(&str, String)],
+    ) -> Result<Service, BenchError> {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0")
                 .map_err(|e| BenchError::Other(e.to_string()))?;
@@ -565,6 +598,7 @@ impl Service {
             .env("AFTERCARE_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("AFTERCARE_INGEST_WRITE_METHOD", method)
             .env("AFTERCARE_LOG_FILTER", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -886,4 +920,110 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FuzzBenchArgs {
+    /// Hostile messages to publish (the CI test sends 3,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: usize,
+    #[arg(long, default_value_t = 200)]
+    pub vehicles: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The service's payload limit during the run (oversized messages are this plus a little).
+    #[arg(long, default_value_t = 4096)]
+    pub max_payload_bytes: usize,
+    /// The service's bound on payload bytes in flight.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
+    /// Database for the run (dropped and created afresh).
+    #[arg(long, default_value = "aftercare_bench_fuzz")]
+    pub database: String,
+}
+
+/// `aftercare bench fuzz`: the hostile mix of `simulator::hostile` through the broker into a
+/// service process; then every message's outcome is checked against the tables and metrics,
+/// and the service's peak RSS is reported against its bound.
+pub async fn fuzz(config: &Config, args: &FuzzBenchArgs) -> Result<(), BenchError> {
+    use crate::simulator::hostile::{verify, Generator, Tally};
+    let db = fresh_database(&config.database.url, &args.database).await?;
+    let run = Utc::now().timestamp();
+    let client = format!("bench-fuzz-{run}");
+    let env = [
+        (
+            "AFTERCARE_INGEST_MAX_PAYLOAD_BYTES",
+            args.max_payload_bytes.to_string(),
+        ),
+        (
+            "AFTERCARE_INGEST_MAX_INFLIGHT_BYTES",
+            args.max_inflight_bytes.to_string(),
+        ),
+        ("AFTERCARE_MODEL_ENABLED", "false".to_owned()),
+        ("AFTERCARE_OFFERS_ENABLED", "false".to_owned()),
+    ];
+    let svc = Service::start_with(&db, &config.mqtt.url, &client, "copy", &env).await?;
+    svc.wait_subscribed().await?;
+    let idle_kib = svc.rss_kib();
+    svc.stop().await;
+    let limits = crate::wire::Limits {
+        max_payload_bytes: args.max_payload_bytes,
+        ..config.limits()
+    };
+    let mut generator = Generator::new(args.seed, args.vehicles, Utc::now(), limits);
+    let messages: Vec<_> = (0..args.messages)
+        .map(|_| generator.next_message())
+        .collect();
+    let want = Tally::of(&messages);
+    eprintln!(
+        "bench: fuzz: {} messages, expected {want:?}",
+        messages.len()
+    );
+    let published = publish_all(
+        &config.mqtt.url,
+        &format!("bench-fuzz-pub-{run}"),
+        messages
+            .iter()
+            .map(|m| (m.topic.clone(), m.payload.clone()))
+            .collect(),
+        None,
+    )
+    .await?;
+    eprintln!(
+        "bench: fuzz: published {} in {:.1}s",
+        published.acked,
+        published.elapsed.as_secs_f64()
+    );
+    let svc = Service::start_with(&db, &config.mqtt.url, &client, "copy", &env).await?;
+    let (secs, peak_kib, _) = svc.drain(messages.len()).await?;
+    let text = svc.metrics().await.unwrap_or_default();
+    svc.stop().await;
+    end_session(&config.mqtt.url, &client).await;
+    let pool = store::pool(&db, 2).await?;
+    let wrong = verify(&pool, &messages, &text).await?;
+    let bound_mib = (args.max_inflight_bytes + (16 << 20) + (64 << 10) + (96 << 20)) >> 20;
+    println!(
+        "\nFuzz: {} messages in {secs:.1}s ({:.0} msg/s): {} stored, {} duplicates, {} dead \
+         letters, {} values",
+        messages.len(),
+        messages.len() as f64 / secs,
+        want.stored,
+        want.duplicate,
+        want.dead_letter,
+        want.values
+    );
+    println!(
+        "RSS idle {} MiB, peak {} MiB (bound: idle + {bound_mib} MiB)",
+        idle_kib / 1024,
+        peak_kib / 1024
+    );
+    if wrong.is_empty() {
+        println!("every message's outcome, every dead letter and every metric as expected");
+        Ok(())
+    } else {
+        for w in wrong.iter().take(20) {
+            println!("WRONG: {w}");
+        }
+        Err(BenchError::Other(format!("{} checks failed", wrong.len())))
+    }
 }

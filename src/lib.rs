@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bench;
 pub mod bench_api;
+pub mod bench_reads;
 pub mod booking;
 pub mod capacity;
 pub mod catalog;

@@ -93,6 +93,10 @@ enum BenchCommand {
     Ingest(aftercare::bench::IngestBenchArgs),
     /// HTTP API latency under load: health baseline, offer list, slot search, accepts.
     Api(aftercare::bench_api::ApiBenchArgs),
+    /// Read paths over stored telemetry (a filled database).
+    Reads(aftercare::bench_reads::ReadsBenchArgs),
+    /// Hostile traffic through the broker: every outcome checked, peak memory reported.
+    Fuzz(aftercare::bench::FuzzBenchArgs),
 }
 
 fn init_logging(config: &Config) {
@@ -190,6 +194,16 @@ async fn main() -> anyhow::Result<()> {
             command: BenchCommand::Ingest(args),
         } => {
             aftercare::bench::ingest(&config, &args).await?;
+        }
+        Command::Bench {
+            command: BenchCommand::Fuzz(args),
+        } => {
+            aftercare::bench::fuzz(&config, &args).await?;
+        }
+        Command::Bench {
+            command: BenchCommand::Reads(args),
+        } => {
+            aftercare::bench_reads::reads(&config, &args).await?;
         }
         Command::Bench {
             command: BenchCommand::Api(args),
