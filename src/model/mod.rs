@@ -9,6 +9,7 @@ pub mod cmapss;
 pub mod dataset;
 pub mod evaluate;
 pub mod explain;
+pub mod feature_list;
 pub mod features;
 pub mod forest;
 pub mod history;

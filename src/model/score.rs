@@ -4,6 +4,7 @@
 
 use super::artifact::{Artifact, ArtifactError, SCORED_HORIZONS};
 use super::explain::{self, Factor};
+use super::feature_list;
 use super::features::{self, Snapshot};
 use super::history::{has_component, History};
 use crate::component::Component;
@@ -50,7 +51,8 @@ impl Scorer {
                 .features
                 .iter()
                 .map(|f| {
-                    features::index_of(f).ok_or_else(|| invalid(format!("unknown feature {f:?}")))
+                    feature_list::index_of(f)
+                        .ok_or_else(|| invalid(format!("unknown feature {f:?}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut horizons = [0usize; 3];
