@@ -9,13 +9,13 @@ use aftercare::component::Component;
 use aftercare::model::artifact::{Artifact, ComponentModel, DataSummary, HorizonModel, Training};
 use aftercare::model::dataset::{Window, LONG_SIGNAL_LOOKBACK_DAYS, SIGNAL_LOOKBACK_DAYS};
 use aftercare::model::forest::ForestParams;
-use aftercare::model::history::{
-    day_index, day_start, DayAgg, DtcEvent, DtcStatus, History, Powertrain, ServiceEvent,
-    ServiceKind,
-};
 use aftercare::model::learn::{self, Split, TrainConfig};
 use aftercare::model::score::Scorer;
 use aftercare::model::{feature_list, features};
+use aftercare::vehicle::{
+    day_index, day_start, DayAgg, DtcEvent, History, Powertrain, ServiceEvent, ServiceKind,
+};
+use aftercare::wire::DtcStatus;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::Array2;

@@ -20,4 +20,5 @@ pub mod outbox;
 pub mod service;
 pub mod simulator;
 pub mod store;
+pub mod vehicle;
 pub mod wire;

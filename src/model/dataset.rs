@@ -5,11 +5,11 @@
 
 use super::feature_list;
 use super::features::{self, Snapshot};
-use super::history::{floor_day, has_component, History, ServiceKind};
 use super::labels;
 use crate::component::Component;
 use crate::store::history::{self as store_history, Span};
 use crate::store::StoreError;
+use crate::vehicle::{floor_day, has_component, History, ServiceKind};
 use chrono::{DateTime, Duration, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;

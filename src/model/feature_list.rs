@@ -4,9 +4,9 @@
 //! The rule baseline names its readings from this list and `features` computes the values,
 //! so both depend on it and not on each other.
 
-use super::history::Powertrain;
 use crate::catalog;
 use crate::component::Component;
+use crate::vehicle::Powertrain;
 use std::sync::OnceLock;
 
 /// Where a signal feature's series comes from.

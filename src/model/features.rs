@@ -17,13 +17,14 @@ use super::feature_list::{
     all, end_of_life, index_of, window_days, ContextStat, DtcStat, Kind, ServiceStat, Source, Stat,
     DAYS_TO_LIMIT_CAP, KM_SLOPE_DAYS, LIMIT_TREND_DAYS, SOURCES,
 };
-use super::history::{
-    age_years, day_index, days_between, DayAgg, DtcStatus, History, Powertrain, ServiceKind,
-};
 use super::rules;
 use super::window::{line, slope, Moments};
 use crate::catalog::{self, SignalSpec};
 use crate::component::Component;
+use crate::vehicle::{
+    age_years, day_index, days_between, DayAgg, History, Powertrain, ServiceKind,
+};
+use crate::wire::DtcStatus;
 use chrono::{DateTime, Duration, Utc};
 use Stat::*;
 
@@ -459,7 +460,7 @@ fn context_value(
 mod tests {
     use super::*;
     use crate::model::feature_list::days_to_limit;
-    use crate::model::history::{day_start, DtcEvent, Profile, ServiceEvent};
+    use crate::vehicle::{day_start, DtcEvent, Profile, ServiceEvent};
     use chrono::TimeZone;
     use Component::*;
 

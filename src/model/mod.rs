@@ -12,7 +12,6 @@ pub mod explain;
 pub mod feature_list;
 pub mod features;
 pub mod forest;
-pub mod history;
 pub mod labels;
 pub mod learn;
 pub mod metrics;

@@ -6,8 +6,8 @@ use super::artifact::{Artifact, ArtifactError, SCORED_HORIZONS};
 use super::explain::{self, Factor};
 use super::feature_list;
 use super::features::{self, Snapshot};
-use super::history::{has_component, History};
 use crate::component::Component;
+use crate::vehicle::{has_component, History};
 use chrono::{DateTime, Utc};
 
 pub const TOP_FACTORS: usize = 3;
