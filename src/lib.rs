@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod offers;
 pub mod outbox;
+pub mod risk;
 pub mod service;
 pub mod simulator;
 pub mod store;

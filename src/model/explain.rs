@@ -9,20 +9,7 @@ use super::features::Snapshot;
 use super::rules;
 use crate::catalog;
 use crate::component::Component;
-use serde::{Deserialize, Serialize};
-
-/// One reason, as stored in `risk_scores.factors`: a top contributing factor in a service
-/// advisor's words.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Factor {
-    /// The model feature that contributed most within this subject.
-    pub feature: String,
-    pub value: f64,
-    /// The subject's summed contribution (log-odds for logistic models, probability points
-    /// for forests).
-    pub contribution: f64,
-    pub text: String,
-}
+use crate::risk::Factor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subject {

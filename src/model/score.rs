@@ -3,10 +3,11 @@
 //! urgency derived from them, and the top factors of the 30-day model in an advisor's words.
 
 use super::artifact::{Artifact, ArtifactError, SCORED_HORIZONS};
-use super::explain::{self, Factor};
+use super::explain;
 use super::feature_list;
 use super::features::{self, Snapshot};
 use crate::component::Component;
+use crate::risk::Factor;
 use crate::vehicle::{has_component, History};
 use chrono::{DateTime, Utc};
 
