@@ -147,22 +147,6 @@ impl Default for ModelConfig {
     }
 }
 
-impl ModelConfig {
-    pub fn worker(&self) -> crate::model::worker::WorkerConfig {
-        crate::model::worker::WorkerConfig {
-            artifact: self.artifact.clone(),
-            debounce: Duration::from_millis(self.debounce_ms),
-            max_delay: Duration::from_millis(self.max_delay_ms),
-            lease: Duration::from_secs(self.lease_secs),
-            poll: Duration::from_millis(self.poll_ms.max(10)),
-            batch: self.batch,
-            sweep_every: Duration::from_secs(self.sweep_interval_secs),
-            stale_after: Duration::from_secs(self.stale_after_hours * 3600),
-            reload_check: Duration::from_millis(self.reload_check_ms.max(10)),
-        }
-    }
-}
-
 /// Risk thresholds of one component: an offer is due when any horizon's probability
 /// reaches its threshold (absent: that horizon never triggers).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]

@@ -100,7 +100,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     let scoring = config.model.enabled.then(|| {
         let (pool, cfg, slot, rx) = (
             store.pool().clone(),
-            config.model.worker(),
+            worker::WorkerConfig::from(&config.model),
             model.clone(),
             shutdown_rx.clone(),
         );
