@@ -355,62 +355,22 @@ impl FileScan<'_> {
 
     fn scan(&mut self, toks: &[(Tok, usize)]) {
         // First the declared child modules (their names resolve like paths).
-        let mut scopes: Vec<(usize, String)> = Vec::new();
-        let mut depth = 0;
-        let module = self.file.module.clone();
-        let scope_of = |scopes: &[(usize, String)]| -> Vec<String> {
-            let mut s = module.clone();
-            s.extend(scopes.iter().map(|(_, n)| n.clone()));
-            s
-        };
-        for w in 0..toks.len() {
-            match &toks[w].0 {
-                Tok::Open => depth += 1,
-                Tok::Close => {
-                    if scopes.last().is_some_and(|(d, _)| *d == depth) {
-                        scopes.pop();
-                    }
-                    depth -= 1;
-                }
-                Tok::Ident(k) if k == "mod" => {
-                    if let (Some((Tok::Ident(name), _)), Some((next, _))) =
-                        (toks.get(w + 1), toks.get(w + 2))
-                    {
-                        let mut child = scope_of(&scopes);
-                        child.push(name.clone());
-                        self.children.insert(child);
-                        if *next == Tok::Open {
-                            scopes.push((depth + 1, name.clone()));
-                        }
-                    }
-                }
-                _ => {}
+        let mut inline = InlineModules::default();
+        for i in 0..toks.len() {
+            let mut child = inline.path(&self.file.module);
+            if let Some(name) = inline.step(toks, i) {
+                child.push(name);
+                self.children.insert(child);
             }
         }
         // Then every path, with the inline module it is written in.
-        let (mut scopes, mut depth, mut i) = (Vec::<(usize, String)>::new(), 0, 0);
+        let (mut inline, mut i) = (InlineModules::default(), 0);
         while i < toks.len() {
+            inline.step(toks, i);
+            let scope = inline.path(&self.file.module);
             let (tok, line) = &toks[i];
             match tok {
-                Tok::Open => depth += 1,
-                Tok::Close => {
-                    if scopes.last().is_some_and(|(d, _)| *d == depth) {
-                        scopes.pop();
-                    }
-                    depth -= 1;
-                }
-                Tok::Ident(k) if k == "mod" => {
-                    if let (Some((Tok::Ident(name), _)), Some((Tok::Open, _))) =
-                        (toks.get(i + 1), toks.get(i + 2))
-                    {
-                        scopes.push((depth + 1, name.clone()));
-                        depth += 1;
-                        i += 3;
-                        continue;
-                    }
-                }
                 Tok::Ident(k) if k == "use" => {
-                    let scope = scope_of(&scopes);
                     i = self.use_tree(toks, i + 1, &scope);
                     continue;
                 }
@@ -426,7 +386,7 @@ impl FileScan<'_> {
                         segs.push(s.clone());
                         j += 2;
                     }
-                    if let Some(abs) = self.absolute(&scope_of(&scopes), &segs) {
+                    if let Some(abs) = self.absolute(&scope, &segs) {
                         self.record(&abs, *line, segs.join("::"));
                     }
                     i = j;
@@ -436,6 +396,49 @@ impl FileScan<'_> {
             }
             i += 1;
         }
+    }
+}
+
+/// The inline modules (`mod tests { … }`) a token is inside, followed token by token.
+#[derive(Default)]
+struct InlineModules {
+    depth: usize,
+    /// Each open inline module: the brace depth inside it, and its name.
+    open: Vec<(usize, String)>,
+}
+
+impl InlineModules {
+    /// Follows `toks[i]`; returns the name when it declares a module (`mod name;` or
+    /// `mod name {`, which it also enters).
+    fn step(&mut self, toks: &[(Tok, usize)], i: usize) -> Option<String> {
+        match &toks[i].0 {
+            Tok::Open => self.depth += 1,
+            Tok::Close => {
+                if self.open.last().is_some_and(|(d, _)| *d == self.depth) {
+                    self.open.pop();
+                }
+                self.depth = self.depth.saturating_sub(1);
+            }
+            Tok::Ident(k) if k == "mod" => {
+                if let (Some((Tok::Ident(name), _)), Some((next, _))) =
+                    (toks.get(i + 1), toks.get(i + 2))
+                {
+                    if *next == Tok::Open {
+                        self.open.push((self.depth + 1, name.clone()));
+                    }
+                    return Some(name.clone());
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// The module path at this point of a file whose module is `file`.
+    fn path(&self, file: &[String]) -> Vec<String> {
+        let mut p = file.to_vec();
+        p.extend(self.open.iter().map(|(_, n)| n.clone()));
+        p
     }
 }
 
