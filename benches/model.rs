@@ -8,14 +8,14 @@ use aftercare::catalog;
 use aftercare::component::Component;
 use aftercare::model::artifact::{Artifact, ComponentModel, DataSummary, HorizonModel, Training};
 use aftercare::model::dataset::{Window, LONG_SIGNAL_LOOKBACK_DAYS, SIGNAL_LOOKBACK_DAYS};
-use aftercare::model::features;
 use aftercare::model::forest::ForestParams;
-use aftercare::model::history::{
-    day_index, day_start, DayAgg, DtcEvent, DtcStatus, History, Powertrain, ServiceEvent,
-    ServiceKind,
-};
 use aftercare::model::learn::{self, Split, TrainConfig};
 use aftercare::model::score::Scorer;
+use aftercare::model::{feature_list, features};
+use aftercare::vehicle::{
+    day_index, day_start, DayAgg, DtcEvent, History, Powertrain, ServiceEvent, ServiceKind,
+};
+use aftercare::wire::DtcStatus;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::Array2;
@@ -39,7 +39,7 @@ fn history(i: usize, rng: &mut ChaCha8Rng, at: DateTime<Utc>) -> History {
     for (s, spec) in catalog::SIGNALS.iter().enumerate() {
         let base = rng.gen::<f64>() * 100.0;
         let trend = rng.gen::<f64>() - 0.5;
-        let lookback = if features::long_window_signals().contains(&spec.name) {
+        let lookback = if feature_list::long_window_signals().contains(&spec.name) {
             LONG_SIGNAL_LOOKBACK_DAYS
         } else {
             SIGNAL_LOOKBACK_DAYS
@@ -111,7 +111,7 @@ fn artifact(forest: bool) -> Artifact {
         .iter()
         .enumerate()
         .map(|(c, &component)| {
-            let columns = features::for_component(component);
+            let columns = feature_list::for_component(component);
             let horizons = [7, 30, 90]
                 .into_iter()
                 .map(|days| {
@@ -189,7 +189,7 @@ fn scoring(c: &mut Criterion) {
 
 fn training(c: &mut Criterion) {
     // The size of one component's model: its features plus the vehicle context.
-    let p = features::for_component(Component::Brakes).len();
+    let p = feature_list::for_component(Component::Brakes).len();
     let (x, y) = synthetic(125_000, p, 9);
     let (xt, xv) = x.view().split_at(ndarray::Axis(0), 100_000);
     let mut group = c.benchmark_group("train 100,000 examples");

@@ -22,7 +22,7 @@ export AFTERCARE_MQTT_URL=${AFTERCARE_MQTT_URL:-$(PORT=1884 scripts/broker.sh)}
 export AFTERCARE_HTTP_ADDR=${AFTERCARE_HTTP_ADDR:-127.0.0.1:8080}
 export AFTERCARE_MQTT_CLIENT_ID=aftercare-demo
 # One instance on Mosquitto: a plain subscription (Mosquitto does not keep shared ones
-# across its own restarts; see README).
+# across its own restarts; see docs/operations.md).
 export AFTERCARE_MQTT_SHARE_GROUP=""
 psql "${AFTERCARE_DATABASE_URL%/*}/postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'aftercare_demo'" | grep -q 1 \
   || psql "${AFTERCARE_DATABASE_URL%/*}/postgres" -qc "CREATE DATABASE aftercare_demo"

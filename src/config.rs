@@ -75,42 +75,19 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        let p = crate::store::retention::StoragePolicy::default();
-        let l = crate::store::SignalLimits::default();
         StorageConfig {
-            chunk_days: p.chunk_days,
-            dtc_chunk_days: p.dtc_chunk_days,
-            retention_days: p.retention_days,
-            dtc_retention_days: p.dtc_retention_days,
-            dead_letter_retention_days: p.dead_letter_retention_days,
-            compress_after_days: p.compress_after_days,
-            ahead_days: p.ahead_days,
+            chunk_days: 7,
+            dtc_chunk_days: 30,
+            retention_days: 1095,
+            dtc_retention_days: 1095,
+            dead_letter_retention_days: 365,
+            compress_after_days: 7,
+            ahead_days: 14,
             maintenance_interval_secs: 3600,
             job_stale_after_hours: 48,
-            max_signals: l.max_signals,
-            max_signals_per_vehicle: l.max_signals_per_vehicle,
+            max_signals: 20_000,
+            max_signals_per_vehicle: 1_000,
             relayout_pause_ms: 50,
-        }
-    }
-}
-
-impl StorageConfig {
-    pub fn policy(&self) -> crate::store::retention::StoragePolicy {
-        crate::store::retention::StoragePolicy {
-            chunk_days: self.chunk_days,
-            dtc_chunk_days: self.dtc_chunk_days,
-            retention_days: self.retention_days,
-            dtc_retention_days: self.dtc_retention_days,
-            dead_letter_retention_days: self.dead_letter_retention_days,
-            compress_after_days: self.compress_after_days,
-            ahead_days: self.ahead_days,
-        }
-    }
-
-    pub fn signal_limits(&self) -> crate::store::SignalLimits {
-        crate::store::SignalLimits {
-            max_signals: self.max_signals,
-            max_signals_per_vehicle: self.max_signals_per_vehicle,
         }
     }
 }
@@ -225,22 +202,6 @@ impl Default for ModelConfig {
             sweep_interval_secs: 3_600,
             stale_after_hours: 24,
             reload_check_ms: 5_000,
-        }
-    }
-}
-
-impl ModelConfig {
-    pub fn worker(&self) -> crate::model::worker::WorkerConfig {
-        crate::model::worker::WorkerConfig {
-            artifact: self.artifact.clone(),
-            debounce: Duration::from_millis(self.debounce_ms),
-            max_delay: Duration::from_millis(self.max_delay_ms),
-            lease: Duration::from_secs(self.lease_secs),
-            poll: Duration::from_millis(self.poll_ms.max(10)),
-            batch: self.batch,
-            sweep_every: Duration::from_secs(self.sweep_interval_secs),
-            stale_after: Duration::from_secs(self.stale_after_hours * 3600),
-            reload_check: Duration::from_millis(self.reload_check_ms.max(10)),
         }
     }
 }

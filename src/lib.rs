@@ -1,24 +1,55 @@
 //! Aftercare: connected-car telemetry and fault codes in, booked workshop visits out.
 //!
-//! The modules follow the pipeline; data flows forward through them:
-//! `wire` (contract) → `ingest` (MQTT consumer) → `store` (PostgreSQL / TimescaleDB) → `api`.
-//! `config`, `metrics` and `simulator` serve them all.
+//! Every module, by role (docs/architecture.md walks through them):
+//!
+//! - **Contract**, what the outside relies on: `wire` (MQTT topics and payloads, v1, and every
+//!   rejection reason), `config` (settings and their `AFTERCARE_*` names), `metrics`
+//!   (Prometheus names).
+//! - **Pipeline**, the running process: `ingest` (MQTT session → batches → one transaction
+//!   each → acks in order), `outbox` (signed webhooks and MQTT to vehicles), `service` (starts
+//!   and stops every task of `aftercare serve`).
+//! - **Domain**, what is known and decided: `component` (component groups), `catalog`
+//!   (signals and fault codes), `vehicle` (a vehicle's powertrain, service kinds and
+//!   history), `risk` (a score's reasons), `model` (features, training, scoring),
+//!   `capacity` (workshops, slot search, demand preview), `offers` (policy, states, the offer
+//!   worker), `booking` (accepting, moving and completing a window).
+//! - **Storage**: `store`, the schema and every SQL statement.
+//! - **HTTP**: `api`, the axum routes, API keys and scopes, the OpenAPI document and the web
+//!   console.
+//! - **Tools**: `simulator` (a fleet with known ground truth, and hostile traffic), `bench`,
+//!   `bench_api` and `bench_reads` (`aftercare bench ingest|fuzz|api|reads`).
+//!
+//! Data moves forward: no module imports from a module that imports it back
+//! (`tests/module_graph.rs` checks it, file by file and folder by folder).
 
-pub mod api;
-pub mod bench;
-pub mod bench_api;
-pub mod bench_reads;
+// Contract
+pub mod config;
+pub mod metrics;
+pub mod wire;
+
+// Pipeline
+pub mod ingest;
+pub mod outbox;
+pub mod service;
+
+// Domain
 pub mod booking;
 pub mod capacity;
 pub mod catalog;
 pub mod component;
-pub mod config;
-pub mod ingest;
-pub mod metrics;
 pub mod model;
 pub mod offers;
-pub mod outbox;
-pub mod service;
-pub mod simulator;
+pub mod risk;
+pub mod vehicle;
+
+// Storage
 pub mod store;
-pub mod wire;
+
+// HTTP
+pub mod api;
+
+// Tools
+pub mod bench;
+pub mod bench_api;
+pub mod bench_reads;
+pub mod simulator;

@@ -128,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             // One connection does it all, in turn.
             let pool = aftercare::store::pool(&config.database.url, 1).await?;
             let flavor = aftercare::store::migrate(&pool).await?;
-            retention::apply_policy(&pool, flavor, &config.storage.policy()).await?;
+            retention::apply_policy(&pool, flavor, &(&config.storage).into()).await?;
             retention::ensure_partitions(&pool, flavor, chrono::Utc::now()).await?;
             if relayout::legacy_present(&pool).await? {
                 if schema_only {

@@ -50,9 +50,9 @@ pub struct RunningService {
 pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     let api_pool = store::pool(&config.database.url, config.database.max_connections).await?;
     let flavor = store::migrate(&api_pool).await?;
-    store::retention::apply_policy(&api_pool, flavor, &config.storage.policy()).await?;
+    store::retention::apply_policy(&api_pool, flavor, &(&config.storage).into()).await?;
     store::retention::ensure_partitions(&api_pool, flavor, chrono::Utc::now()).await?;
-    let limits = config.storage.signal_limits();
+    let limits = store::SignalLimits::from(&config.storage);
     let store = Arc::new(Store::open_with(api_pool, limits).await?);
     tracing::info!(%flavor, "database ready");
     let metrics = Arc::new(Metrics::new());
@@ -132,7 +132,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     let scoring = config.model.enabled.then(|| {
         let (pool, cfg, slot, rx) = (
             store.pool().clone(),
-            config.model.worker(),
+            worker::WorkerConfig::from(&config.model),
             model.clone(),
             shutdown_rx.clone(),
         );

@@ -216,7 +216,7 @@ async fn fleet_to_bookings_and_webhooks_through_two_crashes() {
     let mqtt = offers_subscriber(&broker, "e2e-offers-subscriber").await;
 
     let env = [
-        // One instance on Mosquitto: a plain subscription (README, broker requirements).
+        // One instance on Mosquitto: a plain subscription (docs/operations.md, broker requirements).
         ("AFTERCARE_MQTT_SHARE_GROUP", ""),
         ("AFTERCARE_MODEL_ARTIFACT", MODEL),
         ("AFTERCARE_MODEL_DEBOUNCE_MS", "300"),

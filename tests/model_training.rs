@@ -11,15 +11,15 @@ use aftercare::component::Component;
 use aftercare::model::artifact::Artifact;
 use aftercare::model::dataset::{self, Window, LONG_SIGNAL_LOOKBACK_DAYS, SIGNAL_LOOKBACK_DAYS};
 use aftercare::model::evaluate::{self, EvalSpec};
-use aftercare::model::features;
 use aftercare::model::forest::ForestParams;
-use aftercare::model::history::day_index;
 use aftercare::model::labels::Truth;
 use aftercare::model::learn::TrainConfig;
 use aftercare::model::metrics;
 use aftercare::model::score::Scorer;
 use aftercare::model::train::{self, TrainSpec};
+use aftercare::model::{feature_list, features};
 use aftercare::store::history;
+use aftercare::vehicle::day_index;
 use chrono::{DateTime, Duration, Utc};
 use common::TestDb;
 use model_common::*;
@@ -155,7 +155,7 @@ async fn end_of_life_trends_read_half_a_year_of_their_signal_and_no_more_of_othe
     // From the database to the feature: about 50 days to 70%, where the last reading alone
     // (day 294, 0.2 high) would say about 66.
     let snapshot = features::compute(&h[0], end);
-    let days = features::days_to_limit(
+    let days = feature_list::days_to_limit(
         snapshot.value("traction_battery.tractionbattery_stateofhealth.ln_days_to_limit"),
     );
     assert!((days - 50.0).abs() < 6.0, "{days}");

@@ -124,7 +124,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     let msgs = messages(11, 100, 20_000);
     let msgs_for_check = msgs.clone();
     let want = expected(&msgs);
-    // One instance: a plain subscription, as the README advises for Mosquitto.
+    // One instance: a plain subscription, as docs/operations.md advises for Mosquitto.
     let plain = [("AFTERCARE_MQTT_SHARE_GROUP", "")];
     let service = ServiceProcess::start(&db.url, &broker.url(), "crash-1", &plain).await;
     let url = broker.url();
@@ -145,7 +145,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     let stats = publisher.await.unwrap().unwrap();
     assert_eq!(stats.acked, 20_000);
     // Mosquitto 2.0.11 sometimes drops what it had queued, not yet sent, for the client that
-    // is killed (README, broker requirements). Whatever it did send must be stored exactly
+    // is killed (docs/operations.md, broker requirements). Whatever it did send must be stored exactly
     // once, and only what it never sent may be missing: its log says which.
     let want = delivered_by_broker(
         &pool,
@@ -286,7 +286,7 @@ async fn database_outage_and_broker_restart_lose_nothing_and_memory_stays_bounde
         "outage-1",
         // A plain subscription: Mosquitto 2.0 restores a persistent session's plain
         // subscriptions after a restart but not its shared ones, and drops what is published
-        // before the subscriber is back (see README, broker requirements).
+        // before the subscriber is back (see docs/operations.md, broker requirements).
         &[
             ("AFTERCARE_MQTT_RECEIVE_MAXIMUM", "200"),
             ("AFTERCARE_DATABASE_MAX_CONNECTIONS", "2"),
@@ -344,7 +344,7 @@ async fn database_outage_and_broker_restart_lose_nothing_and_memory_stays_bounde
     let stats = publisher.await.unwrap().unwrap();
     assert_eq!(stats.acked, 8_000);
     // Mosquitto 2.0.11 can also drop, across a restart, messages it had queued and not yet
-    // sent (README, broker requirements); everything it sent must be stored exactly once.
+    // sent (docs/operations.md, broker requirements); everything it sent must be stored exactly once.
     let want = delivered_by_broker(
         &pool,
         &broker,

@@ -11,9 +11,9 @@ use aftercare::simulator::fleet::VehicleSpec;
 use aftercare::simulator::{bulk, live, Kind, Progress};
 use aftercare::simulator::{Delivery, Realism, SimConfig, Simulation, Truth};
 use aftercare::store::keys::{self, Scope};
-use aftercare::store::profiles::Powertrain;
 use aftercare::store::service_records::{NewServiceRecord, ServiceKind};
 use aftercare::store::Store;
+use aftercare::vehicle::Powertrain;
 use chrono::{DateTime, TimeZone, Utc};
 use common::*;
 use serde_json::Value;
@@ -206,7 +206,7 @@ fn the_same_seed_gives_byte_identical_output_and_other_seeds_differ() {
     );
 }
 
-/// The ranges documented in the README (section "Simulator: realism and sources").
+/// The ranges documented in docs/simulator.md ("Realism and sources").
 const RATE_RANGES: [(Component, f64, f64); 8] = [
     (Component::Battery12v, 0.010, 0.050),
     (Component::TractionBattery, 0.001, 0.010),

@@ -5,7 +5,7 @@
 //! (write, then rename) so a running service never reads half a file.
 
 use super::dataset::{JobCounts, Window};
-use super::features;
+use super::feature_list;
 use super::learn::{BinaryModel, Learner, TrainConfig, Validation};
 use crate::component::Component;
 use chrono::{DateTime, Utc};
@@ -80,13 +80,13 @@ pub struct ComponentModel {
 }
 
 impl ComponentModel {
-    /// A component's models, over the features `features::for_component` gives it.
+    /// A component's models, over the features `feature_list::for_component` gives it.
     pub fn new(component: Component, horizons: Vec<HorizonModel>) -> ComponentModel {
         ComponentModel {
             component,
-            features: features::for_component(component)
+            features: feature_list::for_component(component)
                 .into_iter()
-                .map(|j| features::all()[j].name.clone())
+                .map(|j| feature_list::all()[j].name.clone())
                 .collect(),
             horizons,
         }
@@ -157,7 +157,11 @@ impl Artifact {
             )));
         }
         for cm in &artifact.components {
-            if let Some(unknown) = cm.features.iter().find(|f| features::index_of(f).is_none()) {
+            if let Some(unknown) = cm
+                .features
+                .iter()
+                .find(|f| feature_list::index_of(f).is_none())
+            {
                 return Err(invalid(format!(
                     "{} uses feature {unknown:?}, which this build does not compute",
                     cm.component

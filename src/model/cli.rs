@@ -3,15 +3,16 @@
 //! `--holdout-days`, evaluation takes what follows the artifact's training window.
 
 use super::artifact::{write_atomic, Artifact, ArtifactError};
+use super::cmapss;
 use super::dataset::Window;
 use super::evaluate::{self, EvalSpec};
 use super::forest::ForestParams;
 use super::labels::{Truth, TruthError};
 use super::learn::TrainConfig;
 use super::train::{self, TrainSpec};
-use super::{cmapss, history::floor_day};
 use crate::config::Config;
 use crate::store::{self, history, StoreError};
+use crate::vehicle::floor_day;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::path::PathBuf;
 

@@ -3,12 +3,13 @@
 //! records. Histories are loaded a chunk of vehicles at a time; features are stored as f32
 //! (about 0.5 KiB per snapshot).
 
+use super::feature_list;
 use super::features::{self, Snapshot};
-use super::history::{floor_day, has_component, History, ServiceKind};
 use super::labels;
 use crate::component::Component;
 use crate::store::history::{self as store_history, Span};
 use crate::store::StoreError;
+use crate::vehicle::{floor_day, has_component, History, ServiceKind};
 use chrono::{DateTime, Duration, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
@@ -19,9 +20,9 @@ use std::collections::BTreeMap;
 /// Vehicles loaded per round trip (two years of rollups for 25 vehicles: about 0.5 M rows).
 const CHUNK: usize = 25;
 /// Signal history a snapshot's features look back over (longest window plus a day)...
-pub const SIGNAL_LOOKBACK_DAYS: i64 = features::WINDOW_DAYS + 1;
-/// ...and for the signals of `features::long_window_signals` (end-of-life trends).
-pub const LONG_SIGNAL_LOOKBACK_DAYS: i64 = features::LIMIT_TREND_DAYS + 1;
+pub const SIGNAL_LOOKBACK_DAYS: i64 = feature_list::WINDOW_DAYS + 1;
+/// ...and for the signals of `feature_list::long_window_signals` (end-of-life trends).
+pub const LONG_SIGNAL_LOOKBACK_DAYS: i64 = feature_list::LIMIT_TREND_DAYS + 1;
 /// DTC history a snapshot's features look back over.
 pub const EVENT_LOOKBACK_DAYS: i64 = 365;
 
@@ -29,7 +30,7 @@ pub const EVENT_LOOKBACK_DAYS: i64 = 365;
 pub fn span(from: DateTime<Utc>, until: DateTime<Utc>) -> Span<'static> {
     Span {
         signals_from: from - Duration::days(SIGNAL_LOOKBACK_DAYS),
-        long_signals: features::long_window_signals(),
+        long_signals: feature_list::long_window_signals(),
         long_from: from - Duration::days(LONG_SIGNAL_LOOKBACK_DAYS),
         events_from: from - Duration::days(EVENT_LOOKBACK_DAYS),
         until,
@@ -98,7 +99,7 @@ impl Dataset {
             label_end,
             rows: Vec::new(),
             x: Vec::new(),
-            n_features: features::all().len(),
+            n_features: feature_list::all().len(),
             vehicles: 0,
             jobs: BTreeMap::new(),
         }

@@ -9,13 +9,13 @@
 use super::artifact::Artifact;
 use super::dataset::{for_each_history, Window};
 use super::features;
-use super::history::History;
 use super::labels::{self, Event, EventKind, Truth};
 use super::metrics::{self, CalibrationBin, LeadSummary};
 use super::rules;
 use super::score::Scorer;
 use crate::component::Component;
 use crate::store::StoreError;
+use crate::vehicle::History;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;

@@ -4,24 +4,12 @@
 //! each is rendered with the catalogue's labels and units: "front-left brake pad wear 86%,
 //! rising 4%/1000 km".
 
-use super::features::{self, ContextStat, DtcStat, Kind, ServiceStat, Snapshot, Stat};
+use super::feature_list::{self, ContextStat, DtcStat, Kind, ServiceStat, Stat};
+use super::features::Snapshot;
 use super::rules;
 use crate::catalog;
 use crate::component::Component;
-use serde::{Deserialize, Serialize};
-
-/// One reason, as stored in `risk_scores.factors`: a top contributing factor in a service
-/// advisor's words.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Factor {
-    /// The model feature that contributed most within this subject.
-    pub feature: String,
-    pub value: f64,
-    /// The subject's summed contribution (log-odds for logistic models, probability points
-    /// for forests).
-    pub contribution: f64,
-    pub text: String,
-}
+use crate::risk::Factor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subject {
@@ -41,7 +29,7 @@ fn subject(component: Component, kind: Kind, snapshot: &Snapshot) -> Option<Subj
         Kind::Context(c) => Subject::Context(c),
         Kind::Rule => {
             let driver = rules::strongest(component, &snapshot.values)?;
-            match features::all().get(driver)?.kind {
+            match feature_list::all().get(driver)?.kind {
                 Kind::Rule => return None,
                 k => subject(component, k, snapshot)?,
             }
@@ -58,7 +46,7 @@ pub fn top_factors(
     snapshot: &Snapshot,
     n: usize,
 ) -> Vec<Factor> {
-    let defs = features::all();
+    let defs = feature_list::all();
     // (subject, summed contribution, strongest feature, its contribution)
     let mut subjects: Vec<(Subject, f64, usize, f64)> = Vec::new();
     for (&g, &c) in features.iter().zip(contributions) {
@@ -99,7 +87,7 @@ pub fn top_factors(
 
 /// The component's own feature of that kind (or the vehicle's, for context).
 fn value_of(snapshot: &Snapshot, component: Component, kind: Kind) -> f64 {
-    features::all()
+    feature_list::all()
         .iter()
         .position(|f| f.kind == kind && f.component.is_none_or(|c| c == component))
         .and_then(|i| snapshot.values.get(i).copied())
@@ -107,7 +95,7 @@ fn value_of(snapshot: &Snapshot, component: Component, kind: Kind) -> f64 {
 }
 
 fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -> Option<String> {
-    let defs = features::all();
+    let defs = feature_list::all();
     Some(match s {
         Subject::Source(source) => {
             let spec = snap
@@ -115,17 +103,17 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
                 .get(source)
                 .copied()
                 .flatten()
-                .or_else(|| match features::SOURCES.get(source)?.1 {
-                    features::Source::Signal(name) => catalog::signal(name),
-                    features::Source::Worst { leaf, .. } => {
+                .or_else(|| match feature_list::SOURCES.get(source)?.1 {
+                    feature_list::Source::Signal(name) => catalog::signal(name),
+                    feature_list::Source::Worst { leaf, .. } => {
                         catalog::signal(&catalog::wheel_signal(0, leaf))
                     }
-                    features::Source::CellSpread => catalog::signal(catalog::TRACTION_CELL_MAX),
+                    feature_list::Source::CellSpread => catalog::signal(catalog::TRACTION_CELL_MAX),
                 })?;
-            let (label, unit) = match features::SOURCES.get(source)?.1 {
-                features::Source::CellSpread => ("cell voltage spread", "V"),
-                features::Source::Worst { .. } => (spec.label, spec.unit),
-                features::Source::Signal(_) => (spec.label, spec.unit),
+            let (label, unit) = match feature_list::SOURCES.get(source)?.1 {
+                feature_list::Source::CellSpread => ("cell voltage spread", "V"),
+                feature_list::Source::Worst { .. } => (spec.label, spec.unit),
+                feature_list::Source::Signal(_) => (spec.label, spec.unit),
             };
             let stat_value = |stat: Stat| value_of(snap, component, Kind::Signal { source, stat });
             if defs[strongest].kind == (Kind::Missing { source }) {
@@ -138,11 +126,12 @@ fn render(component: Component, s: Subject, strongest: usize, snap: &Snapshot) -
             let head = match strongest_stat {
                 Stat::LnDaysToLimit
                     if stat_value(Stat::Level).is_finite()
-                        && features::days_to_limit(stat_value(Stat::LnDaysToLimit)).round()
-                            < features::DAYS_TO_LIMIT_CAP =>
+                        && feature_list::days_to_limit(stat_value(Stat::LnDaysToLimit)).round()
+                            < feature_list::DAYS_TO_LIMIT_CAP =>
                 {
-                    let (limit, _) = features::end_of_life(features::SOURCES.get(source)?.1)?;
-                    let days = features::days_to_limit(stat_value(Stat::LnDaysToLimit));
+                    let (limit, _) =
+                        feature_list::end_of_life(feature_list::SOURCES.get(source)?.1)?;
+                    let days = feature_list::days_to_limit(stat_value(Stat::LnDaysToLimit));
                     // One decimal: a pack at 70.4% is not yet at 70%.
                     let level = match unit {
                         "percent" => format!("{}%", number(stat_value(Stat::Level), 1)),
@@ -371,11 +360,11 @@ mod tests {
     }
 
     fn blank_snapshot() -> Snapshot {
-        let n = features::all().len();
+        let n = feature_list::all().len();
         Snapshot {
             at: chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000),
             values: vec![f64::NAN; n],
-            source_signal: vec![None; features::SOURCES.len()],
+            source_signal: vec![None; feature_list::SOURCES.len()],
             active_codes: Vec::new(),
             powertrain: None,
             active: true,
@@ -385,7 +374,7 @@ mod tests {
     #[test]
     fn the_rule_ratio_is_told_as_the_reading_behind_it() {
         let mut snap = blank_snapshot();
-        let i = |n: &str| features::index_of(n).expect(n);
+        let i = |n: &str| feature_list::index_of(n).expect(n);
         snap.values[i("brakes.worst_brake_padwear.level")] = 88.0;
         snap.values[i("brakes.rule.ratio")] = rules::score(Component::Brakes, &snap.values);
         let model = [
@@ -401,7 +390,7 @@ mod tests {
     #[test]
     fn days_to_the_end_of_life_are_told_with_the_level_and_the_limit() {
         let mut snap = blank_snapshot();
-        let i = |n: &str| features::index_of(n).expect(n);
+        let i = |n: &str| feature_list::index_of(n).expect(n);
         let soh = "traction_battery.tractionbattery_stateofhealth";
         snap.values[i(&format!("{soh}.level"))] = 70.6;
         snap.values[i(&format!("{soh}.ln_days_to_limit"))] = 24.6f64.ln_1p();
@@ -429,7 +418,7 @@ mod tests {
     #[test]
     fn service_reasons_read_the_component_own_record() {
         let mut snap = blank_snapshot();
-        let i = |n: &str| features::index_of(n).expect(n);
+        let i = |n: &str| feature_list::index_of(n).expect(n);
         // The 12 V battery (first in the list) was serviced recently, the brakes long ago.
         snap.values[i("battery_12v.service.days_since")] = 10.0;
         snap.values[i("battery_12v.service.never")] = 0.0;

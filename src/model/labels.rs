@@ -13,8 +13,8 @@
 //! until when the part stayed broken. Snapshots taken while it was broken are excluded (the
 //! failure is no longer ahead of them), and lead times are measured to the failure itself.
 
-use super::history::{History, ServiceKind};
 use crate::component::Component;
+use crate::vehicle::{History, ServiceKind};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 //! largest ratio of a reading to its threshold (≥ 1 means the reminder fires), so it can be
 //! ranked like a probability for PR-AUC and cut at its own alert volume.
 
-use super::features;
+use super::feature_list;
 use crate::component::Component;
 use std::sync::OnceLock;
 
@@ -18,7 +18,7 @@ pub enum Rule {
 use Component::*;
 use Rule::*;
 
-/// Reminder thresholds per component (feature names as in `features::all`).
+/// Reminder thresholds per component (feature names as in `feature_list::all`).
 pub fn rules(component: Component) -> &'static [Rule] {
     match component {
         Battery12v => &[
@@ -58,7 +58,7 @@ pub fn rules(component: Component) -> &'static [Rule] {
     }
 }
 
-/// The rules with feature names resolved to indices into `features::all()`.
+/// The rules with feature names resolved to indices into `feature_list::all()`.
 fn compiled(component: Component) -> &'static [(bool, usize, f64)] {
     static COMPILED: OnceLock<Vec<Vec<(bool, usize, f64)>>> = OnceLock::new();
     let all = COMPILED.get_or_init(|| {
@@ -68,8 +68,8 @@ fn compiled(component: Component) -> &'static [(bool, usize, f64)] {
                 rules(c)
                     .iter()
                     .filter_map(|r| match *r {
-                        AtLeast(n, t) => Some((true, features::index_of(n)?, t)),
-                        AtMost(n, t) => Some((false, features::index_of(n)?, t)),
+                        AtLeast(n, t) => Some((true, feature_list::index_of(n)?, t)),
+                        AtMost(n, t) => Some((false, feature_list::index_of(n)?, t)),
                     })
                     .collect()
             })
@@ -115,7 +115,7 @@ pub fn unknown_rule_features() -> Vec<&'static str> {
         .map(|r| match *r {
             AtLeast(n, _) | AtMost(n, _) => n,
         })
-        .filter(|n| features::index_of(n).is_none())
+        .filter(|n| feature_list::index_of(n).is_none())
         .collect()
 }
 
@@ -130,9 +130,9 @@ mod tests {
 
     #[test]
     fn ratios_fire_at_one_and_missing_readings_never_fire() {
-        let mut values = vec![f64::NAN; features::all().len()];
+        let mut values = vec![f64::NAN; feature_list::all().len()];
         assert_eq!(score(Component::Oil, &values), 0.0);
-        let i = |n: &str| features::index_of(n).unwrap();
+        let i = |n: &str| feature_list::index_of(n).unwrap();
         values[i("brakes.worst_brake_padwear.level")] = 88.0;
         assert!((score(Component::Brakes, &values) - 1.1).abs() < 1e-12);
         values[i("oil.engineoil_liferemaining.level")] = 20.0;

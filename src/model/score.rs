@@ -3,10 +3,12 @@
 //! urgency derived from them, and the top factors of the 30-day model in an advisor's words.
 
 use super::artifact::{Artifact, ArtifactError, SCORED_HORIZONS};
-use super::explain::{self, Factor};
+use super::explain;
+use super::feature_list;
 use super::features::{self, Snapshot};
-use super::history::{has_component, History};
 use crate::component::Component;
+use crate::risk::Factor;
+use crate::vehicle::{has_component, History};
 use chrono::{DateTime, Utc};
 
 pub const TOP_FACTORS: usize = 3;
@@ -50,7 +52,8 @@ impl Scorer {
                 .features
                 .iter()
                 .map(|f| {
-                    features::index_of(f).ok_or_else(|| invalid(format!("unknown feature {f:?}")))
+                    feature_list::index_of(f)
+                        .ok_or_else(|| invalid(format!("unknown feature {f:?}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut horizons = [0usize; 3];

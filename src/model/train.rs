@@ -5,7 +5,7 @@
 
 use super::artifact::{Artifact, ComponentModel, DataSummary, HorizonModel, Training};
 use super::dataset::{self, Dataset, Window};
-use super::features;
+use super::feature_list;
 use super::learn::{self, Split, TrainConfig};
 use super::rules;
 use crate::component::Component;
@@ -96,22 +96,22 @@ pub fn fit(data: &Dataset, spec: &TrainSpec) -> Result<Artifact, TrainingError> 
     let mut components = Vec::new();
     let mut skipped = BTreeMap::new();
     for (c, &component) in Component::ALL.iter().enumerate() {
-        let columns = features::for_component(component);
-        let rule_column = features::index_of(&format!("{component}.rule.ratio"))
+        let columns = feature_list::for_component(component);
+        let rule_column = feature_list::index_of(&format!("{component}.rule.ratio"))
             .and_then(|g| columns.iter().position(|&j| j == g));
         let config = learn::TrainConfig {
             anchor: rule_column,
             ..spec.config
         };
         // The compact candidate: the rule ratio and the component's signal statistics.
-        let all = features::all();
+        let all = feature_list::all();
         let compact: Vec<usize> = columns
             .iter()
             .enumerate()
             .filter(|(_, &g)| {
                 matches!(
                     all[g].kind,
-                    features::Kind::Rule | features::Kind::Signal { .. }
+                    feature_list::Kind::Rule | feature_list::Kind::Signal { .. }
                 )
             })
             .map(|(k, _)| k)

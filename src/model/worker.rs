@@ -11,6 +11,7 @@ use super::artifact::Artifact;
 use super::dataset;
 use super::features;
 use super::score::Scorer;
+use crate::config::ModelConfig;
 use crate::store::{history, risk, StoreError};
 use chrono::Utc;
 use sqlx::PgPool;
@@ -30,6 +31,23 @@ pub struct WorkerConfig {
     pub sweep_every: Duration,
     pub stale_after: Duration,
     pub reload_check: Duration,
+}
+
+/// The `[model]` settings, as durations (the worker reads its settings; they do not know it).
+impl From<&ModelConfig> for WorkerConfig {
+    fn from(c: &ModelConfig) -> WorkerConfig {
+        WorkerConfig {
+            artifact: c.artifact.clone(),
+            debounce: Duration::from_millis(c.debounce_ms),
+            max_delay: Duration::from_millis(c.max_delay_ms),
+            lease: Duration::from_secs(c.lease_secs),
+            poll: Duration::from_millis(c.poll_ms.max(10)),
+            batch: c.batch,
+            sweep_every: Duration::from_secs(c.sweep_interval_secs),
+            stale_after: Duration::from_secs(c.stale_after_hours * 3600),
+            reload_check: Duration::from_millis(c.reload_check_ms.max(10)),
+        }
+    }
 }
 
 /// The model in use, shared with whoever wants to know its version.

@@ -4,7 +4,8 @@
 //! style, service habits, telematics coverage and clock skew.
 
 use super::rng::{stream, Purpose, Sim};
-use crate::store::profiles::{Powertrain, Profile};
+use crate::store::profiles::Profile;
+use crate::vehicle::Powertrain;
 use chrono::{DateTime, Datelike, Utc};
 
 /// How a vehicle is used; sets mileage, trips per day and urban share.

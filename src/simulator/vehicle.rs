@@ -16,8 +16,9 @@ use super::stream::{Generated, Kind};
 use super::truth::{DegradedTruth, FailureTruth, PreventiveTruth, Truth};
 use crate::catalog;
 use crate::component::Component;
-use crate::store::profiles::Powertrain;
-use crate::store::service_records::{NewServiceRecord, ServiceKind};
+use crate::store::service_records::NewServiceRecord;
+use crate::vehicle::Powertrain;
+use crate::vehicle::ServiceKind;
 use chrono::{DateTime, Datelike, Duration, SecondsFormat, Utc, Weekday};
 use serde_json::{json, Map, Value};
 

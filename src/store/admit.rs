@@ -20,12 +20,18 @@ pub struct SignalLimits {
     pub max_signals_per_vehicle: usize,
 }
 
+impl From<&crate::config::StorageConfig> for SignalLimits {
+    fn from(c: &crate::config::StorageConfig) -> Self {
+        SignalLimits {
+            max_signals: c.max_signals,
+            max_signals_per_vehicle: c.max_signals_per_vehicle,
+        }
+    }
+}
+
 impl Default for SignalLimits {
     fn default() -> Self {
-        SignalLimits {
-            max_signals: 20_000,
-            max_signals_per_vehicle: 1_000,
-        }
+        SignalLimits::from(&crate::config::StorageConfig::default())
     }
 }
 

@@ -7,9 +7,8 @@
 use super::StoreError;
 use crate::catalog;
 use crate::component::Component;
-use crate::model::history::{
-    day_index, day_start, floor_day, DayAgg, DtcEvent, DtcStatus, History, ServiceEvent,
-};
+use crate::vehicle::{day_index, day_start, floor_day, DayAgg, DtcEvent, History, ServiceEvent};
+use crate::wire::DtcStatus;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::HashMap;

@@ -28,7 +28,7 @@ pub struct OfferView {
     pub urgency_days: Option<f32>,
     pub model_version: String,
     /// The score's top factors.
-    #[schema(value_type = Vec<crate::model::explain::Factor>)]
+    #[schema(value_type = Vec<crate::risk::Factor>)]
     pub reasons: Value,
     pub job: String,
     pub job_name: String,

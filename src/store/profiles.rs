@@ -4,77 +4,11 @@
 
 use super::StoreError;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::PgPool;
-use std::fmt;
-use std::str::FromStr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Powertrain {
-    /// Battery-electric.
-    Bev,
-    /// Plug-in hybrid.
-    Phev,
-    /// Hybrid (not plug-in).
-    Hev,
-    /// Combustion engine only.
-    Ice,
-}
-
-impl Powertrain {
-    pub const ALL: [Powertrain; 4] = [
-        Powertrain::Bev,
-        Powertrain::Phev,
-        Powertrain::Hev,
-        Powertrain::Ice,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Powertrain::Bev => "bev",
-            Powertrain::Phev => "phev",
-            Powertrain::Hev => "hev",
-            Powertrain::Ice => "ice",
-        }
-    }
-
-    /// In a service advisor's words.
-    pub fn label(self) -> &'static str {
-        match self {
-            Powertrain::Bev => "battery-electric",
-            Powertrain::Phev => "plug-in hybrid",
-            Powertrain::Hev => "hybrid",
-            Powertrain::Ice => "combustion engine",
-        }
-    }
-
-    /// Has a combustion engine (coolant, ignition, catalyst, oil).
-    pub fn has_engine(self) -> bool {
-        self != Powertrain::Bev
-    }
-
-    /// Has a high-voltage traction battery.
-    pub fn has_traction_battery(self) -> bool {
-        self != Powertrain::Ice
-    }
-}
-
-impl fmt::Display for Powertrain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Powertrain {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Powertrain, String> {
-        Powertrain::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown powertrain {s:?} (expected bev, phev, hev or ice)"))
-    }
-}
+// The type lives with the vehicle domain, below storage and the model.
+pub use crate::vehicle::Powertrain;
 
 /// A profile as written. Absent fields are stored as null (a PUT replaces the whole profile).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]

@@ -26,17 +26,24 @@ pub struct StoragePolicy {
     pub ahead_days: i32,
 }
 
+impl From<&crate::config::StorageConfig> for StoragePolicy {
+    fn from(c: &crate::config::StorageConfig) -> Self {
+        StoragePolicy {
+            chunk_days: c.chunk_days,
+            dtc_chunk_days: c.dtc_chunk_days,
+            retention_days: c.retention_days,
+            dtc_retention_days: c.dtc_retention_days,
+            dead_letter_retention_days: c.dead_letter_retention_days,
+            compress_after_days: c.compress_after_days,
+            ahead_days: c.ahead_days,
+        }
+    }
+}
+
+/// The configuration's defaults (the same as migration 34's).
 impl Default for StoragePolicy {
     fn default() -> Self {
-        StoragePolicy {
-            chunk_days: 7,
-            dtc_chunk_days: 30,
-            retention_days: 1095,
-            dtc_retention_days: 1095,
-            dead_letter_retention_days: 365,
-            compress_after_days: 7,
-            ahead_days: 14,
-        }
+        StoragePolicy::from(&crate::config::StorageConfig::default())
     }
 }
 

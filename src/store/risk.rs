@@ -204,7 +204,7 @@ pub struct Risk {
     /// Likely days to failure; null when no horizon is at its alert threshold.
     pub urgency_days: Option<f32>,
     /// The top contributing reasons, in a service advisor's words.
-    #[schema(value_type = Vec<crate::model::explain::Factor>)]
+    #[schema(value_type = Vec<crate::risk::Factor>)]
     pub factors: serde_json::Value,
     pub model_version: String,
     pub scored_at: DateTime<Utc>,

@@ -5,55 +5,12 @@
 use super::StoreError;
 use crate::component::Component;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::str::FromStr;
 
-/// Why the workshop did the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceKind {
-    /// Scheduled maintenance (oil service, spark plugs, brake fluid).
-    Routine,
-    /// Fixed after a failure.
-    Repair,
-    /// Found worn or faulty and fixed before it failed.
-    Preventive,
-}
-
-impl ServiceKind {
-    pub const ALL: [ServiceKind; 3] = [
-        ServiceKind::Routine,
-        ServiceKind::Repair,
-        ServiceKind::Preventive,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceKind::Routine => "routine",
-            ServiceKind::Repair => "repair",
-            ServiceKind::Preventive => "preventive",
-        }
-    }
-}
-
-impl fmt::Display for ServiceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ServiceKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<ServiceKind, String> {
-        ServiceKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown kind {s:?} (expected routine, repair or preventive)"))
-    }
-}
+// The type lives with the vehicle domain, below storage and the model.
+pub use crate::vehicle::ServiceKind;
 
 /// One completed job, as a dealer system (or the simulator) reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

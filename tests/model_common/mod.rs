@@ -7,7 +7,7 @@
 use aftercare::component::Component;
 use aftercare::model::artifact::{Artifact, ComponentModel, DataSummary, HorizonModel, Training};
 use aftercare::model::dataset::Window;
-use aftercare::model::features;
+use aftercare::model::feature_list;
 use aftercare::model::learn::{BinaryModel, Learner, Prep, TrainConfig};
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use sqlx::PgPool;
@@ -209,7 +209,7 @@ pub fn constant_artifact(version: &str, p: f64) -> Artifact {
     let components = Component::ALL
         .iter()
         .map(|&component| {
-            let n = features::for_component(component).len();
+            let n = feature_list::for_component(component).len();
             let horizons = [7, 30, 90]
                 .into_iter()
                 .map(|days| HorizonModel {

@@ -4,7 +4,7 @@ use super::{code, Code, DayCtx, DayObs, Failure, Finding, YEAR};
 use crate::component::Component;
 use crate::simulator::fleet::VehicleSpec;
 use crate::simulator::rng::Sim;
-use crate::store::profiles::Powertrain;
+use crate::vehicle::Powertrain;
 
 /// 12 V battery: capacity fades with age, heat, short trips and idle days; the voltage sag it
 /// causes is worst on cold mornings, which is when no-starts happen.

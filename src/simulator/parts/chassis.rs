@@ -5,7 +5,7 @@ use crate::catalog::WHEEL_LABELS;
 use crate::component::Component;
 use crate::simulator::fleet::VehicleSpec;
 use crate::simulator::rng::Sim;
-use crate::store::profiles::Powertrain;
+use crate::vehicle::Powertrain;
 
 /// Brake pads per wheel: wear per km rises with harder style and urban stop-and-go, falls
 /// with regenerative braking. The wear sensor sets a code near the end.

@@ -115,7 +115,7 @@ mod tests {
     use super::*;
     use crate::simulator::fleet::{self, VehicleSpec};
     use crate::simulator::rng::{stream, Purpose, Sim};
-    use crate::store::profiles::Powertrain;
+    use crate::vehicle::Powertrain;
     use chrono::TimeZone;
 
     fn spec(powertrain: Powertrain) -> VehicleSpec {

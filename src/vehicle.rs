@@ -1,14 +1,128 @@
-//! A vehicle's stored history as the model sees it: daily aggregates of each catalogued
-//! signal, DTC events, service records and the registry profile. `store::history` fills it
-//! from the database up to an instant; features then cut it again at the snapshot time, so
-//! nothing observed after a snapshot can reach that snapshot's features.
+//! One vehicle as the domain knows it, shared by storage, the model and the simulator: its
+//! powertrain, why a workshop serviced it, and its history up to an instant (daily
+//! aggregates of each catalogued signal, DTC events, service events, what the registry says
+//! of it). `store::history` fills a `History` from the database; `model` cuts it again at
+//! each snapshot instant, so nothing observed after a snapshot reaches its features. Depends
+//! only on the contract (`wire`), the component groups and the signal catalogue.
 
 use crate::catalog;
 use crate::component::Component;
-pub use crate::wire::DtcStatus;
+use crate::wire::DtcStatus;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Powertrain {
+    /// Battery-electric.
+    Bev,
+    /// Plug-in hybrid.
+    Phev,
+    /// Hybrid (not plug-in).
+    Hev,
+    /// Combustion engine only.
+    Ice,
+}
+
+impl Powertrain {
+    pub const ALL: [Powertrain; 4] = [
+        Powertrain::Bev,
+        Powertrain::Phev,
+        Powertrain::Hev,
+        Powertrain::Ice,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Powertrain::Bev => "bev",
+            Powertrain::Phev => "phev",
+            Powertrain::Hev => "hev",
+            Powertrain::Ice => "ice",
+        }
+    }
+
+    /// In a service advisor's words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Powertrain::Bev => "battery-electric",
+            Powertrain::Phev => "plug-in hybrid",
+            Powertrain::Hev => "hybrid",
+            Powertrain::Ice => "combustion engine",
+        }
+    }
+
+    /// Has a combustion engine (coolant, ignition, catalyst, oil).
+    pub fn has_engine(self) -> bool {
+        self != Powertrain::Bev
+    }
+
+    /// Has a high-voltage traction battery.
+    pub fn has_traction_battery(self) -> bool {
+        self != Powertrain::Ice
+    }
+}
+
+impl fmt::Display for Powertrain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Powertrain {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Powertrain, String> {
+        Powertrain::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown powertrain {s:?} (expected bev, phev, hev or ice)"))
+    }
+}
+
+/// Why the workshop did the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// Scheduled maintenance (oil service, spark plugs, brake fluid).
+    Routine,
+    /// Fixed after a failure.
+    Repair,
+    /// Found worn or faulty and fixed before it failed.
+    Preventive,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 3] = [
+        ServiceKind::Routine,
+        ServiceKind::Repair,
+        ServiceKind::Preventive,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::Routine => "routine",
+            ServiceKind::Repair => "repair",
+            ServiceKind::Preventive => "preventive",
+        }
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ServiceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ServiceKind, String> {
+        ServiceKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown kind {s:?} (expected routine, repair or preventive)"))
+    }
+}
 
 /// One day (or the part of today before the load instant) of one signal.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,29 +157,6 @@ pub struct DtcEvent {
     pub component: Option<Component>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ServiceKind {
-    /// Scheduled work done whatever the condition (oil change at the interval, inspection).
-    Routine,
-    /// Fixed after it failed.
-    Repair,
-    /// Found worn or failing and fixed before it failed.
-    Preventive,
-}
-
-impl FromStr for ServiceKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "routine" => ServiceKind::Routine,
-            "repair" => ServiceKind::Repair,
-            "preventive" => ServiceKind::Preventive,
-            _ => return Err(format!("unknown service kind {s:?}")),
-        })
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServiceEvent {
     pub performed_at: DateTime<Utc>,
@@ -73,8 +164,6 @@ pub struct ServiceEvent {
     pub component: Component,
     pub kind: ServiceKind,
 }
-
-pub use crate::store::profiles::Powertrain;
 
 /// Whether a vehicle with this powertrain has the component at all (unknown: assume it may).
 pub fn has_component(powertrain: Option<Powertrain>, component: Component) -> bool {
