@@ -419,7 +419,7 @@ async fn health_readiness_and_metrics_are_open() {
 #[tokio::test]
 async fn keys_create_prints_a_working_key() {
     let db = TestDb::new().await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aftercare"))
+    let out = cli()
         .args([
             "keys",
             "create",
@@ -450,7 +450,7 @@ async fn keys_create_prints_a_working_key() {
     assert!(
         key.allows(Scope::FleetRead) && key.allows(Scope::Planner) && !key.allows(Scope::Advisor)
     );
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_aftercare"))
+    let bad = cli()
         .args(["keys", "create", "--name", "x", "--scope", "root"])
         .env("AFTERCARE_DATABASE_URL", &db.url)
         .output()

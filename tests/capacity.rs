@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 async fn the_seed_loads_idempotently_through_the_command() {
     let db = TestDb::new().await;
     let load = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_aftercare"))
+        cli()
             .args(["workshops", "load", SEED])
             .env("AFTERCARE_DATABASE_URL", &db.url)
             .env("AFTERCARE_LOG_FILTER", "warn")
@@ -69,7 +69,7 @@ async fn the_seed_loads_idempotently_through_the_command() {
         "[[workshop]]\ncode = \"WS-9\"\nname = \"x\"\ntime_zone = \"Mars/Base\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aftercare"))
+    let out = cli()
         .args(["workshops", "load"])
         .arg(bad.path())
         .env("AFTERCARE_DATABASE_URL", &db.url)

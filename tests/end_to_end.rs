@@ -111,7 +111,7 @@ async fn start_receiver(r: Receiver) -> u16 {
 
 /// Runs an `aftercare` command against the test database; returns its stdout.
 async fn cli(db_url: &str, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_aftercare"))
+    let out = tokio::process::Command::from(common::cli())
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

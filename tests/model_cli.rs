@@ -9,10 +9,10 @@ use aftercare::model::artifact::Artifact;
 use chrono::{Duration, Utc};
 use common::TestDb;
 use model_common::*;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn aftercare(db: &TestDb, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aftercare"))
+    common::cli()
         .args(args)
         .env("AFTERCARE_DATABASE_URL", &db.url)
         .env("AFTERCARE_LOG_FILTER", "warn")

@@ -275,7 +275,7 @@ async fn database_outage_and_broker_restart_lose_nothing_and_memory_stays_bounde
     let db = TestDb::new().await;
     let mut broker = TestBroker::start().await;
     let pool = db.pool().await;
-    let mut path = CuttablePath::new("127.0.0.1:5432".parse().unwrap()).await;
+    let mut path = CuttablePath::new(server_addr()).await;
     let msgs = messages(12, 100, 16_000);
     let msgs_for_check = msgs.clone();
     let want = expected(&msgs);

@@ -30,6 +30,17 @@ pub struct Readiness {
     /// Whether the MQTT connection is up, or `"disabled"` when ingest does not run here.
     #[schema(value_type = serde_json::Value)]
     pub broker: serde_json::Value,
+    /// Storage upkeep: partitions and retention, and TimescaleDB's compression and retention
+    /// jobs. A failing job needs an operator but does not stop this instance serving, so it
+    /// shows here without making the instance unready.
+    pub storage: StorageHealth,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StorageHealth {
+    pub ok: bool,
+    /// What failed or has not succeeded for `storage.job_stale_after_hours`.
+    pub problems: Vec<String>,
 }
 
 /// Readiness: database and broker reachable
@@ -51,12 +62,17 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let problems = state.metrics.storage_problems();
     let readiness = Readiness {
         database,
         broker: if state.ingest_enabled {
             serde_json::Value::Bool(broker)
         } else {
             "disabled".into()
+        },
+        storage: StorageHealth {
+            ok: problems.is_empty(),
+            problems,
         },
     };
     (status, Json(readiness))

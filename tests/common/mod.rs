@@ -20,6 +20,25 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The `aftercare` binary, without the test harness's own settings in its environment (the
+/// service refuses `AFTERCARE_*` variables that name no setting).
+pub fn cli() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aftercare"));
+    cmd.env_remove("AFTERCARE_TEST_ADMIN_URL");
+    cmd
+}
+
+/// Host and port of the test server (`AFTERCARE_TEST_ADMIN_URL`).
+pub fn server_addr() -> SocketAddr {
+    use std::net::ToSocketAddrs;
+    let opts: sqlx::postgres::PgConnectOptions = admin_url().parse().expect("admin URL");
+    (opts.get_host(), opts.get_port())
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .expect("the test server's address")
+}
+
 fn url_for(db: &str) -> String {
     let admin = admin_url();
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
@@ -72,12 +91,40 @@ impl TestDb {
                 .await
                 .expect("migrate template");
             pool.close().await;
-        }
-        let name = format!("aftercare_test_{}_{}", std::process::id(), rand_suffix());
-        sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            // Nothing connects to a template any more (TimescaleDB's scheduler would, and a
+            // database cannot be copied while anyone is connected to it).
+            sqlx::query(&format!(
+                "ALTER DATABASE {template} WITH ALLOW_CONNECTIONS false IS_TEMPLATE true"
+            ))
             .execute(&mut admin)
             .await
             .unwrap();
+        }
+        let name = format!("aftercare_test_{}_{}", std::process::id(), rand_suffix());
+        let mut attempts = 0;
+        loop {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&template)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            match sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                .execute(&mut admin)
+                .await
+            {
+                Ok(_) => break,
+                // 55006: the template is being accessed (a connection not gone yet).
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("55006") && attempts < 50 =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("create {name}: {e}"),
+            }
+        }
         sqlx::query("SELECT pg_advisory_unlock(hashtext('aftercare.test.template'))")
             .execute(&mut admin)
             .await
@@ -356,7 +403,7 @@ impl ServiceProcess {
         http_port: u16,
         extra_env: &[(&str, &str)],
     ) -> ServiceProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aftercare"));
+        let mut cmd = cli();
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -419,8 +466,18 @@ impl CuttablePath {
         p
     }
 
+    /// The test server's URL for `db_name`, through this path.
     pub fn url_for(&self, db_name: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db_name}", self.port)
+        let opts: sqlx::postgres::PgConnectOptions = url_for(db_name).parse().expect("URL");
+        let user = opts.get_username();
+        match std::env::var("AFTERCARE_TEST_ADMIN_URL")
+            .ok()
+            .and_then(|u| u.split_once("://").map(|(_, r)| r.to_owned()))
+            .and_then(|r| r.split_once('@').map(|(cred, _)| cred.to_owned()))
+        {
+            Some(cred) => format!("postgres://{cred}@127.0.0.1:{}/{db_name}", self.port),
+            None => format!("postgres://{user}@127.0.0.1:{}/{db_name}", self.port),
+        }
     }
 
     pub async fn restore(&mut self) {
