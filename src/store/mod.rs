@@ -3,6 +3,7 @@
 
 pub mod booking;
 pub mod capacity;
+mod connect;
 pub mod copy;
 mod diagnostics;
 pub mod fast_load;
@@ -21,18 +22,18 @@ pub mod service_records;
 mod telemetry;
 mod writer;
 
+pub use connect::check_url;
 pub use migrate::{migrate, Flavor, MIGRATIONS};
 pub use writer::{signal_names, BatchItem, BatchResult, DeadLetter, Outcome};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database: {0}")]
+    #[error("database: {}", connect::describe(.0))]
     Db(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(String),
@@ -88,8 +89,9 @@ pub struct Store {
     signal_ids: Mutex<IdMap>,
 }
 
+/// Options for `url` (libpq's URL grammar, TLS parameters included; see `connect`).
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
-    Ok(PgConnectOptions::from_str(url)?
+    Ok(connect::options(url)?
         .application_name("aftercare")
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(5)))

@@ -146,6 +146,14 @@ impl TestBroker {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// Connection settings for a plain client of this broker.
+    pub fn mqtt_config(&self) -> aftercare::config::MqttConfig {
+        aftercare::config::MqttConfig {
+            url: self.url(),
+            ..Default::default()
+        }
+    }
+
     /// The broker's log so far (every packet: `log_type all`).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
