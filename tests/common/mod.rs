@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod tls;
 
 use aftercare::config::Config;
 use aftercare::simulator::{publish_all, PublishStats};
@@ -122,12 +123,21 @@ impl Drop for TestDb {
 /// A private Mosquitto with the project's settings (deploy/mosquitto.conf) on its own port.
 pub struct TestBroker {
     pub port: u16,
+    /// The TLS listener's port, for a broker from `start_tls`.
+    pub tls_port: Option<u16>,
+    /// Configuration lines after the project's (a TLS listener).
+    extra: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl TestBroker {
     pub async fn start() -> TestBroker {
+        TestBroker::start_with("", None).await
+    }
+
+    /// With `extra` configuration lines after the project's and the plain listener's.
+    pub async fn start_with(extra: &str, tls_port: Option<u16>) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
         // Mosquitto started as root drops to its own user; it must be able to write its
         // persistence file and log here.
@@ -135,6 +145,8 @@ impl TestBroker {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let mut broker = TestBroker {
             port: free_port(),
+            tls_port,
+            extra: extra.to_owned(),
             dir,
             child: None,
         };
@@ -169,10 +181,11 @@ impl TestBroker {
         std::fs::write(
             &conf,
             format!(
-                "{base}\nlog_type all\nlistener {} 127.0.0.1\npersistence_location {}/\nlog_dest file {}/broker.log\n",
+                "{base}\nlog_type all\nlistener {} 127.0.0.1\npersistence_location {}/\nlog_dest file {}/broker.log\n{}\n",
                 self.port,
                 self.dir.path().display(),
-                self.dir.path().display()
+                self.dir.path().display(),
+                self.extra
             ),
         )
         .unwrap();
@@ -561,15 +574,25 @@ pub async fn offers_subscriber(
     broker: &TestBroker,
     client_id: &str,
 ) -> std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> {
+    subscriber(&broker.mqtt_config(), client_id, "v1/vehicles/+/offers").await
+}
+
+/// Subscribes to `filter` with the given connection settings; collects (topic, payload) as
+/// they arrive. Returns once the broker has acknowledged the subscription.
+pub async fn subscriber(
+    mqtt: &aftercare::config::MqttConfig,
+    client_id: &str,
+    filter: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    use rumqttc::v5::{AsyncClient, Event};
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut opts = MqttOptions::new(client_id, "127.0.0.1", broker.port);
+    let mut opts = aftercare::mqtt::options(mqtt, client_id).expect("subscriber options");
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     client
-        .subscribe("v1/vehicles/+/offers", QoS::AtLeastOnce)
+        .subscribe(filter, QoS::AtLeastOnce)
         .await
         .expect("subscribe");
     let sink = got.clone();
