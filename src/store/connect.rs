@@ -113,33 +113,19 @@ pub(super) fn describe(e: &sqlx::Error) -> String {
 }
 
 fn hint(e: &sqlx::Error) -> Option<&'static str> {
-    use rustls::CertificateError as C;
     match e {
-        sqlx::Error::Tls(inner) => {
-            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                return match tls {
-                    rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => Some(
-                        "the server's certificate is not signed by a CA in sslrootcert or the system's roots",
-                    ),
-                    rustls::Error::InvalidCertificate(
-                        C::NotValidForName | C::NotValidForNameContext { .. },
-                    ) => Some(
-                        "the server's certificate does not name the host in the URL; verify-full checks it",
-                    ),
-                    rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
-                        Some("the server's certificate has expired")
-                    }
-                    rustls::Error::AlertReceived(_) => Some(
-                        "the server refused the handshake: does it want a client certificate (sslcert, sslkey) it trusts?",
-                    ),
-                    _ => None,
-                };
-            }
-            inner
+        sqlx::Error::Tls(inner) => match inner.downcast_ref::<rustls::Error>() {
+            Some(tls) => tls_hint(tls),
+            None => inner
                 .to_string()
                 .contains("does not support TLS")
-                .then_some("the server offers no TLS, which this sslmode requires")
-        }
+                .then_some("the server offers no TLS, which this sslmode requires"),
+        },
+        // The handshake runs on the socket: its failures come as I/O errors.
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .and_then(tls_hint),
         sqlx::Error::Database(db) if db.code().as_deref() == Some("28000") => {
             let message = db.message();
             if message.contains("no encryption") {
@@ -150,6 +136,29 @@ fn hint(e: &sqlx::Error) -> Option<&'static str> {
                 None
             }
         }
+        _ => None,
+    }
+}
+
+fn tls_hint(e: &rustls::Error) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => Some(
+            "the server's certificate is not signed by a CA in sslrootcert or the system's roots",
+        ),
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            // sqlx 0.8's verify-ca verifier lets only rustls's older form of this error pass.
+            Some(
+                "the server's certificate does not name the host in the URL; verify-full checks \
+                 it, and so does verify-ca with this build's sqlx 0.8",
+            )
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            Some("the server's certificate has expired")
+        }
+        rustls::Error::AlertReceived(_) => Some(
+            "the server refused the handshake: does it want a client certificate (sslcert, sslkey) it trusts?",
+        ),
         _ => None,
     }
 }

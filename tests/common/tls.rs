@@ -298,7 +298,7 @@ pub async fn serve_https(app: axum::Router, cert: &Path, key: &Path) -> u16 {
 
 /// A PostgreSQL cluster of its own (initdb + pg_ctl, run as the `postgres` OS user) that
 /// accepts TCP connections over TLS only: user `postgres` with a client certificate (CN
-/// `postgres`), user `aftercare` with a password (SCRAM).
+/// `postgres`, `<pki>/postgres.pem`), user `aftercare` with a password (SCRAM, `PG_PASSWORD`).
 pub struct TlsPostgres {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -328,8 +328,10 @@ impl TlsPostgres {
             "-E",
             "UTF8",
         ]));
-        // The server's certificate and key, readable by it alone.
-        let (cert, key) = pki.pair("server");
+        // The server's certificate (for 127.0.0.1 only: `localhost` is a wrong host name
+        // here) and key, readable by the server alone.
+        pki.certs(&["service", "--name", "pg-server", "--ip", "127.0.0.1"]);
+        let (cert, key) = pki.pair("pg-server");
         for (from, to) in [
             (&cert, "server.pem"),
             (&key, "server.key"),
@@ -367,9 +369,11 @@ impl TlsPostgres {
         );
         wait_for_port(port, Duration::from_secs(30)).await;
         pg.psql(&format!(
-            "CREATE ROLE aftercare LOGIN PASSWORD '{PG_PASSWORD}'; \
-             CREATE DATABASE aftercare OWNER aftercare;"
+            "CREATE ROLE aftercare LOGIN PASSWORD '{PG_PASSWORD}'"
         ));
+        // Not in a transaction block, so not in the same command.
+        pg.psql("CREATE DATABASE aftercare OWNER aftercare");
+        pki.certs(&["service", "--name", "postgres"]);
         pg
     }
 
