@@ -201,7 +201,9 @@ async fn bad_tls_configuration_is_one_clear_line_at_start_up() {
     let (_, other_key) = pki.pair("aftercare");
     let p = |p: &PathBuf| p.display().to_string();
     let (cert, key, other_key) = (p(&cert), p(&key), p(&other_key));
-    let cases: [(&[(&str, &str)], &[&str]); 6] = [
+    // (environment, what the one line must say)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 6] = [
         (
             &[
                 ("AFTERCARE_HTTP_TLS_CERT_FILE", &cert),
