@@ -396,15 +396,19 @@ async fn secrets_never_reach_the_log_the_metrics_or_the_config_dump() {
         hooks.lock().unwrap().iter().any(|signed| *signed)
     })
     .await;
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metric(&metrics, "aftercare_ingest_messages_total", "stored") >= 1.0);
+    let metrics_text = || async {
+        let r = client.get(format!("{base}/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
+    };
+    wait_until(Duration::from_secs(30), "the message stored", || async {
+        metric(
+            &metrics_text().await,
+            "aftercare_ingest_messages_total",
+            "stored",
+        ) >= 1.0
+    })
+    .await;
+    let metrics = metrics_text().await;
     let _ = service.kill();
     let _ = service.wait();
     log += &std::fs::read_to_string(&log_path).unwrap();

@@ -21,6 +21,11 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// Connection options as the service makes them (loopback without `sslmode`: plain).
+pub fn connect_options(url: &str) -> sqlx::postgres::PgConnectOptions {
+    aftercare::store::connect_options(url).expect("a valid database URL")
+}
+
 fn url_for(db: &str) -> String {
     let admin = admin_url();
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
@@ -42,7 +47,7 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let mut admin = PgConnection::connect(&admin_url())
+        let mut admin = PgConnection::connect_with(&connect_options(&admin_url()))
             .await
             .expect("connect to PostgreSQL");
         let digest = Sha256::digest(
@@ -68,7 +73,9 @@ impl TestDb {
                 .execute(&mut admin)
                 .await
                 .unwrap();
-            let pool = PgPool::connect(&url_for(&template)).await.unwrap();
+            let pool = PgPool::connect_with(connect_options(&url_for(&template)))
+                .await
+                .unwrap();
             aftercare::store::migrate(&pool)
                 .await
                 .expect("migrate template");
@@ -90,7 +97,9 @@ impl TestDb {
     }
 
     pub async fn pool(&self) -> PgPool {
-        PgPool::connect(&self.url).await.unwrap()
+        PgPool::connect_with(connect_options(&self.url))
+            .await
+            .unwrap()
     }
 }
 
@@ -109,7 +118,9 @@ impl Drop for TestDb {
                 .build()
                 .ok()?;
             rt.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url()).await.ok()?;
+                let mut admin = PgConnection::connect_with(&connect_options(&admin_url()))
+                    .await
+                    .ok()?;
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut admin)
                     .await
