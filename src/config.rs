@@ -750,6 +750,41 @@ mod tests {
     }
 
     #[test]
+    fn secrets_come_from_files_and_stay_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("db");
+        std::fs::write(&pw, "p@ss word\n").unwrap();
+        let mut table = toml::Table::new();
+        let vars = [
+            (
+                "AFTERCARE_DATABASE_URL",
+                "postgres://app@db.example/x?sslmode=verify-full",
+            ),
+            ("AFTERCARE_DATABASE_PASSWORD_FILE", pw.to_str().unwrap()),
+            ("AFTERCARE_MQTT_USERNAME", "1234"),
+            ("AFTERCARE_MQTT_PASSWORD", "0012"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        overlay_env(&mut table, vars.into_iter()).unwrap();
+        let mut c: Config = toml::Value::Table(table).try_into().unwrap();
+        c.read_secret_files().unwrap();
+        let opts = crate::store::connect_options(&c.database.url).unwrap();
+        assert_eq!(opts.get_username(), "app");
+        assert_eq!(c.mqtt.username.as_deref(), Some("1234"));
+        assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("0012"));
+        let shown = format!("{c:?}\n{}", c.redacted_toml());
+        assert!(
+            !shown.contains("p@ss") && !shown.contains("0012"),
+            "{shown}"
+        );
+        // A value and its file both: refused.
+        c.database.password_file = Some(pw);
+        assert!(
+            matches!(c.read_secret_files(), Err(ConfigError::Invalid(m)) if m.contains("not both"))
+        );
+    }
+
+    #[test]
     fn unknown_settings_are_refused() {
         let mut table = toml::Table::new();
         let err = overlay_env(
