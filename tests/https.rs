@@ -382,16 +382,9 @@ async fn secrets_never_reach_the_log_the_metrics_or_the_config_dump() {
             .unwrap();
         assert_eq!(r.status(), status);
     }
-    let body = format!(
-        "{{\"ts\": \"{}\", \"seq\": 1, \"signals\": {{\"Vehicle.Speed\": 3.0}}}}",
-        chrono::Utc::now().to_rfc3339()
-    );
-    publish(
-        &broker,
-        "car",
-        owned(&[(&format!("v1/vehicles/{vin}/telemetry"), body.as_bytes())]),
-    )
-    .await;
+    let body = sample_now(1, json!({"Vehicle.Speed": 3.0}));
+    let topic = format!("v1/vehicles/{vin}/telemetry");
+    publish(&broker, "car", owned(&[(&topic, &body)])).await;
     wait_until(Duration::from_secs(30), "a signed webhook", || async {
         hooks.lock().unwrap().iter().any(|signed| *signed)
     })

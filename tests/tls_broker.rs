@@ -14,13 +14,10 @@ use serde_json::json;
 use std::time::Duration;
 
 fn telemetry(seq: i64) -> Vec<u8> {
-    json!({
-        "ts": chrono::Utc::now().to_rfc3339(),
-        "seq": seq,
-        "signals": {"Vehicle.Speed": 50.0, "Vehicle.TraveledDistance": 1200.5}
-    })
-    .to_string()
-    .into_bytes()
+    sample_now(
+        seq,
+        json!({"Vehicle.Speed": 50.0, "Vehicle.TraveledDistance": 1200.5}),
+    )
 }
 
 /// The vehicle's stored values of the last hour, by signal name, through the API's read path.

@@ -164,16 +164,9 @@ async fn the_cli_and_every_pool_of_the_service_use_tls_and_the_password_file() {
     };
     let service = start_connected(c).await;
     let vin = "1HGCM82633A004352";
-    let body = format!(
-        "{{\"ts\": \"{}\", \"seq\": 1, \"signals\": {{\"Vehicle.Speed\": 12.5}}}}",
-        chrono::Utc::now().to_rfc3339()
-    );
-    publish(
-        &broker,
-        "pub-tls-db",
-        owned(&[(&format!("v1/vehicles/{vin}/telemetry"), body.as_bytes())]),
-    )
-    .await;
+    let body = sample_now(1, serde_json::json!({"Vehicle.Speed": 12.5}));
+    let topic = format!("v1/vehicles/{vin}/telemetry");
+    publish(&broker, "pub-tls-db", owned(&[(&topic, &body)])).await;
     let h = handled(&service, 1.0, Duration::from_secs(30)).await;
     assert_eq!(h.stored, 1.0);
     // Every connection the service holds is encrypted.

@@ -166,6 +166,13 @@ impl TestBroker {
     }
 }
 
+/// One telemetry sample stamped now, as a vehicle sends it.
+pub fn sample_now(seq: i64, signals: serde_json::Value) -> Vec<u8> {
+    serde_json::json!({"ts": chrono::Utc::now().to_rfc3339(), "seq": seq, "signals": signals})
+        .to_string()
+        .into_bytes()
+}
+
 /// Publishes one QoS 1 message with a fresh clean session and returns the broker's PUBACK
 /// reason, or the connection error when the broker refused the client. Mosquitto 2.0.11
 /// answers a refused PUBLISH from an MQTT 5 client with PUBACK "not authorized" (0x87) and
