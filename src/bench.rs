@@ -14,7 +14,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use sqlx::Connection;
+use sqlx::{ConnectOptions, Connection};
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -37,6 +37,14 @@ pub struct IngestBenchArgs {
     /// is shared, so single runs are noisy.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
+    /// Also run (b) with the service connected over TLS to this listener of the same broker
+    /// (e.g. mqtts://127.0.0.1:8884), and print its throughput as a ratio to plain TCP.
+    #[arg(long, requires = "tls_certs")]
+    pub tls_url: Option<String>,
+    /// With --tls-url: the directory `aftercare certs` wrote: ca.pem, and aftercare.pem and
+    /// aftercare.key (the service's client certificate).
+    #[arg(long)]
+    pub tls_certs: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +122,7 @@ pub async fn ingest(config: &Config, args: &IngestBenchArgs) -> Result<(), Bench
         messages.len(),
         values,
         args.vehicles,
-        config.mqtt.url,
+        crate::secret::redact_url(&config.mqtt.url),
         args.runs
     );
     let mut runs = Vec::new();
@@ -142,9 +150,9 @@ async fn one_run(
     let run = Utc::now().timestamp();
     let mut sessions = vec![format!("bench-discard-{run}")];
     sessions.extend(
-        methods(args)
+        pipelines(args)
             .iter()
-            .map(|m| format!("bench-pipeline-{m}-{run}")),
+            .map(|(m, tls)| format!("bench-pipeline-{m}{}-{run}", if *tls { "-tls" } else { "" })),
     );
     let figures = measure(config, args, messages, values, &sessions).await;
     for id in &sessions {
@@ -158,6 +166,30 @@ fn methods(args: &IngestBenchArgs) -> Vec<&str> {
         "both" => vec!["unnest", "copy"],
         m => vec![m],
     }
+}
+
+/// The (b) runs: each write method over plain TCP, then over TLS with `--tls-url`.
+fn pipelines(args: &IngestBenchArgs) -> Vec<(&str, bool)> {
+    let plain = methods(args).into_iter().map(|m| (m, false));
+    let tls = methods(args)
+        .into_iter()
+        .filter(|_| args.tls_url.is_some())
+        .map(|m| (m, true));
+    plain.chain(tls).collect()
+}
+
+/// How the service child connects over TLS: the URL and `aftercare certs`' files, as env.
+fn tls_env(args: &IngestBenchArgs) -> Vec<(&'static str, String)> {
+    let (Some(url), Some(dir)) = (&args.tls_url, &args.tls_certs) else {
+        return Vec::new();
+    };
+    let file = |name: &str| dir.join(name).display().to_string();
+    vec![
+        ("AFTERCARE_MQTT_URL", url.clone()),
+        ("AFTERCARE_MQTT_CA_FILE", file("ca.pem")),
+        ("AFTERCARE_MQTT_CERT_FILE", file("aftercare.pem")),
+        ("AFTERCARE_MQTT_KEY_FILE", file("aftercare.key")),
+    ]
 }
 
 async fn measure(
@@ -199,7 +231,8 @@ async fn measure(
 
     // (b) full pipeline, per write method
     let mut pipeline = Vec::new();
-    for (i, method) in methods(args).into_iter().enumerate() {
+    for (i, (method, tls)) in pipelines(args).into_iter().enumerate() {
+        let env = if tls { tls_env(args) } else { Vec::new() };
         let db = if i == 0 {
             db_url.clone()
         } else {
@@ -207,7 +240,7 @@ async fn measure(
         };
         let client_id = &sessions[1 + i];
         // First start creates the session; stop it, queue the backlog, start again and time.
-        let svc = Service::start(&db, &config.mqtt.url, client_id, method).await?;
+        let svc = Service::start(&db, &config.mqtt.url, client_id, method, &env).await?;
         svc.wait_subscribed().await?;
         svc.stop().await;
         publish_all(
@@ -217,7 +250,7 @@ async fn measure(
             None,
         )
         .await?;
-        let svc = Service::start(&db, &config.mqtt.url, client_id, method).await?;
+        let svc = Service::start(&db, &config.mqtt.url, client_id, method, &env).await?;
         let machine_before = machine_cpu_ticks();
         let (service_before, broker_before, own_before) =
             (svc.cpu_secs(), named_cpu_secs("mosquitto"), own_cpu_secs());
@@ -274,7 +307,8 @@ async fn measure(
             ),
             Err(e) => eprintln!("bench: cannot size the sample table: {e}"),
         }
-        let r = rate(format!("(b) pipeline, write_method={method}"), secs);
+        let over = if tls { ", TLS" } else { "" };
+        let r = rate(format!("(b) pipeline, write_method={method}{over}"), secs);
         eprintln!(
             "bench: {} {:.0} msg/s, peak RSS {} MiB",
             r.label,
@@ -346,6 +380,15 @@ fn print_run(
         );
     }
     println!();
+    for (tls, plain) in tls_pairs(&f.pipeline) {
+        println!(
+            "{}: {:.2} of the plain-TCP pipeline's throughput (service CPU {:.1}s vs {:.1}s)",
+            tls.rate.label,
+            tls.rate.msgs() / plain.rate.msgs(),
+            tls.service_cpu,
+            plain.service_cpu
+        );
+    }
     for p in &f.pipeline {
         println!(
             "{}: {:.2} of min(a, c) (c = {}); peak RSS {} MiB; service CPU {:.1}s; \
@@ -376,6 +419,18 @@ fn print_run(
             cores() as f64 * messages.len() as f64 / copy_best.max(1e-9),
         );
     }
+}
+
+/// Each TLS pipeline with the plain one of the same write method.
+fn tls_pairs(pipeline: &[Pipeline]) -> Vec<(&Pipeline, &Pipeline)> {
+    pipeline
+        .iter()
+        .filter_map(|t| {
+            let plain_label = t.rate.label.strip_suffix(", TLS")?;
+            let plain = pipeline.iter().find(|p| p.rate.label == plain_label)?;
+            Some((t, plain))
+        })
+        .collect()
 }
 
 fn print_medians(runs: &[RunFigures]) {
@@ -430,6 +485,22 @@ fn print_medians(runs: &[RunFigures]) {
                 / 1024
         );
     }
+    let pairs = tls_pairs(&runs[0].pipeline).len();
+    for k in 0..pairs {
+        let ratio = median(
+            runs.iter()
+                .map(|r| {
+                    let (tls, plain) = tls_pairs(&r.pipeline)[k];
+                    tls.rate.msgs() / plain.rate.msgs()
+                })
+                .collect(),
+        );
+        let (tls, _) = tls_pairs(&runs[0].pipeline)[k];
+        println!(
+            "{}: {ratio:.2} of plain TCP (median of per-run ratios)",
+            tls.rate.label
+        );
+    }
 }
 
 /// Bytes of the sample table (every partition with its indexes and TOAST), and the values it
@@ -448,15 +519,22 @@ async fn sample_table_bytes(db_url: &str) -> Result<(i64, i64), BenchError> {
 
 /// Drops and creates `name` next to the configured database; returns its URL, migrated.
 pub(crate) async fn fresh_database(url: &str, name: &str) -> Result<String, BenchError> {
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
-    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await?;
+    // The database is the URL's path: its query (TLS parameters) stays.
+    let with_db = |db: &str| -> Result<String, BenchError> {
+        let mut u = url::Url::parse(url).map_err(|e| BenchError::Other(e.to_string()))?;
+        u.set_path(&format!("/{db}"));
+        Ok(u.into())
+    };
+    let mut admin = store::connect_options(&with_db("postgres")?)?
+        .connect()
+        .await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await?;
-    let db_url = format!("{base}/{name}");
+    let db_url = with_db(name)?;
     let pool = store::pool(&db_url, 2).await?;
     store::migrate(&pool).await?;
     pool.close().await;
@@ -564,15 +642,6 @@ struct Service {
 
 impl Service {
     async fn start(
-        db_url: &str,
-        mqtt_url: &str,
-        client_id: &str,
-        method: &str,
-    ) -> Result<Service, BenchError> {
-        Self::start_with(db_url, mqtt_url, client_id, method, &[]).await
-    }
-
-    async fn start_with(
         db_url: &str,
         mqtt_url: &str,
         client_id: &str,
@@ -710,7 +779,9 @@ async fn copy_straight_in(
     messages: &[crate::simulator::Generated],
     streams: usize,
 ) -> Result<f64, BenchError> {
-    let mut conn = sqlx::PgConnection::connect(db_url).await?;
+    // The pipeline's own connection options (TLS mode included), for a like-for-like limit.
+    let options = store::connect_options(db_url)?;
+    let mut conn = options.connect().await?;
     sqlx::raw_sql(
         "DROP TABLE IF EXISTS bench_copy;
          CREATE TABLE bench_copy (LIKE samples INCLUDING ALL);",
@@ -767,7 +838,7 @@ async fn copy_straight_in(
     }
     let mut conns = Vec::new();
     for _ in 0..streams {
-        conns.push(sqlx::PgConnection::connect(db_url).await?);
+        conns.push(options.connect().await?);
     }
     let started = Instant::now();
     let tasks: Vec<_> = conns
@@ -962,7 +1033,7 @@ pub async fn fuzz(config: &Config, args: &FuzzBenchArgs) -> Result<(), BenchErro
         ("AFTERCARE_MODEL_ENABLED", "false".to_owned()),
         ("AFTERCARE_OFFERS_ENABLED", "false".to_owned()),
     ];
-    let svc = Service::start_with(&db, &config.mqtt.url, &client, "copy", &env).await?;
+    let svc = Service::start(&db, &config.mqtt.url, &client, "copy", &env).await?;
     svc.wait_subscribed().await?;
     let idle_kib = svc.rss_kib();
     svc.stop().await;
@@ -994,7 +1065,7 @@ pub async fn fuzz(config: &Config, args: &FuzzBenchArgs) -> Result<(), BenchErro
         published.acked,
         published.elapsed.as_secs_f64()
     );
-    let svc = Service::start_with(&db, &config.mqtt.url, &client, "copy", &env).await?;
+    let svc = Service::start(&db, &config.mqtt.url, &client, "copy", &env).await?;
     let (secs, peak_kib, _) = svc.drain(messages.len()).await?;
     let text = svc.metrics().await.unwrap_or_default();
     svc.stop().await;

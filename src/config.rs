@@ -1,9 +1,10 @@
 //! Typed configuration: defaults, then an optional TOML file, then `AFTERCARE_*` environment
 //! variables (`AFTERCARE_<SECTION>_<KEY>`, e.g. `AFTERCARE_INGEST_BATCH_MAX_MESSAGES`).
 
-use serde::Deserialize;
+use crate::secret::{redact_url, Secret};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +25,11 @@ pub enum ConfigError {
     UnknownEnv { var: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    SecretFile(#[from] crate::secret::SecretFileError),
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -43,7 +46,7 @@ pub struct Config {
 /// Storage policy (`[storage]`): chunk widths, retention, compression, and the bounds on
 /// distinct signals. `aftercare migrate` and `serve` record it in the database
 /// (`storage_policy`), which every process then follows.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Width of a time partition (plain PostgreSQL) or chunk (TimescaleDB) of the sample
@@ -92,17 +95,22 @@ impl Default for StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `url` takes libpq's URL parameters for TLS (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`);
+/// without `sslmode`, loopback hosts are plain and others `prefer` (see `store::connect`).
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub url: String,
     /// Connections for the API and background work; each ingest writer has its own on top.
     pub max_connections: u32,
+    /// The password, from a file (it then goes into `url`, which is never printed whole).
+    pub password_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
+    /// `mqtt://` or `tcp://` plain; `mqtts://` or `ssl://` TLS (port 8883 by default).
     pub url: String,
     /// Stable across restarts: the broker keeps the persistent session under this id.
     pub client_id: String,
@@ -121,16 +129,28 @@ pub struct MqttConfig {
     /// and are dead-lettered.
     pub max_packet_bytes: u32,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// CA bundle trusted for the broker's certificate, besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (mutual TLS): the service's identity at the broker.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// HTTPS when `tls_cert_file` and `tls_key_file` are set, plain HTTP otherwise.
     pub addr: SocketAddr,
+    /// Certificate chain and key (PEM) for HTTPS on `addr`; read again when they change.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// A plain HTTP listener beside the HTTPS one, for a TLS-terminating proxy in front.
+    pub plain_addr: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteMethod {
     /// Binary COPY into a staging table, then one INSERT .. ON CONFLICT DO NOTHING.
@@ -139,7 +159,7 @@ pub enum WriteMethod {
     Unnest,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     pub enabled: bool,
@@ -166,7 +186,7 @@ pub struct IngestConfig {
 }
 
 /// Online risk scoring (see `src/model/worker.rs`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// Run the scoring worker on this instance.
@@ -218,7 +238,7 @@ pub struct Thresholds {
 
 /// The offer policy (`[offers]`). Thresholds per component are file-only:
 /// `[offers.thresholds.brakes] p30 = 0.4`; `default` applies to components not listed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OffersConfig {
     /// Run the offer worker on this instance (several may; they do not double offers).
@@ -286,15 +306,21 @@ impl Default for OffersConfig {
 }
 
 /// Notifications (`[notify]`): the outbox dispatcher.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     /// Run the dispatcher on this instance (several may share the outbox).
     pub enabled: bool,
-    /// Where webhooks go (http only); empty: webhook events wait in the outbox.
+    /// Where webhooks go: `https://`, or `http://` to a loopback address (any host with
+    /// `webhook_allow_http`); empty: webhook events wait in the outbox.
     pub webhook_url: String,
     /// HMAC-SHA256 key for the `Aftercare-Signature` header.
-    pub webhook_secret: String,
+    pub webhook_secret: Secret,
+    pub webhook_secret_file: Option<PathBuf>,
+    /// CA bundle trusted for the receiver's certificate, besides the system's roots.
+    pub webhook_ca_file: Option<PathBuf>,
+    /// Allow `http://` webhooks to hosts other than loopback (signed, but readable on the way).
+    pub webhook_allow_http: bool,
     pub webhook_timeout_ms: u64,
     /// Publish vehicle events to `v1/vehicles/{vin}/offers` (QoS 1).
     pub mqtt: bool,
@@ -310,7 +336,10 @@ impl Default for NotifyConfig {
         NotifyConfig {
             enabled: true,
             webhook_url: String::new(),
-            webhook_secret: String::new(),
+            webhook_secret: Secret::default(),
+            webhook_secret_file: None,
+            webhook_ca_file: None,
+            webhook_allow_http: false,
             webhook_timeout_ms: 10_000,
             mqtt: true,
             interval_ms: 1000,
@@ -321,14 +350,14 @@ impl Default for NotifyConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Human,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -341,6 +370,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: "postgres://postgres@127.0.0.1:5432/aftercare".into(),
             max_connections: 8,
+            password_file: None,
         }
     }
 }
@@ -364,6 +394,10 @@ impl Default for MqttConfig {
             max_packet_bytes: 16 * 1024 * 1024 + 64 * 1024,
             username: None,
             password: None,
+            password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -372,6 +406,9 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            plain_addr: None,
         }
     }
 }
@@ -405,6 +442,37 @@ impl Default for LogConfig {
     }
 }
 
+// By hand: the URLs may hold a password.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("url", &redact_url(&self.url))
+            .field("client_id", &self.client_id)
+            .field("share_group", &self.share_group)
+            .field("session_expiry_secs", &self.session_expiry_secs)
+            .field("receive_maximum", &self.receive_maximum)
+            .field("keep_alive_secs", &self.keep_alive_secs)
+            .field("max_packet_bytes", &self.max_packet_bytes)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
 const SECTIONS: [&str; 9] = [
     "database", "mqtt", "http", "ingest", "log", "model", "offers", "notify", "storage",
 ];
@@ -429,11 +497,57 @@ impl Config {
             None => toml::Table::new(),
         };
         overlay_env(&mut table, std::env::vars())?;
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Each `…_file` secret replaces its value setting; giving both is an error.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        fn both(value: &str, file: &str) -> ConfigError {
+            ConfigError::Invalid(format!("set {value} or {file}, not both"))
+        }
+        if let Some(path) = &self.mqtt.password_file {
+            if self.mqtt.password.is_some() {
+                return Err(both("mqtt.password", "mqtt.password_file"));
+            }
+            self.mqtt.password = Some(crate::secret::read_file("mqtt.password_file", path)?);
+        }
+        if let Some(path) = &self.notify.webhook_secret_file {
+            if !self.notify.webhook_secret.is_empty() {
+                return Err(both("notify.webhook_secret", "notify.webhook_secret_file"));
+            }
+            self.notify.webhook_secret =
+                crate::secret::read_file("notify.webhook_secret_file", path)?;
+        }
+        if let Some(path) = &self.database.password_file {
+            let password = crate::secret::read_file("database.password_file", path)?;
+            let mut url = url::Url::parse(&self.database.url)
+                .map_err(|e| ConfigError::Invalid(format!("database.url is not a URL ({e})")))?;
+            if url.password().is_some() {
+                return Err(both("a password in database.url", "database.password_file"));
+            }
+            url.set_password(Some(password.expose())).map_err(|()| {
+                ConfigError::Invalid(
+                    "database.password_file needs a database.url with a host".into(),
+                )
+            })?;
+            self.database.url = url.into();
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, every secret and URL password redacted.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database.url = redact_url(&shown.database.url);
+        shown.mqtt.url = redact_url(&shown.mqtt.url);
+        shown.notify.webhook_url = redact_url(&shown.notify.webhook_url);
+        toml::to_string(&shown)
+            .unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -480,11 +594,7 @@ impl Config {
                     .into(),
             ));
         }
-        if !self.notify.webhook_url.is_empty() && !self.notify.webhook_url.starts_with("http://") {
-            return Err(ConfigError::Invalid(
-                "notify.webhook_url must be http:// (this build has no TLS; terminate TLS in a proxy)".into(),
-            ));
-        }
+        self.validate_tls()?;
         if !self.notify.webhook_url.is_empty() && self.notify.webhook_secret.is_empty() {
             return Err(ConfigError::Invalid(
                 "notify.webhook_secret is required with a webhook_url".into(),
@@ -538,6 +648,82 @@ impl Config {
         Ok(())
     }
 
+    /// Settings of the TLS links that can be checked without reading files or connecting.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let n = &self.notify;
+        if !n.webhook_url.is_empty() {
+            let url = url::Url::parse(&n.webhook_url).map_err(|e| {
+                ConfigError::Invalid(format!("notify.webhook_url is not a URL ({e})"))
+            })?;
+            match url.scheme() {
+                "https" => {}
+                "http" if n.webhook_allow_http || is_loopback(&url) => {}
+                "http" => {
+                    return invalid(format!(
+                        "notify.webhook_url {}: http:// only to a loopback address; use https:// \
+                         (or set notify.webhook_allow_http)",
+                        redact_url(&n.webhook_url)
+                    ))
+                }
+                other => return invalid(format!("notify.webhook_url: {other}:// is not http(s)")),
+            }
+        } else if n.webhook_ca_file.is_some() {
+            return invalid("notify.webhook_ca_file is set but notify.webhook_url is not".into());
+        }
+        let h = &self.http;
+        if h.tls_cert_file.is_some() != h.tls_key_file.is_some() {
+            return invalid(
+                "http.tls_cert_file and http.tls_key_file must be given together".into(),
+            );
+        }
+        if let Some(plain) = h.plain_addr {
+            if h.tls_cert_file.is_none() {
+                return invalid(
+                    "http.plain_addr is the plain listener beside HTTPS: set http.tls_cert_file \
+                     and http.tls_key_file (without them http.addr is plain already)"
+                        .into(),
+                );
+            }
+            if plain == h.addr && plain.port() != 0 {
+                return invalid("http.plain_addr must differ from http.addr".into());
+            }
+        }
+        let m = &self.mqtt;
+        let scheme = self
+            .mqtt
+            .url
+            .split_once("://")
+            .map(|(s, _)| s)
+            .unwrap_or("");
+        match scheme {
+            "mqtts" | "ssl" => {}
+            "mqtt" | "tcp" => {
+                if m.ca_file.is_some() || m.cert_file.is_some() || m.key_file.is_some() {
+                    return invalid(format!(
+                        "mqtt.ca_file, cert_file and key_file need a TLS url (mqtts://), \
+                         not {}",
+                        redact_url(&m.url)
+                    ));
+                }
+            }
+            _ => {
+                return invalid(format!(
+                    "mqtt.url {}: the scheme must be mqtt://, tcp://, mqtts:// or ssl://",
+                    redact_url(&m.url)
+                ))
+            }
+        }
+        if m.cert_file.is_some() != m.key_file.is_some() {
+            return invalid("mqtt.cert_file and mqtt.key_file must be given together".into());
+        }
+        if m.password.is_some() && m.username.is_none() {
+            return invalid("mqtt.password needs mqtt.username".into());
+        }
+        crate::store::check_url(&self.database.url)
+            .map_err(|e| ConfigError::Invalid(format!("database.url: {e}")))
+    }
+
     pub fn batch_max_delay(&self) -> Duration {
         Duration::from_millis(self.ingest.batch_max_delay_ms)
     }
@@ -552,6 +738,21 @@ impl Config {
             dtc_retention: chrono::Duration::days(i64::from(self.storage.dtc_retention_days)),
         }
     }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Settings whose environment value is always taken as a string (a password of digits is not
+/// a number).
+fn string_only(key: &str) -> bool {
+    key.ends_with("password") || key.ends_with("secret") || key == "username"
 }
 
 /// Applies `AFTERCARE_<SECTION>_<KEY>=value`; values are read as TOML scalars when they parse
@@ -577,6 +778,7 @@ fn overlay_env(
             return Err(ConfigError::UnknownEnv { var });
         };
         let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+            Ok(_) if string_only(key) => toml::Value::String(raw.clone()),
             Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.clone())),
             Err(_) => toml::Value::String(raw.clone()),
         };
@@ -642,6 +844,41 @@ mod tests {
             "room for the topic and properties a forwarded publish carries"
         );
         assert!(broker_max as usize > c.ingest.max_payload_bytes);
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_stay_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("db");
+        std::fs::write(&pw, "p@ss word\n").unwrap();
+        let mut table = toml::Table::new();
+        let vars = [
+            (
+                "AFTERCARE_DATABASE_URL",
+                "postgres://app@db.example/x?sslmode=verify-full",
+            ),
+            ("AFTERCARE_DATABASE_PASSWORD_FILE", pw.to_str().unwrap()),
+            ("AFTERCARE_MQTT_USERNAME", "1234"),
+            ("AFTERCARE_MQTT_PASSWORD", "0012"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        overlay_env(&mut table, vars.into_iter()).unwrap();
+        let mut c: Config = toml::Value::Table(table).try_into().unwrap();
+        c.read_secret_files().unwrap();
+        let opts = crate::store::connect_options(&c.database.url).unwrap();
+        assert_eq!(opts.get_username(), "app");
+        assert_eq!(c.mqtt.username.as_deref(), Some("1234"));
+        assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("0012"));
+        let shown = format!("{c:?}\n{}", c.redacted_toml());
+        assert!(
+            !shown.contains("p@ss") && !shown.contains("0012"),
+            "{shown}"
+        );
+        // A value and its file both: refused.
+        c.database.password_file = Some(pw);
+        assert!(
+            matches!(c.read_secret_files(), Err(ConfigError::Invalid(m)) if m.contains("not both"))
+        );
     }
 
     #[test]

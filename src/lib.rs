@@ -8,6 +8,9 @@
 //! - **Pipeline**, the running process: `ingest` (MQTT session → batches → one transaction
 //!   each → acks in order), `outbox` (signed webhooks and MQTT to vehicles), `service` (starts
 //!   and stops every task of `aftercare serve`).
+//! - **Links**, how it reaches the rest: `tls` (the one rustls stack with ring, client and
+//!   reloading server configs), `mqtt` (broker connection settings, TLS included), `secret`
+//!   (secrets from files, redacted wherever printed).
 //! - **Domain**, what is known and decided: `component` (component groups), `catalog`
 //!   (signals and fault codes), `vehicle` (a vehicle's powertrain, service kinds and
 //!   history), `risk` (a score's reasons), `model` (features, training, scoring),
@@ -17,7 +20,8 @@
 //! - **HTTP**: `api`, the axum routes, API keys and scopes, the OpenAPI document and the web
 //!   console.
 //! - **Tools**: `simulator` (a fleet with known ground truth, and hostile traffic), `bench`,
-//!   `bench_api` and `bench_reads` (`aftercare bench ingest|fuzz|api|reads`).
+//!   `bench_api` and `bench_reads` (`aftercare bench ingest|fuzz|api|reads`), `certs`
+//!   (`aftercare certs`: the fleet CA and certificates).
 //!
 //! Data moves forward: no module imports from a module that imports it back
 //! (`tests/module_graph.rs` checks it, file by file and folder by folder).
@@ -31,6 +35,11 @@ pub mod wire;
 pub mod ingest;
 pub mod outbox;
 pub mod service;
+
+// Links
+pub mod mqtt;
+pub mod secret;
+pub mod tls;
 
 // Domain
 pub mod booking;
@@ -52,4 +61,5 @@ pub mod api;
 pub mod bench;
 pub mod bench_api;
 pub mod bench_reads;
+pub mod certs;
 pub mod simulator;

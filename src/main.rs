@@ -1,4 +1,5 @@
-//! The `aftercare` command: serve, migrate, keys, workshops, simulate, bench, model.
+//! The `aftercare` command: serve, migrate, keys, workshops, simulate, bench, model, certs,
+//! config.
 
 use aftercare::config::{Config, LogFormat};
 use aftercare::store::keys::Scope;
@@ -53,6 +54,13 @@ enum Command {
         #[command(subcommand)]
         command: aftercare::model::cli::ModelCommand,
     },
+    /// Issue the fleet CA, vehicle and service certificates (ECDSA P-256, PEM).
+    Certs {
+        #[command(subcommand)]
+        command: aftercare::certs::CertsCommand,
+    },
+    /// Print the effective configuration (TOML), secrets redacted.
+    Config,
 }
 
 #[derive(Subcommand)]
@@ -111,14 +119,48 @@ fn init_logging(config: &Config) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // One TLS provider for the whole process, before anything can ask for one.
+    aftercare::tls::install_default_provider();
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, causes included: what a start-up script or an operator reads.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no configuration (and no database): it makes the files a configuration names.
+    if let Command::Certs { command } = &cli.command {
+        let (cert, key) = aftercare::certs::run(command)?;
+        eprintln!(
+            "wrote {} and {} (the key readable by its owner only)",
+            cert.display(),
+            key.display()
+        );
+        return Ok(());
+    }
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     init_logging(&config);
     match cli.command {
+        Command::Certs { .. } => {}
+        Command::Config => print!("{}", config.redacted_toml()),
         Command::Serve => {
-            let service = aftercare::service::start(config).await?;
+            tracing::debug!(config = %config.redacted_toml(), "configuration");
+            let service = aftercare::service::start(config)
+                .await
+                .context("starting the service")?;
             shutdown_signal().await;
             tracing::info!("shutting down: committing and acknowledging what is in flight");
             service.shutdown().await?;

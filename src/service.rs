@@ -19,6 +19,10 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -30,7 +34,10 @@ pub enum ServiceError {
 const ROLLUP_FOLD_DELTAS: i64 = 50;
 
 pub struct RunningService {
+    /// The API: HTTPS when `http.tls_cert_file` is set, plain HTTP otherwise.
     pub http_addr: SocketAddr,
+    /// The plain listener beside HTTPS (`http.plain_addr`), if any.
+    pub plain_http_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub store: Arc<Store>,
     /// The risk model in use (none until an artifact is loaded).
@@ -43,11 +50,53 @@ pub struct RunningService {
     scoring: Option<JoinHandle<()>>,
     offers: Option<JoinHandle<()>>,
     outbox: Option<JoinHandle<Result<(), crate::outbox::OutboxError>>>,
-    http: JoinHandle<()>,
+    http: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServiceError> {
+    let bind_error = |source| ServiceError::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
+/// Serves the API on one listener (plain TCP or TLS) until shutdown.
+fn serve<L>(listener: L, app: axum::Router, mut rx: watch::Receiver<bool>) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    })
 }
 
 /// Migrates, then starts ingest (if enabled) and the API. Returns once both are running.
 pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
+    // TLS material and connection settings first: a missing or mismatched file is one clear
+    // error before anything connects.
+    let https = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let cert = Arc::new(crate::tls::server::ReloadingCert::load(cert, key)?);
+            Some(crate::tls::server::server_config(cert)?)
+        }
+        _ => None,
+    };
+    if config.ingest.enabled {
+        ingest::mqtt_options(&config)?;
+    }
+    let outbox_channels = if config.notify.enabled {
+        Some(crate::outbox::Channels::open(&config)?)
+    } else {
+        None
+    };
     let api_pool = store::pool(&config.database.url, config.database.max_connections).await?;
     let flavor = store::migrate(&api_pool).await?;
     store::retention::apply_policy(&api_pool, flavor, &(&config.storage).into()).await?;
@@ -68,7 +117,6 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
             )
             .await?,
         );
-        ingest::mqtt_options(&config)?;
         let (config, metrics, rx) = (config.clone(), metrics.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {
             ingest::run(&config, ingest_store, metrics, rx).await
@@ -147,43 +195,50 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         );
         tokio::spawn(crate::offers::run(pool, cfg, metrics, rx))
     });
-    let outbox = config.notify.enabled.then(|| {
-        let (pool, config, metrics, rx) = (
+    let outbox = outbox_channels.map(|channels| {
+        let (pool, cfg, metrics, rx) = (
             store.pool().clone(),
-            config.clone(),
+            config.notify.clone(),
             metrics.clone(),
             shutdown_rx.clone(),
         );
-        tokio::spawn(crate::outbox::run(pool, config, metrics, rx))
+        tokio::spawn(crate::outbox::run(pool, cfg, channels, metrics, rx))
     });
 
-    let listener = tokio::net::TcpListener::bind(config.http.addr)
-        .await
-        .map_err(|source| ServiceError::Bind {
-            addr: config.http.addr,
-            source,
-        })?;
-    let http_addr = listener.local_addr().map_err(|source| ServiceError::Bind {
-        addr: config.http.addr,
-        source,
-    })?;
     let app = api::router(AppState {
         store: store.clone(),
         metrics: metrics.clone(),
         ingest_enabled: config.ingest.enabled,
     });
-    let mut rx = shutdown_rx;
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
+    let (listener, http_addr) = bind(config.http.addr).await?;
+    let mut http = Vec::new();
+    let mut plain_http_addr = None;
+    match https {
+        Some(tls) => {
+            let listener =
+                crate::tls::server::TlsListener::new(listener, tls).map_err(|source| {
+                    ServiceError::Bind {
+                        addr: config.http.addr,
+                        source,
+                    }
+                })?;
+            http.push(serve(listener, app.clone(), shutdown_rx.clone()));
+            tracing::info!(%http_addr, "listening (HTTPS)");
+            if let Some(addr) = config.http.plain_addr {
+                let (plain, local) = bind(addr).await?;
+                http.push(serve(plain, app, shutdown_rx));
+                tracing::info!(http_addr = %local, "listening (plain HTTP, for a TLS proxy)");
+                plain_http_addr = Some(local);
+            }
         }
-    });
-    tracing::info!(%http_addr, "listening");
+        None => {
+            http.push(serve(listener, app, shutdown_rx));
+            tracing::info!(%http_addr, "listening");
+        }
+    }
     Ok(RunningService {
         http_addr,
+        plain_http_addr,
         metrics,
         store,
         model,
@@ -224,7 +279,9 @@ impl RunningService {
                 tracing::error!(error = %e, "outbox dispatcher stopped");
             }
         }
-        let _ = self.http.await;
+        for http in self.http {
+            let _ = http.await;
+        }
         Ok(ingest?)
     }
 }

@@ -240,7 +240,7 @@ async fn fleet_to_bookings_and_webhooks_through_two_crashes() {
     let sim = fleet();
     let expect = expected(&sim);
     let opts = live::LiveOptions {
-        mqtt_url: broker.url(),
+        mqtt: broker.mqtt_config(),
         client_id: "e2e-fleet".into(),
         compression: f64::INFINITY,
         rate: Some(250.0),

@@ -228,3 +228,115 @@ async fn a_crash_mid_delivery_loses_nothing_and_repeats_only_known_keys() {
     .await;
     second.kill();
 }
+
+/// Replaces `to`'s certificate and key with `from`'s, each by a rename (as a renewal does).
+fn swap_pair(
+    (from_cert, from_key): &(std::path::PathBuf, std::path::PathBuf),
+    dir: &std::path::Path,
+) {
+    for (from, name) in [(from_cert, "hook.pem"), (from_key, "hook.key")] {
+        let tmp = dir.join(format!("{name}.new"));
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_webhooks_are_verified_and_an_untrusted_receiver_is_retried_never_delivered() {
+    use common::tls::{serve_https, Pki};
+    let api = api().await;
+    at_risk_fleet(&api.pool, 4).await;
+    let (fleet_pki, stranger) = (Pki::new(), Pki::new());
+    // The receiver starts with a certificate of a CA the service does not trust; its files
+    // are then renewed with one the service's webhook CA signed, without a restart.
+    let dir = tempfile::tempdir().unwrap();
+    swap_pair(&stranger.pair("server"), dir.path());
+    let receiver = Receiver::default();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    let port = serve_https(
+        app,
+        &dir.path().join("hook.pem"),
+        &dir.path().join("hook.key"),
+    )
+    .await;
+    let mut c = config(&api.db.url, "mqtt://127.0.0.1:1", "notify-https");
+    c.ingest.enabled = false;
+    c.notify.mqtt = false;
+    c.offers.interval_ms = 200;
+    c.notify.webhook_url = format!("https://127.0.0.1:{port}/hook");
+    c.notify.webhook_secret = SECRET.into();
+    c.notify.webhook_ca_file = Some(fleet_pki.ca());
+    c.notify.interval_ms = 50;
+    c.notify.retry_base_ms = 100;
+    c.notify.retry_max_ms = 400;
+    let service = aftercare::service::start(c).await.unwrap();
+
+    // Refused at the handshake, retried, never marked delivered; the receiver saw nothing.
+    wait_until(Duration::from_secs(30), "repeated refusals", || async {
+        count(
+            &api.pool,
+            "SELECT count(*) FROM outbox WHERE channel = 'webhook' AND attempts >= 3 \
+             AND last_error LIKE '%invalid peer certificate%'",
+        )
+        .await
+            >= 1
+    })
+    .await;
+    assert_eq!(
+        count(
+            &api.pool,
+            "SELECT count(*) FROM outbox WHERE delivered_at IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    assert!(receiver.seen.lock().unwrap().is_empty());
+
+    // Renewed with a trusted certificate: everything goes through, once each, signed.
+    swap_pair(&fleet_pki.pair("server"), dir.path());
+    wait_until(
+        Duration::from_secs(30),
+        "every webhook delivered",
+        || async {
+            count(
+                &api.pool,
+                "SELECT count(*) FROM outbox WHERE channel = 'webhook' AND delivered_at IS NULL",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
+    service.shutdown().await.unwrap();
+    let seen = receiver.seen.lock().unwrap().clone();
+    let keys: BTreeSet<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(seen.len(), 4, "four offers, delivered once each");
+    assert_eq!(keys.len(), 4);
+}
+
+#[tokio::test]
+async fn plain_http_webhooks_go_only_to_loopback_unless_allowed() {
+    let load = |url: &str, allow: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[notify]\nwebhook_url = {url:?}\nwebhook_secret = \"s\"\nwebhook_allow_http = {allow}\n"
+            ),
+        )
+        .unwrap();
+        aftercare::config::Config::load(Some(&file)).map(|_| ())
+    };
+    assert!(load("http://127.0.0.1:9000/hook", false).is_ok());
+    assert!(load("http://localhost:9000/hook", false).is_ok());
+    assert!(load("https://hooks.example/x", false).is_ok());
+    let err = load("http://hooks.example/x", false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("http:// only to a loopback address"), "{err}");
+    assert!(load("http://hooks.example/x", true).is_ok());
+    assert!(load("ftp://hooks.example/x", true).is_err());
+}

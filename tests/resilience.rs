@@ -116,6 +116,21 @@ async fn assert_exactly_once(pool: &PgPool, want: &Expected) {
     assert_eq!(count(pool, "SELECT count(*) FROM dead_letters").await, 0);
 }
 
+/// Waits until a quarter of the stream is stored, then SIGKILLs the service.
+async fn kill_a_quarter_in(pool: &PgPool, service: ServiceProcess, want: &Expected) {
+    wait_until(
+        Duration::from_secs(60),
+        "a quarter of the stream stored",
+        || async { stored_samples(pool).await > want.samples / 4 },
+    )
+    .await;
+    service.kill();
+    assert!(
+        stored_samples(pool).await < want.samples,
+        "killed mid-stream"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     let db = TestDb::new().await;
@@ -131,15 +146,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     let publisher = tokio::spawn(async move {
         aftercare::simulator::publish_all(&url, "pub-crash", owned(&msgs), Some(4000.0)).await
     });
-    wait_until(
-        Duration::from_secs(60),
-        "a quarter of the stream stored",
-        || async { stored_samples(&pool).await > want.samples / 4 },
-    )
-    .await;
-    service.kill();
-    let at_kill = stored_samples(&pool).await;
-    assert!(at_kill < want.samples, "killed mid-stream");
+    kill_a_quarter_in(&pool, service, &want).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _service = ServiceProcess::start(&db.url, &broker.url(), "crash-1", &plain).await;
     let stats = publisher.await.unwrap().unwrap();
@@ -412,4 +419,54 @@ async fn two_instances_share_the_stream_and_survive_one_being_killed() {
         "b took a share: {handled_b}"
     );
     assert!(handled_a > 0.0, "the restarted a took a share: {handled_a}");
+}
+
+/// The SIGKILL scenario over the broker's TLS listener: every vehicle publishes with its own
+/// certificate (the ACL lets it write only its own topics), the service consumes with its
+/// client certificate. TLS changes nothing about exactly-once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_over_mqtts_loses_and_duplicates_nothing() {
+    let db = TestDb::new().await;
+    let pki = common::tls::Pki::new();
+    let broker = TestBroker::start_tls(&pki).await;
+    let pool = db.pool().await;
+    let msgs = messages(13, 10, 20_000);
+    let want = expected(&msgs);
+    let vins: std::collections::BTreeSet<String> = msgs.iter().map(|m| m.vin.clone()).collect();
+    let (cert, key) = pki.pair("aftercare");
+    let files = [pki.ca(), cert, key].map(|p| p.display().to_string());
+    let env = [
+        ("AFTERCARE_MQTT_SHARE_GROUP", ""),
+        ("AFTERCARE_MQTT_CA_FILE", files[0].as_str()),
+        ("AFTERCARE_MQTT_CERT_FILE", files[1].as_str()),
+        ("AFTERCARE_MQTT_KEY_FILE", files[2].as_str()),
+    ];
+    let url = broker.tls_url();
+    let service = ServiceProcess::start(&db.url, &url, "crash-tls", &env).await;
+    // One publisher per vehicle, 4000 messages a second together.
+    let rate = 4000.0 / vins.len() as f64;
+    let publisher_ids: Vec<String> = vins.iter().map(|vin| format!("car-{vin}")).collect();
+    let publishers: Vec<_> = vins
+        .iter()
+        .zip(&publisher_ids)
+        .map(|(vin, id)| {
+            pki.vehicle(vin);
+            let mine: Vec<Generated> = msgs.iter().filter(|m| m.vin == *vin).cloned().collect();
+            let (mqtt, id) = (pki.mqtt(&url, vin), id.clone());
+            tokio::spawn(async move {
+                aftercare::simulator::publish_all_with(&mqtt, &id, owned(&mine), Some(rate)).await
+            })
+        })
+        .collect();
+    kill_a_quarter_in(&pool, service, &want).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _service = ServiceProcess::start(&db.url, &url, "crash-tls", &env).await;
+    let mut acked = 0;
+    for p in publishers {
+        acked += p.await.unwrap().unwrap().acked;
+    }
+    assert_eq!(acked, 20_000, "the broker took every vehicle's messages");
+    let ids: Vec<&str> = publisher_ids.iter().map(String::as_str).collect();
+    let want = delivered_by_broker(&pool, &broker, &msgs, &ids, &["crash-tls"]).await;
+    assert_exactly_once(&pool, &want).await;
 }

@@ -536,7 +536,7 @@ async fn run_live(sim: SimConfig) -> (TestDb, aftercare::simulator::live::LiveRe
         .await
         .unwrap();
     let opts = live::LiveOptions {
-        mqtt_url: broker.url(),
+        mqtt: broker.mqtt_config(),
         client_id: "sim-live".into(),
         compression: f64::INFINITY,
         rate: Some(1000.0),

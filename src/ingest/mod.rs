@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("invalid MQTT url {url:?}: {reason}")]
-    Url { url: String, reason: String },
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
 }
 
 /// Memory a held message is counted for, per byte of payload: the payload itself (kept for a
@@ -88,16 +88,7 @@ impl Delivery {
 /// Builds the client options: persistent session, manual acks, bounded in-flight window.
 pub fn mqtt_options(config: &Config) -> Result<MqttOptions, IngestError> {
     let m = &config.mqtt;
-    let url = if m.url.contains("client_id=") {
-        m.url.clone()
-    } else {
-        let sep = if m.url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}client_id={}", m.url, m.client_id)
-    };
-    let mut opts = MqttOptions::parse_url(url).map_err(|e| IngestError::Url {
-        url: m.url.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut opts = crate::mqtt::options(m, &m.client_id)?;
     opts.set_clean_start(false)
         .set_session_expiry_interval(Some(m.session_expiry_secs))
         .set_manual_acks(true)
@@ -105,9 +96,6 @@ pub fn mqtt_options(config: &Config) -> Result<MqttOptions, IngestError> {
         .set_max_packet_size(Some(m.max_packet_bytes))
         .set_keep_alive(Duration::from_secs(m.keep_alive_secs))
         .set_request_channel_capacity(usize::from(m.receive_maximum) + 16);
-    if let (Some(user), Some(pass)) = (&m.username, &m.password) {
-        opts.set_credentials(user.clone(), pass.clone());
-    }
     Ok(opts)
 }
 

@@ -26,9 +26,11 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    #[error("invalid MQTT url for the outbox publisher: {0}")]
-    Url(String),
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("outbox publisher: {0}")]
+    Mqtt(#[from] crate::mqtt::MqttError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot build the webhook client: {0}")]
     Http(String),
 }
 
@@ -72,7 +74,39 @@ pub fn backoff(cfg: &NotifyConfig, attempts: i32) -> Duration {
 struct Webhook {
     client: reqwest::Client,
     url: String,
-    secret: Vec<u8>,
+    secret: crate::secret::Secret,
+}
+
+/// The webhook client: verifies `https://` receivers against the system's roots plus
+/// `notify.webhook_ca_file` (on the process's one TLS stack), and follows no redirect (one to
+/// elsewhere, or to plain HTTP, would take the signed payload with it).
+fn webhook_client(cfg: &NotifyConfig) -> Result<reqwest::Client, OutboxError> {
+    let tls = crate::tls::client_config(crate::tls::ClientFiles {
+        link: "webhooks (notify.webhook_url)",
+        ca: ("notify.webhook_ca_file", cfg.webhook_ca_file.as_deref()),
+        cert: ("", None),
+        key: ("", None),
+    })?;
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(cfg.webhook_timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .use_preconfigured_tls(tls)
+        .build()
+        .map_err(|e| OutboxError::Http(e.to_string()))
+}
+
+/// An error and its causes on one line (a TLS failure is a cause of "error sending request"),
+/// without the URL, which may carry a token.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl Webhook {
@@ -86,11 +120,14 @@ impl Webhook {
             .header(EVENT_HEADER, &row.kind)
             .header(IDEMPOTENCY_HEADER, &row.event_key)
             .header(TIMESTAMP_HEADER, ts.to_string())
-            .header(SIGNATURE_HEADER, signature(&self.secret, ts, &body))
+            .header(
+                SIGNATURE_HEADER,
+                signature(self.secret.expose().as_bytes(), ts, &body),
+            )
             .body(body)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(describe)?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -114,14 +151,8 @@ struct Publisher {
 impl Publisher {
     fn start(config: &Config) -> Result<Publisher, OutboxError> {
         let m = &config.mqtt;
-        let sep = if m.url.contains('?') { '&' } else { '?' };
-        let mut options =
-            MqttOptions::parse_url(format!("{}{sep}client_id={}-outbox", m.url, m.client_id))
-                .map_err(|e| OutboxError::Url(e.to_string()))?;
+        let mut options = crate::mqtt::options(m, &format!("{}-outbox", m.client_id))?;
         options.set_keep_alive(std::time::Duration::from_secs(30));
-        if let (Some(user), Some(pass)) = (&m.username, &m.password) {
-            options.set_credentials(user.clone(), pass.clone());
-        }
         let (client, acks, task) = Self::connect(options.clone());
         Ok(Publisher {
             options: Box::new(options),
@@ -256,29 +287,36 @@ async fn dispatch(
     Ok(rows.len())
 }
 
+/// The configured delivery channels, their TLS material loaded: errors here are start-up
+/// errors. Must be called on the runtime (the MQTT publisher starts its connection).
+pub struct Channels(Vec<Channel>);
+
+impl Channels {
+    pub fn open(config: &Config) -> Result<Channels, OutboxError> {
+        let cfg = &config.notify;
+        let mut channels = Vec::new();
+        if !cfg.webhook_url.is_empty() {
+            channels.push(Channel::Webhook(Webhook {
+                client: webhook_client(cfg)?,
+                url: cfg.webhook_url.clone(),
+                secret: cfg.webhook_secret.clone(),
+            }));
+        }
+        if cfg.mqtt {
+            channels.push(Channel::Mqtt(Publisher::start(config)?));
+        }
+        Ok(Channels(channels))
+    }
+}
+
 /// Runs the dispatcher until `shutdown` turns true.
 pub async fn run(
     pool: PgPool,
-    config: Config,
+    cfg: NotifyConfig,
+    Channels(mut channels): Channels,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), OutboxError> {
-    let cfg = config.notify.clone();
-    let mut channels = Vec::new();
-    if !cfg.webhook_url.is_empty() {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_millis(cfg.webhook_timeout_ms))
-            .build()
-            .map_err(|e| OutboxError::Http(e.to_string()))?;
-        channels.push(Channel::Webhook(Webhook {
-            client,
-            url: cfg.webhook_url.clone(),
-            secret: cfg.webhook_secret.clone().into_bytes(),
-        }));
-    }
-    if cfg.mqtt {
-        channels.push(Channel::Mqtt(Publisher::start(&config)?));
-    }
     let every = std::time::Duration::from_millis(cfg.interval_ms.max(10));
     loop {
         let mut full = false;

@@ -6,7 +6,7 @@
 use super::delivery::Delivery;
 use super::engine::{DayOutput, Simulation};
 use super::progress::Progress;
-use super::publish::{publish_stream, PublishStats};
+use super::publish::{publish_stream_with, PublishStats};
 use super::summary::Summary;
 use super::truth::Truth;
 use super::SimulateError;
@@ -99,7 +99,7 @@ impl ApiClient {
 }
 
 pub struct LiveOptions {
-    pub mqtt_url: String,
+    pub mqtt: crate::config::MqttConfig,
     pub client_id: String,
     /// Simulated seconds per wall-clock second (infinite: as fast as allowed).
     pub compression: f64,
@@ -137,8 +137,9 @@ pub async fn run(
         }
     }
     let (publish_tx, publish_rx) = tokio::sync::mpsc::channel::<(String, Bytes)>(1024);
-    let (url, client_id) = (opts.mqtt_url.clone(), opts.client_id.clone());
-    let publisher = tokio::spawn(async move { publish_stream(&url, &client_id, publish_rx).await });
+    let (mqtt, client_id) = (opts.mqtt.clone(), opts.client_id.clone());
+    let publisher =
+        tokio::spawn(async move { publish_stream_with(&mqtt, &client_id, publish_rx).await });
     let (days_tx, mut days_rx) = tokio::sync::mpsc::channel::<DayOutput>(2);
     let generator = std::thread::spawn(move || {
         let mut sim = sim;

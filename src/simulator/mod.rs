@@ -29,7 +29,9 @@ pub mod vehicle;
 pub use delivery::{Delivery, Realism};
 pub use engine::{DayOutput, SimConfig, Simulation};
 pub use progress::Progress;
-pub use publish::{publish_all, publish_stream, PublishError, PublishStats};
+pub use publish::{
+    publish_all, publish_all_with, publish_stream, publish_stream_with, PublishError, PublishStats,
+};
 pub use stream::{owned, Fleet, Generated, Kind};
 pub use summary::Summary;
 pub use truth::Truth;
@@ -252,7 +254,7 @@ pub async fn run(config: &Config, args: &SimulateArgs) -> Result<String, Simulat
             }
         };
         let opts = live::LiveOptions {
-            mqtt_url: config.mqtt.url.clone(),
+            mqtt: config.mqtt.clone(),
             client_id: args.client_id.clone(),
             compression: if args.compression > 0.0 {
                 args.compression

@@ -1,16 +1,17 @@
 //! A QoS 1 publisher that counts a message as sent only when the broker has acknowledged it,
 //! and survives broker restarts (persistent session: unacknowledged messages are resent).
 
+use crate::config::MqttConfig;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("invalid MQTT url: {0}")]
-    Url(String),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
     #[error("gave up after {acked} of {sent} acknowledgements: {reason}")]
     Incomplete {
         sent: u64,
@@ -34,6 +35,24 @@ pub async fn publish_all(
     messages: Vec<(String, Bytes)>,
     rate: Option<f64>,
 ) -> Result<PublishStats, PublishError> {
+    publish_all_with(&plain(url), client_id, messages, rate).await
+}
+
+/// Connection settings of a plain URL (no TLS files, no credentials beyond the URL's).
+fn plain(url: &str) -> MqttConfig {
+    MqttConfig {
+        url: url.to_owned(),
+        ..MqttConfig::default()
+    }
+}
+
+/// `publish_all` with full connection settings (TLS, client certificate, credentials).
+pub async fn publish_all_with(
+    mqtt: &MqttConfig,
+    client_id: &str,
+    messages: Vec<(String, Bytes)>,
+    rate: Option<f64>,
+) -> Result<PublishStats, PublishError> {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let feeder = tokio::spawn(async move {
         let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r.max(1e-6)));
@@ -48,7 +67,7 @@ pub async fn publish_all(
             }
         }
     });
-    let stats = publish_stream(url, client_id, rx).await;
+    let stats = publish_stream_with(mqtt, client_id, rx).await;
     feeder.abort();
     stats
 }
@@ -59,11 +78,18 @@ pub async fn publish_all(
 pub async fn publish_stream(
     url: &str,
     client_id: &str,
+    messages: tokio::sync::mpsc::Receiver<(String, Bytes)>,
+) -> Result<PublishStats, PublishError> {
+    publish_stream_with(&plain(url), client_id, messages).await
+}
+
+/// `publish_stream` with full connection settings.
+pub async fn publish_stream_with(
+    mqtt: &MqttConfig,
+    client_id: &str,
     mut messages: tokio::sync::mpsc::Receiver<(String, Bytes)>,
 ) -> Result<PublishStats, PublishError> {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let mut opts = MqttOptions::parse_url(format!("{url}{sep}client_id={client_id}"))
-        .map_err(|e| PublishError::Url(e.to_string()))?;
+    let mut opts = crate::mqtt::options(mqtt, client_id)?;
     opts.set_clean_start(false)
         .set_session_expiry_interval(Some(600))
         .set_keep_alive(Duration::from_secs(30))

@@ -63,8 +63,11 @@ pub struct ServerCapabilities {
     /// `timescaledb` among the server's available extensions.
     pub timescale_available: bool,
     /// ... and in `shared_preload_libraries`, which it must be to load at all: without it
-    /// `CREATE EXTENSION` ends the connection.
+    /// `CREATE EXTENSION` ends the connection. Only superusers (and `pg_read_all_settings`)
+    /// may read that setting: unknown to others, who then go by the next two.
     pub timescale_preloaded: bool,
+    /// Installed in this database already (by whoever set the database up).
+    pub timescale_installed: bool,
     /// `timescaledb.license` when the library is loaded (`apache` or `timescale`): the
     /// setting exists only then, so it also proves the library loads (some embedded builds
     /// load it without `shared_preload_libraries`).
@@ -73,23 +76,29 @@ pub struct ServerCapabilities {
 
 impl ServerCapabilities {
     pub async fn read(conn: &mut sqlx::PgConnection) -> Result<ServerCapabilities, StoreError> {
-        let (available, preload, license): (bool, String, Option<String>) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
-                    current_setting('shared_preload_libraries'),
-                    current_setting('timescaledb.license', true)",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
+        let (available, installed, preload, license): (bool, bool, Option<String>, Option<String>) =
+            sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
+                        EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
+                        (SELECT setting FROM pg_settings
+                         WHERE name = 'shared_preload_libraries'),
+                        current_setting('timescaledb.license', true)",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
         Ok(ServerCapabilities {
             timescale_available: available,
-            timescale_preloaded: preloads_timescale(&preload),
+            timescale_preloaded: preload.as_deref().is_some_and(preloads_timescale),
+            timescale_installed: installed,
             license: license.filter(|l| !l.is_empty()),
         })
     }
 
-    /// TimescaleDB can run here: installed, and preloaded or seen loaded.
+    /// TimescaleDB can run here: available, and preloaded, seen loaded, or installed in this
+    /// database already.
     pub fn timescale_loads(&self) -> bool {
-        self.timescale_available && (self.timescale_preloaded || self.license.is_some())
+        self.timescale_available
+            && (self.timescale_preloaded || self.license.is_some() || self.timescale_installed)
     }
 
     /// The flavour a new database gets on this server, and why.
@@ -109,9 +118,10 @@ impl ServerCapabilities {
             }
             (true, false) => (
                 Flavor::Plain,
-                "TimescaleDB is installed but not in shared_preload_libraries, so it cannot \
-                 load; using plain PostgreSQL (preload it and create the database afresh to \
-                 use TimescaleDB)"
+                "TimescaleDB is on the server but not in shared_preload_libraries (or that \
+                 setting is not readable to this user), so it cannot load; using plain \
+                 PostgreSQL (preload it, or install it in the database as a superuser, and \
+                 create the database afresh to use TimescaleDB)"
                     .into(),
             ),
             (false, _) => (
@@ -459,6 +469,7 @@ mod tests {
         ServerCapabilities {
             timescale_available: available,
             timescale_preloaded: preloaded,
+            timescale_installed: false,
             license: license.map(str::to_owned),
         }
     }
@@ -473,6 +484,12 @@ mod tests {
             server(true, false, Some("timescale")).choose().0,
             Flavor::Timescale { tsl: true }
         );
+        // The preload setting unreadable to this user, but installed in the database.
+        let installed = ServerCapabilities {
+            timescale_installed: true,
+            ..server(true, false, None)
+        };
+        assert!(installed.timescale_loads());
         assert_eq!(
             server(true, true, Some("apache")).choose().0,
             Flavor::Timescale { tsl: false }

@@ -5,6 +5,7 @@ mod admit;
 mod batch;
 pub mod booking;
 pub mod capacity;
+mod connect;
 pub mod copy;
 mod diagnostics;
 pub mod fast_load;
@@ -27,12 +28,12 @@ mod writer;
 
 pub use admit::{Admission, SignalLimits};
 pub use batch::{signal_names, BatchItem, BatchResult, DeadLetter, Outcome};
+pub use connect::check_url;
 pub use migrate::{migrate_schema_until, Applies, Flavor, ServerCapabilities, MIGRATIONS};
 pub use writer::DEAD_LETTER_MAX_BYTES;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,7 @@ pub async fn migrate(pool: &PgPool) -> Result<Flavor, StoreError> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database: {0}")]
+    #[error("database: {}", connect::describe(.0))]
     Db(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(String),
@@ -122,8 +123,9 @@ const PAIR_CACHE_ENTRIES: usize = 500_000;
 /// How often an instance looks again whether a layout migration has finished.
 const LEGACY_RECHECK: Duration = Duration::from_secs(30);
 
+/// Options for `url` (libpq's URL grammar, TLS parameters included; see `connect`).
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
-    Ok(PgConnectOptions::from_str(url)?
+    Ok(connect::options(url)?
         .application_name("aftercare")
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(5)))

@@ -26,6 +26,11 @@ fn chromedriver_bin() -> &'static str {
 
 impl Browser {
     pub async fn start() -> Browser {
+        Browser::start_with(&[]).await
+    }
+
+    /// With extra Chromium command-line arguments.
+    pub async fn start_with(extra_args: &[String]) -> Browser {
         let port = super::free_port();
         // Its own process group, so a failed test can take Chromium down with the driver.
         use std::os::unix::process::CommandExt;
@@ -39,17 +44,30 @@ impl Browser {
         super::wait_for_port(port, Duration::from_secs(20)).await;
         let profile = tempfile::tempdir().unwrap();
         let http = reqwest::Client::new();
+        // The machine's network is closed: without these Chromium keeps trying to reach
+        // Google's services, and as root it needs --no-sandbox.
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1400,1000",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend_from_slice(extra_args);
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                // The machine's network is closed: without these Chromium keeps trying to
-                // reach Google's services, and as root it needs --no-sandbox.
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--disable-quic", "--no-first-run", "--disable-background-networking",
-                         "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
-                         format!("--user-data-dir={}", profile.path().display())]
+                "args": args
             }
         }}});
         let resp: Value = http

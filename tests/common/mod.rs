@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod tls;
 
 use aftercare::config::Config;
 use aftercare::simulator::{publish_all, PublishStats};
@@ -39,6 +40,11 @@ pub fn server_addr() -> SocketAddr {
         .expect("the test server's address")
 }
 
+/// Connection options as the service makes them (loopback without `sslmode`: plain).
+pub fn connect_options(url: &str) -> sqlx::postgres::PgConnectOptions {
+    aftercare::store::connect_options(url).expect("a valid database URL")
+}
+
 fn url_for(db: &str) -> String {
     let admin = admin_url();
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
@@ -60,7 +66,7 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let mut admin = PgConnection::connect(&admin_url())
+        let mut admin = PgConnection::connect_with(&connect_options(&admin_url()))
             .await
             .expect("connect to PostgreSQL");
         let digest = Sha256::digest(
@@ -86,7 +92,9 @@ impl TestDb {
                 .execute(&mut admin)
                 .await
                 .unwrap();
-            let pool = PgPool::connect(&url_for(&template)).await.unwrap();
+            let pool = PgPool::connect_with(connect_options(&url_for(&template)))
+                .await
+                .unwrap();
             aftercare::store::migrate(&pool)
                 .await
                 .expect("migrate template");
@@ -136,7 +144,9 @@ impl TestDb {
     }
 
     pub async fn pool(&self) -> PgPool {
-        PgPool::connect(&self.url).await.unwrap()
+        PgPool::connect_with(connect_options(&self.url))
+            .await
+            .unwrap()
     }
 
     /// An empty database of its own (nothing migrated), dropped afterwards.
@@ -171,7 +181,9 @@ impl Drop for TestDb {
                 .build()
                 .ok()?;
             rt.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url()).await.ok()?;
+                let mut admin = PgConnection::connect_with(&connect_options(&admin_url()))
+                    .await
+                    .ok()?;
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut admin)
                     .await
@@ -185,12 +197,21 @@ impl Drop for TestDb {
 /// A private Mosquitto with the project's settings (deploy/mosquitto.conf) on its own port.
 pub struct TestBroker {
     pub port: u16,
+    /// The TLS listener's port, for a broker from `start_tls`.
+    pub tls_port: Option<u16>,
+    /// Configuration lines after the project's (a TLS listener).
+    extra: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl TestBroker {
     pub async fn start() -> TestBroker {
+        TestBroker::start_with("", None).await
+    }
+
+    /// With `extra` configuration lines after the project's and the plain listener's.
+    pub async fn start_with(extra: &str, tls_port: Option<u16>) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
         // Mosquitto started as root drops to its own user; it must be able to write its
         // persistence file and log here.
@@ -198,6 +219,8 @@ impl TestBroker {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let mut broker = TestBroker {
             port: free_port(),
+            tls_port,
+            extra: extra.to_owned(),
             dir,
             child: None,
         };
@@ -207,6 +230,14 @@ impl TestBroker {
 
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Connection settings for a plain client of this broker.
+    pub fn mqtt_config(&self) -> aftercare::config::MqttConfig {
+        aftercare::config::MqttConfig {
+            url: self.url(),
+            ..Default::default()
+        }
     }
 
     /// The broker's log so far (every packet: `log_type all`).
@@ -224,10 +255,11 @@ impl TestBroker {
         std::fs::write(
             &conf,
             format!(
-                "{base}\nlog_type all\nlistener {} 127.0.0.1\npersistence_location {}/\nlog_dest file {}/broker.log\n",
+                "{base}\nlog_type all\nlistener {} 127.0.0.1\npersistence_location {}/\nlog_dest file {}/broker.log\n{}\n",
                 self.port,
                 self.dir.path().display(),
-                self.dir.path().display()
+                self.dir.path().display(),
+                self.extra
             ),
         )
         .unwrap();
@@ -626,15 +658,25 @@ pub async fn offers_subscriber(
     broker: &TestBroker,
     client_id: &str,
 ) -> std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> {
+    subscriber(&broker.mqtt_config(), client_id, "v1/vehicles/+/offers").await
+}
+
+/// Subscribes to `filter` with the given connection settings; collects (topic, payload) as
+/// they arrive. Returns once the broker has acknowledged the subscription.
+pub async fn subscriber(
+    mqtt: &aftercare::config::MqttConfig,
+    client_id: &str,
+    filter: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    use rumqttc::v5::{AsyncClient, Event};
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut opts = MqttOptions::new(client_id, "127.0.0.1", broker.port);
+    let mut opts = aftercare::mqtt::options(mqtt, client_id).expect("subscriber options");
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     client
-        .subscribe("v1/vehicles/+/offers", QoS::AtLeastOnce)
+        .subscribe(filter, QoS::AtLeastOnce)
         .await
         .expect("subscribe");
     let sink = got.clone();
