@@ -56,6 +56,8 @@ pub struct Metrics {
     pub db_write_errors: Counter,
     pub rollup_deltas_folded: Counter,
     pub rollup_fold_seconds: Counter<f64, AtomicU64>,
+    /// Scoring marks by what became of them: scored, or kept without a score and why.
+    pub score_marks_released: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -87,6 +89,7 @@ impl Metrics {
             db_write_errors: Counter::default(),
             rollup_deltas_folded: Counter::default(),
             rollup_fold_seconds: Counter::default(),
+            score_marks_released: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -176,11 +179,25 @@ impl Metrics {
             "Time spent folding rollup deltas into signal_daily",
             m.rollup_fold_seconds.clone(),
         );
+        registry.register(
+            "score_marks_released",
+            "Scoring marks released by the scoring worker, by reason: scored, or kept without \
+             a score (no_recent_data, no_vehicle) until new data comes",
+            m.score_marks_released.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     pub fn offer_entered(&self, state: &'static str) {
         self.offers.get_or_create(&StateLabel { state }).inc();
+    }
+
+    pub fn score_marks_released(&self, reason: &str, n: u64) {
+        self.score_marks_released
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc_by(n);
     }
 
     pub fn render(&self) -> String {

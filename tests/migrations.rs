@@ -43,7 +43,8 @@ async fn plain_postgres_flavor_is_detected_and_migrations_are_idempotent() {
             "score_queue",
             "fleet_rank",
             "capacity",
-            "booking"
+            "booking",
+            "score_marks_released",
         ]
     );
 }

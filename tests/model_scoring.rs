@@ -66,8 +66,20 @@ async fn a_marked_vehicle_is_scored_once_for_every_component_it_has() {
     let scorer = Scorer::new(constant_artifact("v1", 0.2)).unwrap();
     mark(&pool, &ids).await;
     let cfg = worker_config(100);
-    assert_eq!(worker::score_due(&pool, &scorer, &cfg).await.unwrap(), 3);
-    assert_eq!(worker::score_due(&pool, &scorer, &cfg).await.unwrap(), 0);
+    assert_eq!(
+        worker::score_due(&pool, &scorer, &cfg)
+            .await
+            .unwrap()
+            .claimed,
+        3
+    );
+    assert_eq!(
+        worker::score_due(&pool, &scorer, &cfg)
+            .await
+            .unwrap()
+            .claimed,
+        0
+    );
     let pairs = scores_per_pair(&pool).await;
     // Combustion cars: every component but the traction battery.
     assert_eq!(pairs.len(), 3 * 7);
@@ -113,7 +125,7 @@ async fn a_vehicle_marked_again_while_being_scored_is_scored_again() {
     .await
     .unwrap();
     worker::score_vehicles(&pool, &scorer, &ids).await.unwrap();
-    let deleted = risk::release_marks(&pool, &claims, claimed_at)
+    let deleted = risk::release_marks(&pool, &claims, claimed_at, &[])
         .await
         .unwrap();
     assert_eq!(deleted, 0, "the re-marked vehicle keeps its mark");
@@ -127,8 +139,20 @@ async fn a_vehicle_marked_again_while_being_scored_is_scored_again() {
     );
 
     // So it is scored again, once.
-    assert_eq!(worker::score_due(&pool, &scorer, &cfg).await.unwrap(), 1);
-    assert_eq!(worker::score_due(&pool, &scorer, &cfg).await.unwrap(), 0);
+    assert_eq!(
+        worker::score_due(&pool, &scorer, &cfg)
+            .await
+            .unwrap()
+            .claimed,
+        1
+    );
+    assert_eq!(
+        worker::score_due(&pool, &scorer, &cfg)
+            .await
+            .unwrap()
+            .claimed,
+        0
+    );
     let pairs = scores_per_pair(&pool).await;
     assert!(pairs.values().all(|&n| n == 2), "{pairs:?}");
     assert_eq!(count(&pool, "SELECT count(*) FROM score_dirty").await, 0);
@@ -184,7 +208,11 @@ async fn two_workers_never_score_the_same_mark() {
             let cfg = worker_config(7);
             let mut claimed = 0;
             loop {
-                match worker::score_due(&pool, &scorer, &cfg).await.unwrap() {
+                match worker::score_due(&pool, &scorer, &cfg)
+                    .await
+                    .unwrap()
+                    .claimed
+                {
                     0 => return claimed,
                     n => claimed += n,
                 }

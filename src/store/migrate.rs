@@ -114,6 +114,12 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Always,
         sql: include_str!("../../migrations/0021_booking.sql"),
     },
+    Migration {
+        version: 40,
+        name: "score_marks_released",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0040_score_marks_released.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {

@@ -22,6 +22,7 @@ mod telemetry;
 mod writer;
 
 pub use migrate::{migrate, Flavor, MIGRATIONS};
+pub use rollup::fold_committed;
 pub use writer::{signal_names, BatchItem, BatchResult, DeadLetter, Outcome};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
