@@ -97,13 +97,13 @@ fn slot_search(c: &mut Criterion) {
     let mut group = c.benchmark_group("slot_search_20_bays_40_technicians_4_weeks");
     let brakes = JobNeed {
         minutes: 90,
-        skill: "brakes".into(),
-        bay_capability: Some("lift".into()),
+        skills: vec!["brakes".into()],
+        bay_capabilities: vec!["lift".into()],
     };
     let hv = JobNeed {
         minutes: 120,
-        skill: "hv_battery".into(),
-        bay_capability: Some("high_voltage".into()),
+        skills: vec!["hv_battery".into()],
+        bay_capabilities: vec!["high_voltage".into()],
     };
     // Baseline: the same workshop with nothing booked.
     let empty = Capacity {

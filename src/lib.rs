@@ -5,6 +5,7 @@
 //! `config`, `metrics` and `simulator` serve them all.
 
 pub mod api;
+pub mod backtest;
 pub mod bench;
 pub mod bench_api;
 pub mod booking;
@@ -20,4 +21,5 @@ pub mod outbox;
 pub mod service;
 pub mod simulator;
 pub mod store;
+pub mod visit;
 pub mod wire;

@@ -1,12 +1,16 @@
 //! Workshop capacity: what a workshop can do and when. Owns the workshop model (IANA time zone,
 //! opening hours per weekday, holidays, bays with capabilities, technicians with skills and
 //! weekly shift rosters), the job catalogue and parts, the seed-file format they are loaded
-//! from (`aftercare workshops load FILE`, also the API's request bodies), and the slot search
-//! (`slots`), a pure algorithm fed by one query from `store::capacity`.
+//! from (`aftercare workshops load FILE`, also the API's request bodies), the slot search
+//! (`slots`), a visit's plan and its typed windows (`plan`) and the demand preview
+//! (`preview`). All pure: `store::capacity` and `store::preview` load the inputs, and storage
+//! depends on these types, never the other way round.
 
-pub mod backtest;
+pub mod plan;
 pub mod preview;
 pub mod slots;
+
+pub use plan::{Choose, PartNeed, Picked, Plan, PlanMissing, Window, WorkshopRef};
 
 use crate::component::Component;
 use chrono::{NaiveDate, NaiveTime};

@@ -4,13 +4,12 @@
 //! sends reminders, expires unanswered offers and raises alarms for silent vehicles.
 
 pub mod policy;
-pub mod state;
 
-use crate::capacity::slots::{search, spread, Search};
+use crate::capacity::{Choose, Plan, Window};
 use crate::component::Component;
 use crate::config::OffersConfig;
 use crate::metrics::Metrics;
-use crate::store::capacity::{self as cap, Snapshot};
+use crate::store::capacity as cap;
 use crate::store::offers::{self as store, Candidate, NewOffer};
 use crate::store::StoreError;
 use chrono::{DateTime, Duration, Utc};
@@ -31,26 +30,30 @@ pub struct Pass {
     pub alarms_cleared: u64,
 }
 
-/// The best windows for a job at `workshop`, topped up from nearby workshops when it has
-/// fewer than `n` before `until`.
+/// The best windows for a visit's jobs at `workshop`, topped up from nearby workshops when
+/// it has fewer than `n` before `until`.
 pub async fn windows_for(
     pool: &PgPool,
     workshop: &str,
-    job: &str,
+    jobs: &[&str],
     now: DateTime<Utc>,
     until: DateTime<Utc>,
     n: usize,
     nearby: i64,
-) -> Result<(Option<Snapshot>, Vec<Value>), StoreError> {
-    let home = match cap::snapshot(pool, workshop, job, now, until).await? {
+) -> Result<(Option<Plan>, Vec<Window>), StoreError> {
+    let home = match cap::plan(pool, workshop, jobs, now, until).await? {
         Ok(s) => s,
         Err(_) => return Ok((None, Vec::new())),
     };
-    let mut out = best(&home, now, until, n);
+    let best = |plan: &Plan, n| {
+        plan.windows(now, until, now, None, Choose::SpreadOverDays(n))
+            .windows
+    };
+    let mut out = best(&home, n);
     if out.len() < n && nearby > 0 {
         for other in cap::nearby_workshops(pool, home.capacity.workshop_id, nearby).await? {
-            if let Ok(snap) = cap::snapshot(pool, &other.code, job, now, until).await? {
-                out.extend(best(&snap, now, until, n - out.len()));
+            if let Ok(plan) = cap::plan(pool, &other.code, jobs, now, until).await? {
+                out.extend(best(&plan, n - out.len()));
             }
             if out.len() >= n {
                 break;
@@ -58,23 +61,6 @@ pub async fn windows_for(
         }
     }
     Ok((Some(home), out))
-}
-
-fn best(snap: &Snapshot, now: DateTime<Utc>, until: DateTime<Utc>, n: usize) -> Vec<Value> {
-    let ranked = search(
-        &snap.capacity,
-        &snap.need(),
-        &Search {
-            from: now,
-            to: until,
-            earliest: snap.parts_ready_at(now).max(now),
-            ignore_booking: None,
-        },
-    );
-    spread(&ranked, snap.capacity.calendar.tz, n)
-        .iter()
-        .map(|w| snap.window_json(w))
-        .collect()
 }
 
 /// The score's top factors, most contributing first, as the offer's reasons.
@@ -208,7 +194,7 @@ async fn propose(
     let (home, windows) = windows_for(
         pool,
         &workshop,
-        &job.code,
+        &[job.code.as_str()],
         now,
         until,
         cfg.windows,
@@ -234,7 +220,7 @@ async fn propose(
         workshop_id: home.capacity.workshop_id,
         duration_minutes: job.labour_minutes,
         estimated_cost_cents: home.estimated_cost_cents(),
-        windows: Value::Array(windows),
+        windows,
         odometer_km: c.odometer_km,
         expires_at: now + Duration::seconds((cfg.ttl_days * 86_400.0) as i64),
     };

@@ -4,11 +4,12 @@
 //! off one bay or technician; this code only picks which free pair to try, and tries the
 //! next when the database says a concurrent booking took it.
 
-use super::capacity::{snapshot_on, Snapshot, SnapshotMissing};
+use super::capacity::plan_on;
 use super::outbox::{self, Event};
 use super::StoreError;
 use crate::capacity::slots::{open_for, pairs_at};
-use crate::offers::state::{IllegalTransition, OfferEvent, OfferState};
+use crate::capacity::{Plan, PlanMissing};
+use crate::visit::{IllegalTransition, OfferEvent, OfferState};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -26,7 +27,7 @@ pub enum Refusal {
     #[error("booking {0} is {1}; only a booked visit can change")]
     NotLive(i64, String),
     #[error(transparent)]
-    Missing(#[from] SnapshotMissing),
+    Missing(#[from] PlanMissing),
     #[error("{0}")]
     Infeasible(String),
     #[error("the window was taken: no bay and technician are free for it any more")]
@@ -108,14 +109,14 @@ fn is_exclusion_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23P01"))
 }
 
-/// Loads the capacity around `start` and checks the start is one the job can take.
+/// Loads the capacity around `start` and checks the start is one the visit can take.
 async fn plan(
     tx: &mut Transaction<'_, Postgres>,
     workshop: &str,
-    job: &str,
+    jobs: &[&str],
     start: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Result<Snapshot, Refusal>, StoreError> {
+) -> Result<Result<Plan, Refusal>, StoreError> {
     // Bookings at one workshop queue behind each other for the few milliseconds of this
     // transaction. Without it, two transactions inserting rows that conflict on a bay each
     // wait for the other in the exclusion check and one dies of a deadlock. The constraint,
@@ -126,10 +127,10 @@ async fn plan(
     .bind(workshop)
     .execute(&mut **tx)
     .await?;
-    let snap = match snapshot_on(
+    let snap = match plan_on(
         &mut *tx,
         workshop,
-        job,
+        jobs,
         start - Duration::days(1),
         start + Duration::days(2),
     )
@@ -145,16 +146,25 @@ async fn plan(
     if start < ready {
         return Ok(Err(Refusal::Infeasible(format!(
             "the parts for {} can be at {} only from {ready}",
-            snap.job.code, snap.workshop.code
+            job_list(&snap),
+            snap.workshop.code
         ))));
     }
     if !open_for(&snap.capacity, &snap.need(), start) {
         return Ok(Err(Refusal::Infeasible(format!(
             "{} does not take a {}-minute job at {start}: closed then, or not on its {}-minute grid",
-            snap.workshop.code, snap.job.labour_minutes, snap.capacity.calendar.slot_minutes
+            snap.workshop.code,
+            snap.minutes(),
+            snap.capacity.calendar.slot_minutes
         ))));
     }
     Ok(Ok(snap))
+}
+
+/// The plan's job codes, for messages.
+fn job_list(plan: &Plan) -> String {
+    let codes: Vec<&str> = plan.jobs.iter().map(|j| j.code.as_str()).collect();
+    codes.join(" + ")
 }
 
 /// Tries the free pairs at `start` in order until one holds; `place` inserts or moves the
@@ -162,7 +172,7 @@ async fn plan(
 /// refused by the exclusion constraint, rolled back to a savepoint, and the next is tried.
 async fn hold<F>(
     tx: &mut Transaction<'_, Postgres>,
-    snap: &Snapshot,
+    snap: &Plan,
     start: DateTime<Utc>,
     ignore: Option<i64>,
     mut place: F,
@@ -274,14 +284,14 @@ pub async fn accept(
         Err(e) => return Ok(Err(e.into())),
     };
     let ws = workshop.unwrap_or(&offer.workshop).to_owned();
-    let snap = match plan(&mut tx, &ws, &offer.job_code, start, now).await? {
+    let snap = match plan(&mut tx, &ws, &[offer.job_code.as_str()], start, now).await? {
         Ok(s) => s,
         Err(r) => return Ok(Err(r)),
     };
-    let end = start + Duration::minutes(i64::from(snap.job.labour_minutes));
+    let end = start + Duration::minutes(snap.minutes());
     let (ws_id, job, vehicle) = (
         snap.capacity.workshop_id,
-        snap.job.code.clone(),
+        offer.job_code.clone(),
         offer.vehicle_id,
     );
     let booked = hold(&mut tx, &snap, start, None, |conn, bay, tech| {
@@ -365,11 +375,11 @@ pub async fn reschedule(
         Ok(b) => b,
         Err(r) => return Ok(Err(r)),
     };
-    let snap = match plan(&mut tx, &old.workshop, &old.job, start, now).await? {
+    let snap = match plan(&mut tx, &old.workshop, &[old.job.as_str()], start, now).await? {
         Ok(s) => s,
         Err(r) => return Ok(Err(r)),
     };
-    let end = start + Duration::minutes(i64::from(snap.job.labour_minutes));
+    let end = start + Duration::minutes(snap.minutes());
     let moved = hold(&mut tx, &snap, start, Some(id), |conn, bay, tech| {
         Box::pin(async move {
             sqlx::query_scalar(

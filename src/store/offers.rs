@@ -6,10 +6,12 @@
 
 use super::outbox::{self, Event};
 use super::StoreError;
-use crate::offers::state::{IllegalTransition, OfferEvent, OfferState};
+use crate::capacity::Window;
+use crate::visit::{IllegalTransition, OfferEvent, OfferState};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -20,7 +22,7 @@ pub struct OfferView {
     #[schema(value_type = crate::component::Component)]
     pub component: String,
     /// proposed, notified, booked, declined, expired or completed.
-    #[schema(value_type = crate::offers::state::OfferState)]
+    #[schema(value_type = OfferState)]
     pub state: String,
     /// The horizon whose risk crossed its threshold: p7, p30 or p90.
     pub horizon: String,
@@ -36,8 +38,8 @@ pub struct OfferView {
     pub duration_minutes: i32,
     pub estimated_cost_cents: i64,
     /// The best windows at the offer's workshop when it was made.
-    #[schema(value_type = Vec<crate::api::doc::Window>)]
-    pub windows: Value,
+    #[schema(value_type = Vec<Window>)]
+    pub windows: Json<Vec<Window>>,
     /// 0 none, 1 soft, 2 hard.
     pub reminder_level: i16,
     pub risk_scored_at: DateTime<Utc>,
@@ -161,7 +163,7 @@ pub struct NewOffer {
     pub workshop_id: i32,
     pub duration_minutes: i32,
     pub estimated_cost_cents: i64,
-    pub windows: Value,
+    pub windows: Vec<Window>,
     pub odometer_km: Option<f64>,
     pub expires_at: DateTime<Utc>,
 }
@@ -190,7 +192,7 @@ pub async fn create(pool: &PgPool, o: &NewOffer) -> Result<Option<OfferView>, St
     .bind(o.workshop_id)
     .bind(o.duration_minutes)
     .bind(o.estimated_cost_cents)
-    .bind(&o.windows)
+    .bind(Json(&o.windows))
     .bind(o.odometer_km)
     .bind(o.expires_at)
     .fetch_optional(&mut *tx)
