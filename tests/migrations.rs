@@ -45,6 +45,7 @@ async fn plain_postgres_flavor_is_detected_and_migrations_are_idempotent() {
             "capacity",
             "booking",
             "score_marks_released",
+            "visits",
         ]
     );
 }

@@ -71,6 +71,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(s(Scope::Advisor, routes!(offers::get)))
         .routes(s(Scope::Advisor, routes!(offers::accept)))
         .routes(s(Scope::Advisor, routes!(offers::decline)))
+        .routes(s(Scope::Advisor, routes!(offers::decline_job)))
         .routes(s(Scope::Advisor, routes!(bookings::list)))
         .routes(s(Scope::Advisor, routes!(bookings::get)))
         .routes(s(Scope::Advisor, routes!(bookings::reschedule)))

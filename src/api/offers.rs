@@ -6,8 +6,9 @@ use super::error::{ApiError, ErrorBody};
 use super::input::{body, id_cursor, next_cursor, query, Page};
 use super::AppState;
 use crate::booking;
+use crate::component::Component;
 use crate::store::booking::BookingView;
-use crate::store::offers::{self as store, OfferView};
+use crate::store::offers::{self as store, JobDeclined, JobRefusal, OfferView};
 use crate::visit::OfferState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -154,5 +155,57 @@ pub async fn decline(
             state.metrics.offer_entered("declined");
             Ok(Json(v))
         }
+    }
+}
+
+/// Decline one job of an offer's visit; the other jobs stay one visit
+///
+/// The remaining jobs' labour and price are worked out again without it (a set-up step it
+/// did for them is theirs again) and the windows shortened to the new length; the first job
+/// that remains leads. Declining the last job declines the offer (a cooldown follows, per
+/// component, as for a declined offer).
+#[utoipa::path(
+    post, path = "/v1/offers/{id}/jobs/{component}/decline", tag = "offers", operation_id = "declineOfferJob",
+    params(
+        ("id" = i64, Path, description = "Offer id", minimum = 1),
+        ("component" = Component, Path, description = "The component of the job to decline"),
+    ),
+    responses(
+        (status = 200, description = "The offer without the job, or declined when it was the last", body = OfferView),
+        (status = 400, description = "Not an offer id or not a component", body = ErrorBody),
+        (status = 404, description = "No such offer, or no job for the component in it", body = ErrorBody),
+        (status = 409, description = "The offer can no longer be declined (`illegal_transition`), or the job already was (`job_declined`)", body = ErrorBody),
+    )
+)]
+pub async fn decline_job(
+    State(state): State<AppState>,
+    Path((id, component)): Path<(String, String)>,
+) -> Result<Json<OfferView>, ApiError> {
+    let id = parse_id("offer", &id)?;
+    let component: Component =
+        component
+            .parse()
+            .map_err(|e: crate::component::UnknownComponent| {
+                ApiError::bad_request("invalid_parameter", e.to_string())
+            })?;
+    match store::decline_job(state.store.pool(), id, component.as_str()).await? {
+        Ok((v, declined)) => {
+            if declined == JobDeclined::Offer {
+                state.metrics.offer_entered("declined");
+            }
+            Ok(Json(v))
+        }
+        Err(r @ (JobRefusal::NoOffer(_) | JobRefusal::NoJob(..))) => {
+            Err(ApiError::NotFound(r.to_string()))
+        }
+        Err(r @ JobRefusal::AlreadyDeclined(..)) => {
+            Err(ApiError::conflict("job_declined", r.to_string()))
+        }
+        Err(r @ JobRefusal::Illegal(_)) => {
+            Err(ApiError::conflict("illegal_transition", r.to_string()))
+        }
+        Err(r @ JobRefusal::Missing(_)) => Err(ApiError::Internal(
+            crate::store::StoreError::Corrupt(r.to_string()),
+        )),
     }
 }

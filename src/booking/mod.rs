@@ -1,4 +1,5 @@
-//! Booking: accepting an offer's window, rescheduling, cancelling and completing visits.
+//! Booking: accepting an offer's window (one visit, however many jobs), rescheduling,
+//! cancelling and completing visits.
 //! The transactions live in `store::booking` (the database's exclusion constraints keep
 //! bookings apart); this module retries what is transient and, when a window is gone,
 //! finds alternatives to offer instead.
@@ -95,7 +96,13 @@ pub async fn accept(
     if matches!(result, Err(Refusal::Taken | Refusal::Infeasible(_))) {
         if let Some(o) = crate::store::offers::get(pool, offer_id).await? {
             let ws = workshop.unwrap_or(&o.workshop).to_owned();
-            return settle(pool, result, &ws, &[o.job.as_str()], start, now, None).await;
+            let jobs: Vec<&str> = o
+                .jobs
+                .iter()
+                .filter(|j| j.declined_at.is_none())
+                .map(|j| j.job.as_str())
+                .collect();
+            return settle(pool, result, &ws, &jobs, start, now, None).await;
         }
     }
     result.map_err(BookingError::Refused)
@@ -110,16 +117,8 @@ pub async fn reschedule(
     let result = retrying(|| store::reschedule(pool, id, start, now)).await?;
     if matches!(result, Err(Refusal::Taken | Refusal::Infeasible(_))) {
         if let Some(b) = store::view(pool, id).await? {
-            return settle(
-                pool,
-                result,
-                &b.workshop,
-                &[b.job.as_str()],
-                start,
-                now,
-                Some(id),
-            )
-            .await;
+            let jobs: Vec<&str> = b.jobs.iter().map(|j| j.job.as_str()).collect();
+            return settle(pool, result, &b.workshop, &jobs, start, now, Some(id)).await;
         }
     }
     result.map_err(BookingError::Refused)

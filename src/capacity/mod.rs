@@ -157,6 +157,20 @@ pub struct JobSpec {
     pub default: bool,
     #[serde(default)]
     pub parts: Vec<JobPart>,
+    /// Set-up steps of its labour that other jobs need too (e.g. lift, wheels_off): a visit
+    /// with several jobs does each step once, so its labour is less than their sum.
+    #[serde(default)]
+    pub setup: Vec<SetupStep>,
+}
+
+/// A set-up step and the minutes of a job's labour it takes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetupStep {
+    /// Lower-case words with '_', e.g. wheels_off.
+    pub step: String,
+    #[schema(minimum = 1)]
+    pub minutes: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -331,6 +345,20 @@ impl JobSpec {
                     self.code
                 )));
             }
+        }
+        let steps: Vec<String> = self.setup.iter().map(|s| s.step.clone()).collect();
+        check_words("set-up step", &steps)?;
+        let total: i64 = self.setup.iter().map(|s| i64::from(s.minutes)).sum();
+        let unique: std::collections::BTreeSet<&String> = steps.iter().collect();
+        if self.setup.iter().any(|s| s.minutes <= 0)
+            || total > i64::from(self.labour_minutes)
+            || unique.len() < steps.len()
+        {
+            return Err(invalid(format!(
+                "job {}: set-up steps must be named once, take positive minutes and \
+                 {} minutes at most together (the job's labour)",
+                self.code, self.labour_minutes
+            )));
         }
         Ok(())
     }

@@ -55,6 +55,62 @@ pub enum PlanMissing {
     Job(String),
 }
 
+/// One job of a visit with its share of the visit's labour and price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCost {
+    pub code: String,
+    /// Its labour in this visit: the catalogue's less the set-up another job of the visit
+    /// does.
+    pub minutes: i64,
+    /// The set-up minutes it leaves to another job of the visit.
+    pub shared_setup_minutes: i64,
+    /// Its labour price less the price of those minutes.
+    pub labour_cents: i64,
+    pub parts_cents: i64,
+}
+
+/// Each job's share of a visit (same order). A set-up step several jobs need is done once,
+/// by the job that spends longest on it (the earliest of equals); each other job saves its
+/// minutes for that step, and their share of its labour price.
+pub fn job_costs(jobs: &[JobSpec], part_price: impl Fn(&str) -> i64) -> Vec<JobCost> {
+    let doer = |step: &str| {
+        let mut best: Option<(usize, i32)> = None;
+        for (i, j) in jobs.iter().enumerate() {
+            if let Some(s) = j.setup.iter().find(|s| s.step == step) {
+                if best.is_none_or(|(_, m)| s.minutes > m) {
+                    best = Some((i, s.minutes));
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    };
+    jobs.iter()
+        .enumerate()
+        .map(|(i, j)| {
+            let saved: i64 = j
+                .setup
+                .iter()
+                .filter(|s| doer(&s.step) != Some(i))
+                .map(|s| i64::from(s.minutes))
+                .sum();
+            let labour = i64::from(j.labour_minutes);
+            // Whole cents, rounded; the saving never exceeds the price (saved <= labour).
+            let saving = (j.labour_price_cents * saved + labour / 2) / labour.max(1);
+            JobCost {
+                code: j.code.clone(),
+                minutes: labour - saved,
+                shared_setup_minutes: saved,
+                labour_cents: j.labour_price_cents - saving,
+                parts_cents: j
+                    .parts
+                    .iter()
+                    .map(|p| part_price(&p.sku) * i64::from(p.quantity))
+                    .sum(),
+            }
+        })
+        .collect()
+}
+
 /// What the slot search needs to plan one visit at one workshop for one period.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -86,9 +142,19 @@ pub struct Picked {
 }
 
 impl Plan {
-    /// The visit's labour in minutes.
+    /// Each job's share of the visit's labour and price.
+    pub fn job_costs(&self) -> Vec<JobCost> {
+        job_costs(&self.jobs, |sku| {
+            self.parts
+                .iter()
+                .find(|p| p.sku == sku)
+                .map_or(0, |p| p.price_cents)
+        })
+    }
+
+    /// The visit's labour in minutes (shared set-up counted once).
     pub fn minutes(&self) -> i64 {
-        self.jobs.iter().map(|j| i64::from(j.labour_minutes)).sum()
+        self.job_costs().iter().map(|c| c.minutes).sum()
     }
 
     /// One bay with every capability and one technician with every skill the jobs need.
@@ -122,13 +188,12 @@ impl Plan {
         now + Duration::days(i64::from(days))
     }
 
+    /// Labour and parts of every job.
     pub fn estimated_cost_cents(&self) -> i64 {
-        self.jobs.iter().map(|j| j.labour_price_cents).sum::<i64>()
-            + self
-                .parts
-                .iter()
-                .map(|p| p.price_cents * i64::from(p.quantity))
-                .sum::<i64>()
+        self.job_costs()
+            .iter()
+            .map(|c| c.labour_cents + c.parts_cents)
+            .sum()
     }
 
     /// A slot as offers and the API show it: with workshop, bay and technician codes.
@@ -190,5 +255,97 @@ impl Plan {
             earliest,
             windows: chosen.iter().map(|s| self.window(s)).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capacity::{JobPart, SetupStep};
+    use crate::component::Component;
+
+    fn job(
+        code: &str,
+        minutes: i32,
+        cents: i64,
+        setup: &[(&str, i32)],
+        parts: &[(&str, i32)],
+    ) -> JobSpec {
+        JobSpec {
+            code: code.into(),
+            component: Component::Brakes,
+            name: code.into(),
+            labour_minutes: minutes,
+            skill: "brakes".into(),
+            bay_capability: Some("lift".into()),
+            labour_price_cents: cents,
+            default: true,
+            parts: parts
+                .iter()
+                .map(|(sku, quantity)| JobPart {
+                    sku: (*sku).into(),
+                    quantity: *quantity,
+                })
+                .collect(),
+            setup: setup
+                .iter()
+                .map(|(step, minutes)| SetupStep {
+                    step: (*step).into(),
+                    minutes: *minutes,
+                })
+                .collect(),
+        }
+    }
+
+    fn price(sku: &str) -> i64 {
+        match sku {
+            "PAD" => 6_900,
+            "TYRE" => 9_800,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn a_set_up_step_jobs_share_is_done_once_by_the_job_that_takes_longest() {
+        let pads = job(
+            "pads",
+            90,
+            10_800,
+            &[("lift", 10), ("wheels_off", 15)],
+            &[("PAD", 1)],
+        );
+        let tyres = job(
+            "tyres",
+            60,
+            5_400,
+            &[("lift", 10), ("wheels_off", 20)],
+            &[("TYRE", 2)],
+        );
+        let oil = job("oil", 45, 5_400, &[("lift", 10)], &[]);
+        let costs = job_costs(&[pads, tyres, oil], price);
+        // Lift: 10 minutes for all three, done by the first (pads). Wheels off: the tyres
+        // take longer (20), so the pads leave theirs (15) to the tyres.
+        let got: Vec<(i64, i64, i64, i64)> = costs
+            .iter()
+            .map(|c| {
+                (
+                    c.minutes,
+                    c.shared_setup_minutes,
+                    c.labour_cents,
+                    c.parts_cents,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (75, 15, 10_800 - 1_800, 6_900),
+                (50, 10, 5_400 - 900, 19_600),
+                (35, 10, 5_400 - 1_200, 0),
+            ]
+        );
+        // A job alone shares nothing.
+        let alone = job_costs(&[job("pads", 90, 10_800, &[("lift", 10)], &[])], price);
+        assert_eq!((alone[0].minutes, alone[0].labour_cents), (90, 10_800));
     }
 }

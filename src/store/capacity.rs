@@ -112,6 +112,21 @@ pub async fn upsert_job(conn: &mut PgConnection, j: &JobSpec) -> Result<(), Stor
             .execute(&mut *conn)
             .await?;
     }
+    sqlx::query("DELETE FROM job_setup WHERE job_code = $1")
+        .bind(&j.code)
+        .execute(&mut *conn)
+        .await?;
+    let steps: Vec<&str> = j.setup.iter().map(|s| s.step.as_str()).collect();
+    let minutes: Vec<i32> = j.setup.iter().map(|s| s.minutes).collect();
+    sqlx::query(
+        "INSERT INTO job_setup (job_code, step, minutes)
+         SELECT $1, * FROM unnest($2::text[], $3::int4[])",
+    )
+    .bind(&j.code)
+    .bind(&steps)
+    .bind(&minutes)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -436,7 +451,9 @@ const JOB_JSON: &str = "SELECT json_build_object('code', j.code, 'component', j.
         'bay_capability', j.bay_capability, 'labour_price_cents', j.labour_price_cents,
         'default', j.is_default,
         'parts', (SELECT coalesce(json_agg(json_build_object('sku', sku, 'quantity', quantity) ORDER BY sku), '[]')
-                  FROM job_parts WHERE job_code = j.code))
+                  FROM job_parts WHERE job_code = j.code),
+        'setup', (SELECT coalesce(json_agg(json_build_object('step', step, 'minutes', minutes) ORDER BY step), '[]')
+                  FROM job_setup WHERE job_code = j.code))
     FROM jobs j";
 
 pub async fn job(pool: &PgPool, code: &str) -> Result<Option<JobSpec>, StoreError> {
@@ -578,7 +595,9 @@ pub async fn plan_on(
                           'on_hand', coalesce(s.on_hand, 0),
                           'lead_time_days', coalesce(s.lead_time_days, p.lead_time_days),
                           'reserved', (SELECT coalesce(sum(q.quantity), 0) FROM bookings b
-                                       JOIN job_parts q ON q.job_code = b.job_code AND q.sku = p.sku
+                                       JOIN work_orders o ON o.booking_id = b.id
+                                       JOIN work_order_lines l ON l.work_order_id = o.id
+                                       JOIN job_parts q ON q.job_code = l.job_code AND q.sku = p.sku
                                        WHERE b.workshop_id = (SELECT id FROM w) AND b.status = 'booked'))
                           ORDER BY p.sku), '[]')
                       FROM (SELECT sku, sum(quantity)::int4 AS quantity FROM job_parts
