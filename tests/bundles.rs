@@ -115,6 +115,23 @@ async fn two_components_due_within_a_week_become_one_visit_booked_in_one_piece()
         assert!(skills.contains(&"brakes".into()) && skills.contains(&"tyres".into()));
     }
 
+    // The planner sees each job's hours on its skill, weighted by the acceptance prior (50%).
+    let skill_hours = |preview: &Value, skill: &str, what: &str| -> f64 {
+        preview["workshops"][0]["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["skill"] == skill)
+            .map(|c| c[what].as_f64().unwrap())
+            .sum()
+    };
+    let (s, preview) = api
+        .get("/v1/capacity/preview?workshop=WS-01&days=14", &api.planner)
+        .await;
+    assert_eq!(s, 200, "{preview}");
+    assert!((skill_hours(&preview, "brakes", "offer_hours") - 0.5 * 90.0 / 60.0).abs() < 0.05);
+    assert!((skill_hours(&preview, "tyres", "offer_hours") - 0.5 * 35.0 / 60.0).abs() < 0.05);
+
     // Accepting books one bay and one technician for the whole visit.
     let w = &windows[0];
     let (s, b) = api
@@ -179,6 +196,13 @@ async fn two_components_due_within_a_week_become_one_visit_booked_in_one_piece()
         )
         .await;
     assert_eq!(pads["parts"][0]["reserved"], 1);
+    // Booked: each job's hours on its skill.
+    let (_, preview) = api
+        .get("/v1/capacity/preview?workshop=WS-01&days=14", &api.planner)
+        .await;
+    assert!((skill_hours(&preview, "brakes", "booked_hours") - 1.5).abs() < 0.011);
+    assert!((skill_hours(&preview, "tyres", "booked_hours") - 35.0 / 60.0).abs() < 0.011);
+    assert_eq!(skill_hours(&preview, "tyres", "offer_hours"), 0.0);
     // The booking event carries the lines.
     let event: Value = sqlx::query_scalar(
         "SELECT payload FROM outbox WHERE kind = 'booking.created' AND channel = 'webhook'",
