@@ -78,14 +78,24 @@ async fn the_demo_ends_with_risk_offers_and_their_demand() {
     .await;
     assert!(scored > 0, "{stdout}");
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM score_dirty WHERE released_at IS NULL").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM score_dirty WHERE released_at IS NULL"
+        )
+        .await,
         0,
         "no car with new data waits for a score"
     );
-    assert!(scored + unscored >= vehicles, "every car scored or kept with its reason");
+    assert!(
+        scored + unscored >= vehicles,
+        "every car scored or kept with its reason"
+    );
     let offers = count(&pool, "SELECT count(*) FROM offers").await;
     assert!(offers > 0, "{stdout}");
-    assert!(stdout.contains(&format!("{scored} vehicles scored")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{scored} vehicles scored")),
+        "{stdout}"
+    );
 
     // The preview it printed, from the service it left running.
     let workshop: String = sqlx::query_scalar(
