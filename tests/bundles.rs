@@ -9,7 +9,6 @@
 mod booking_common;
 mod common;
 
-use aftercare::capacity::{Seed, WorkshopSpec};
 use aftercare::config::OffersConfig;
 use aftercare::metrics::Metrics;
 use aftercare::offers::run_once;
@@ -430,13 +429,9 @@ async fn jobs_no_technician_can_do_together_or_due_far_apart_stay_separate_offer
 /// WS-11, open every day 08:00-18:00 UTC: 4 lift bays; three technicians do brakes and
 /// tyres, one brakes only; parts plentiful.
 async fn bundle_race_workshop(pool: &PgPool) {
-    let all_week = |r: &str| {
-        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-            .iter()
-            .map(|d| (d.to_string(), vec![r.to_string()]))
-            .collect()
-    };
-    let toml = r#"
+    load_open_all_week(
+        pool,
+        r#"
 [[workshop]]
 code = "WS-11"
 name = "Visit race"
@@ -449,28 +444,14 @@ technician = [
   { code = "T3", name = "Three", skills = ["tyres", "brakes"] },
   { code = "T4", name = "Four", skills = ["brakes"] },
 ]
-"#;
-    let mut seed: Seed = toml::from_str(toml).unwrap();
-    let w: &mut WorkshopSpec = &mut seed.workshops[0];
-    w.hours = all_week("08:00-18:00");
-    for t in &mut w.technicians {
-        t.shifts = all_week("08:00-18:00");
-    }
-    seed.validate().unwrap();
-    aftercare::store::capacity::load_seed(pool, &seed)
-        .await
-        .unwrap();
+"#,
+    )
+    .await;
 }
 
 /// An open visit offer (brake pads and tyres) for test vehicle `n` at `workshop`.
 async fn visit_offer(pool: &PgPool, n: usize, workshop: &str) -> i64 {
-    let vehicle = vehicle(pool, &vin(n)).await;
-    let ws: i32 = sqlx::query_scalar("SELECT id FROM workshops WHERE code = $1")
-        .bind(workshop)
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    let lead = aftercare::bench_api::brake_offer(vehicle, ws, "test");
+    let lead = brake_offer_for(pool, n, workshop).await;
     let job = |component: &str, code: &str, minutes, labour, parts| NewJob {
         component: component.into(),
         job_code: code.into(),
@@ -517,82 +498,23 @@ async fn fifty_racing_accepts_of_visits_at_one_workshop_never_double_book() {
     }
     // Starts an hour apart for a 125-minute visit: every window overlaps every other, so
     // each of the three technicians who do brakes and tyres takes one: 3 bookings.
-    let a = day_after_tomorrow_at(10);
-    let b = a + Duration::hours(1);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, id) in ids.iter().enumerate() {
-        let (app, key, id) = (api.app.clone(), api.advisor.clone(), *id);
-        let start = if i % 2 == 0 { a } else { b };
-        tasks.spawn(async move {
-            let body = json!({"start": start}).to_string();
-            call(
-                &app,
-                axum::http::Method::POST,
-                &format!("/v1/offers/{id}/accept"),
-                Some(&key),
-                Some(&body),
-            )
-            .await
-        });
-    }
-    let (mut ok, mut lost) = (Vec::new(), Vec::new());
-    while let Some(r) = tasks.join_next().await {
-        let (status, body) = r.unwrap();
-        match status.as_u16() {
-            200 => ok.push(body),
-            409 => lost.push(body),
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
-    assert_eq!(ok.len(), 3, "exactly the feasible number succeed");
-    assert_eq!(lost.len(), 47);
+    let (ok, lost) = accept_all_at_once(&api, &ids).await;
+    assert_race_outcome(&api, &ok, &lost, 3).await;
     for body in &ok {
         assert_eq!(minutes_between(body), VISIT_MINUTES);
         assert_ne!(body["technician"], "T4", "T4 does no tyres");
         assert_eq!(body["jobs"].as_array().unwrap().len(), 2);
     }
-    for body in &lost {
-        assert_eq!(body["error"]["code"], "window_taken", "{body}");
-        let alts = body["alternatives"].as_array().unwrap();
-        assert!(!alts.is_empty(), "each loser gets alternatives");
-        for alt in alts {
-            assert_eq!(minutes_between(alt), VISIT_MINUTES, "{alt}");
-            // Free of the bookings made: none holds its bay or technician at the time.
-            let span = |w: &Value| -> (DateTime<Utc>, DateTime<Utc>) {
-                (
-                    w["start"].as_str().unwrap().parse().unwrap(),
-                    w["end"].as_str().unwrap().parse().unwrap(),
-                )
-            };
-            let (s, e) = span(alt);
-            for booked in &ok {
-                let (bs, be) = span(booked);
-                let shares =
-                    booked["bay"] == alt["bay"] || booked["technician"] == alt["technician"];
-                assert!(
-                    !shares || e <= bs || s >= be,
-                    "alternative {alt} collides with {booked}"
-                );
-            }
-        }
+    for alt in lost
+        .iter()
+        .flat_map(|b| b["alternatives"].as_array().unwrap())
+    {
+        assert_eq!(minutes_between(alt), VISIT_MINUTES, "{alt}");
     }
     let pool = &api.pool;
-    assert_eq!(aftercare::store::booking::overlaps(pool).await.unwrap(), 0);
-    assert_eq!(
-        count(
-            pool,
-            "SELECT count(*) FROM bookings WHERE status = 'booked'"
-        )
-        .await,
-        3
-    );
     assert_eq!(
         count(pool, "SELECT count(*) FROM work_order_lines").await,
         6
-    );
-    assert_eq!(
-        count(pool, "SELECT count(*) FROM offers WHERE state = 'booked'").await,
-        3
     );
     assert_eq!(
         count(pool, "SELECT count(*) FROM offer_jobs WHERE open").await,

@@ -10,7 +10,7 @@ mod model_common;
 use aftercare::api::{router, AppState};
 use aftercare::metrics::Metrics;
 use aftercare::model::score::Scorer;
-use aftercare::model::worker::{self, WorkerConfig};
+use aftercare::model::worker;
 use aftercare::store::keys::{self, Scope};
 use aftercare::store::risk::{self, NewScore};
 use aftercare::store::Store;
@@ -26,20 +26,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
-
-fn worker_config(batch: i64) -> WorkerConfig {
-    WorkerConfig {
-        artifact: "unused".into(),
-        debounce: Duration::ZERO,
-        max_delay: Duration::from_secs(60),
-        lease: Duration::from_secs(60),
-        poll: Duration::from_millis(50),
-        batch,
-        sweep_every: Duration::from_secs(3600),
-        stale_after: Duration::from_secs(3600),
-        reload_check: Duration::from_millis(50),
-    }
-}
 
 /// `n` vehicles that reported every day of the last ten.
 async fn active_fleet(pool: &PgPool, n: usize) -> Vec<i32> {

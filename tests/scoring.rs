@@ -12,13 +12,13 @@ mod model_common;
 
 use aftercare::config::WriteMethod;
 use aftercare::model::score::Scorer;
-use aftercare::model::worker::{self, WorkerConfig};
+use aftercare::model::worker;
 use aftercare::store::risk::Unscored;
 use aftercare::store::Store;
 use bytes::Bytes;
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, TimeDelta, Utc};
 use common::*;
-use model_common::constant_artifact;
+use model_common::{constant_artifact, worker_config};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -50,19 +50,22 @@ fn telemetry(vin: &str, payload: &Value) -> (String, Bytes) {
     )
 }
 
-/// A service with a model, whose background fold ran once at start (on an empty database)
-/// and not again for an hour: the worst case of the race, every time.
-async fn service_without_background_folds(
+/// A service with a constant model that scores (and no offers or notifications), folding
+/// in the background every `rollup_interval_ms`; returns once the model is loaded.
+async fn scoring_service(
     db: &TestDb,
     broker: &TestBroker,
     model_dir: &std::path::Path,
+    rollup_interval_ms: u64,
+    debounce_ms: u64,
 ) -> aftercare::service::RunningService {
     constant_artifact("race-1", 0.3).save(model_dir).unwrap();
     let mut config = config(&db.url, &broker.url(), "scoring-race");
-    config.ingest.rollup_interval_ms = 3_600_000;
+    config.ingest.rollup_interval_ms = rollup_interval_ms;
     config.model.artifact = model_dir.join("current.json");
-    config.model.debounce_ms = 200;
-    config.model.poll_ms = 100;
+    config.model.debounce_ms = debounce_ms;
+    config.model.poll_ms = 50;
+    config.model.batch = 4;
     config.model.reload_check_ms = 100;
     config.offers.enabled = false;
     config.notify.enabled = false;
@@ -75,32 +78,41 @@ async fn service_without_background_folds(
     service
 }
 
+/// The background fold runs once at start (on an empty database) and not again for an hour:
+/// the worst case of the race, every time.
+const NO_BACKGROUND_FOLD_MS: u64 = 3_600_000;
+
 async fn scored_vehicles(pool: &PgPool) -> i64 {
     count(pool, "SELECT count(DISTINCT vehicle_id) FROM risk_current").await
 }
 
-/// Publishes `messages`, waits until they are stored and until scoring has settled (every
-/// car scored, or no mark left to claim), and asserts that every car was scored.
-async fn assert_every_car_scored(
-    db: &TestDb,
-    broker: &TestBroker,
-    service: &aftercare::service::RunningService,
-    cars: usize,
-    messages: Vec<(String, Bytes)>,
-) {
+/// Cars whose payloads `payloads` makes, published to a service whose background fold does
+/// not run: waits until they are stored and until scoring has settled (every car scored, or
+/// no mark left to claim), and asserts that every car was scored.
+async fn every_car_is_scored(payloads: impl Fn() -> Vec<Value>) {
+    let (db, broker, dir) = (
+        TestDb::new().await,
+        TestBroker::start().await,
+        tempfile::tempdir().unwrap(),
+    );
+    let service = scoring_service(&db, &broker, dir.path(), NO_BACKGROUND_FOLD_MS, 200).await;
+    const CARS: usize = 12;
+    let messages: Vec<(String, Bytes)> = (0..CARS)
+        .flat_map(|i| payloads().into_iter().map(move |p| telemetry(&car(i), &p)))
+        .collect();
     let pool = db.pool().await;
     let n = messages.len() as f64;
-    publish(broker, "scoring-fleet", messages).await;
-    let handled = handled(service, n, Duration::from_secs(60)).await;
+    publish(&broker, "scoring-fleet", messages).await;
+    let handled = handled(&service, n, Duration::from_secs(60)).await;
     assert_eq!(handled.stored, n, "every message stored");
     wait_until(Duration::from_secs(60), "scoring settled", || async {
-        scored_vehicles(&pool).await == cars as i64
+        scored_vehicles(&pool).await == CARS as i64
             || count(&pool, "SELECT count(*) FROM score_dirty").await == 0
     })
     .await;
     assert_eq!(
         scored_vehicles(&pool).await,
-        cars as i64,
+        CARS as i64,
         "every car with new data has a score"
     );
     assert!(
@@ -108,76 +120,49 @@ async fn assert_every_car_scored(
         "the scorer folded what it read"
     );
     let text = service.metrics.render();
-    assert_eq!(
-        metric(
-            &text,
-            "aftercare_score_marks_released_total",
-            "no_recent_data"
-        ),
-        0.0
-    );
-    assert!(
-        metric(
-            &text,
-            "aftercare_score_marks_released_total",
-            "reason=\"scored\""
-        ) >= cars as f64
-    );
+    let released = |reason: &str| metric(&text, "aftercare_score_marks_released_total", reason);
+    assert_eq!(released("no_recent_data"), 0.0);
+    assert!(released("reason=\"scored\"") >= CARS as f64);
+    service.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_whose_history_ends_yesterday_is_scored_without_a_background_fold() {
-    let (db, broker, dir) = (
-        TestDb::new().await,
-        TestBroker::start().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let service = service_without_background_folds(&db, &broker, dir.path()).await;
-    const CARS: usize = 12;
-    let mut messages = Vec::new();
-    for i in 0..CARS {
-        for d in 0..10i64 {
-            let ts = yesterday() - ChronoDuration::days(9 - d) + ChronoDuration::hours(12);
-            messages.push(telemetry(
-                &car(i),
-                &sample(ts, d, 30_000.0 + 50.0 * d as f64),
-            ));
-        }
-    }
-    assert_every_car_scored(&db, &broker, &service, CARS, messages).await;
-    service.shutdown().await.unwrap();
+    // A sample a day for the ten days up to yesterday.
+    every_car_is_scored(|| {
+        (0..10i64)
+            .map(|d| {
+                let ts = yesterday() - ChronoDuration::days(9 - d) + ChronoDuration::hours(12);
+                sample(ts, d, 30_000.0 + 50.0 * d as f64)
+            })
+            .collect()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn store_and_forward_batches_from_a_week_ago_are_scored_without_a_background_fold() {
-    let (db, broker, dir) = (
-        TestDb::new().await,
-        TestBroker::start().await,
-        tempfile::tempdir().unwrap(),
-    );
-    let service = service_without_background_folds(&db, &broker, dir.path()).await;
-    const CARS: usize = 12;
     // Back from a week without coverage: each car sends what it stored, hourly samples from
     // a week ago to yesterday evening, as arrays of a day each.
-    let mut messages = Vec::new();
-    for i in 0..CARS {
-        for d in 0..7i64 {
-            let day = yesterday() - ChronoDuration::days(6 - d);
-            let batch: Vec<Value> = (0..24i64)
-                .map(|h| {
-                    let seq = d * 24 + h;
-                    sample(
-                        day + ChronoDuration::hours(h),
-                        seq,
-                        30_000.0 + seq as f64 * 2.0,
-                    )
-                })
-                .collect();
-            messages.push(telemetry(&car(i), &Value::Array(batch)));
-        }
-    }
-    assert_every_car_scored(&db, &broker, &service, CARS, messages).await;
-    service.shutdown().await.unwrap();
+    every_car_is_scored(|| {
+        (0..7i64)
+            .map(|d| {
+                let day = yesterday() - ChronoDuration::days(6 - d);
+                let batch: Vec<Value> = (0..24i64)
+                    .map(|h| {
+                        let seq = d * 24 + h;
+                        sample(
+                            day + ChronoDuration::hours(h),
+                            seq,
+                            30_000.0 + seq as f64 * 2.0,
+                        )
+                    })
+                    .collect();
+                Value::Array(batch)
+            })
+            .collect()
+    })
+    .await;
 }
 
 /// Scoring and the background fold racing under a continuous stream of past days' data.
@@ -194,17 +179,7 @@ async fn scoring_and_folding_racing_under_a_stream_leave_no_car_unscored() {
         TestBroker::start().await,
         tempfile::tempdir().unwrap(),
     );
-    constant_artifact("soak-1", 0.3).save(dir.path()).unwrap();
-    let mut config = config(&db.url, &broker.url(), "scoring-soak");
-    config.ingest.rollup_interval_ms = 300;
-    config.model.artifact = dir.path().join("current.json");
-    config.model.debounce_ms = 50;
-    config.model.poll_ms = 50;
-    config.model.batch = 4;
-    config.model.reload_check_ms = 100;
-    config.offers.enabled = false;
-    config.notify.enabled = false;
-    let service = start_connected(config).await;
+    let service = scoring_service(&db, &broker, dir.path(), 300, 50).await;
     let pool = db.pool().await;
 
     // Each car sends a batch of five of yesterday's samples every 100 ms: only the rollup
@@ -278,20 +253,6 @@ async fn scoring_and_folding_racing_under_a_stream_leave_no_car_unscored() {
     service.shutdown().await.unwrap();
 }
 
-fn worker_config() -> WorkerConfig {
-    WorkerConfig {
-        artifact: "unused".into(),
-        debounce: Duration::ZERO,
-        max_delay: Duration::from_secs(60),
-        lease: Duration::from_secs(60),
-        poll: Duration::from_millis(50),
-        batch: 100,
-        sweep_every: Duration::from_secs(3600),
-        stale_after: Duration::from_secs(3600),
-        reload_check: Duration::from_millis(50),
-    }
-}
-
 /// Stores telemetry samples through the ingest writer (marks and rollup deltas included).
 async fn store_samples(store: &Store, vin: &str, days_ago: &[i64]) {
     let now = Utc::now();
@@ -316,7 +277,7 @@ async fn a_car_without_recent_data_keeps_its_mark_with_the_reason_until_new_data
     let pool = db.pool().await;
     let store = Store::open(pool.clone()).await.unwrap();
     let scorer = Scorer::new(constant_artifact("v1", 0.2)).unwrap();
-    let cfg = worker_config();
+    let cfg = worker_config(100);
     // Store-and-forward from long ago: forty-odd days old.
     store_samples(&store, &car(1), &[45, 44, 43]).await;
     let id: i32 = sqlx::query_scalar("SELECT id FROM vehicles WHERE vin = $1")

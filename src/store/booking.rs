@@ -4,7 +4,7 @@
 //! off one bay or technician; this code only picks which free pair to try, and tries the
 //! next when the database says a concurrent booking took it.
 
-use super::capacity::plan_on;
+use super::capacity::{plan_on, visit_job_json};
 use super::outbox::{self, Event};
 use super::StoreError;
 use crate::capacity::slots::{open_for, pairs_at};
@@ -73,23 +73,21 @@ pub struct BookingView {
     pub jobs: Json<Vec<WorkOrderLine>>,
 }
 
-const VIEW: &str = "SELECT b.id, b.offer_id, v.vin, w.code AS workshop, y.code AS bay,
+const VIEW: &str = concat!(
+    "SELECT b.id, b.offer_id, v.vin, w.code AS workshop, y.code AS bay,
         t.code AS technician, b.job_code AS job, lower(b.during) AS start,
         upper(b.during) AS end, b.status, o.number AS work_order,
         o.estimated_cost_cents,
-        (SELECT coalesce(json_agg(json_build_object('component', l.component,
-                'job', l.job_code, 'job_name', lj.name, 'minutes', l.minutes,
-                'shared_setup_minutes', l.shared_setup_minutes,
-                'labour_price_cents', l.labour_price_cents,
-                'parts_price_cents', l.parts_price_cents,
-                'price_cents', l.labour_price_cents + l.parts_price_cents,
-                'parts', l.parts) ORDER BY l.line), '[]')
+        (SELECT coalesce(json_agg(json_build_object(",
+    visit_job_json!(),
+    ", 'parts', l.parts) ORDER BY l.line), '[]')
          FROM work_order_lines l JOIN jobs lj ON lj.code = l.job_code
          WHERE l.work_order_id = o.id) AS jobs
     FROM bookings b JOIN vehicles v ON v.id = b.vehicle_id
     JOIN workshops w ON w.id = b.workshop_id JOIN bays y ON y.id = b.bay_id
     JOIN technicians t ON t.id = b.technician_id
-    LEFT JOIN work_orders o ON o.booking_id = b.id";
+    LEFT JOIN work_orders o ON o.booking_id = b.id"
+);
 
 /// One booking, on the pool or inside a transaction.
 pub async fn view<'e>(

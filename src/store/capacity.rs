@@ -17,6 +17,19 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
 
+/// JSON fields of one job `l` of a visit (an `offer_jobs` or `work_order_lines` row, its job
+/// `lj`): what it is and its share of the visit's labour and price, as the offer and booking
+/// views show it.
+macro_rules! visit_job_json {
+    () => {
+        "'component', l.component, 'job', l.job_code, 'job_name', lj.name,
+         'minutes', l.minutes, 'shared_setup_minutes', l.shared_setup_minutes,
+         'labour_price_cents', l.labour_price_cents, 'parts_price_cents', l.parts_price_cents,
+         'price_cents', l.labour_price_cents + l.parts_price_cents"
+    };
+}
+pub(crate) use visit_job_json;
+
 /// Loads a seed file in one transaction; loading it again changes nothing.
 pub async fn load_seed(pool: &PgPool, seed: &Seed) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;

@@ -5,7 +5,7 @@
 //! open job per vehicle and component) and the reminder/expiry updates are conditional, so
 //! several workers can run at once without doubling anything.
 
-use super::capacity::plan_on;
+use super::capacity::{plan_on, visit_job_json};
 use super::outbox::{self, Event};
 use super::StoreError;
 use crate::capacity::{PlanMissing, Window};
@@ -82,23 +82,21 @@ pub struct OfferView {
     pub jobs: Json<Vec<OfferJob>>,
 }
 
-const VIEW: &str = "SELECT o.id, v.vin, o.component, o.state, o.horizon, o.risk, o.urgency_days,
+const VIEW: &str = concat!(
+    "SELECT o.id, v.vin, o.component, o.state, o.horizon, o.risk, o.urgency_days,
         o.model_version, o.reasons, o.job_code AS job, j.name AS job_name, w.code AS workshop,
         o.duration_minutes, o.estimated_cost_cents, o.windows, o.reminder_level,
         o.risk_scored_at, o.created_at, o.expires_at, o.decided_at,
         (SELECT b.id FROM bookings b WHERE b.offer_id = o.id AND b.status <> 'cancelled'
          ORDER BY b.id DESC LIMIT 1) AS booking_id,
-        (SELECT coalesce(json_agg(json_build_object('component', l.component,
-                'job', l.job_code, 'job_name', lj.name, 'horizon', l.horizon, 'risk', l.risk,
-                'urgency_days', l.urgency_days, 'reasons', l.reasons, 'minutes', l.minutes,
-                'shared_setup_minutes', l.shared_setup_minutes,
-                'labour_price_cents', l.labour_price_cents,
-                'parts_price_cents', l.parts_price_cents,
-                'price_cents', l.labour_price_cents + l.parts_price_cents,
-                'declined_at', l.declined_at) ORDER BY l.line), '[]')
+        (SELECT coalesce(json_agg(json_build_object(",
+    visit_job_json!(),
+    ", 'horizon', l.horizon, 'risk', l.risk, 'urgency_days', l.urgency_days,
+                'reasons', l.reasons, 'declined_at', l.declined_at) ORDER BY l.line), '[]')
          FROM offer_jobs l JOIN jobs lj ON lj.code = l.job_code WHERE l.offer_id = o.id) AS jobs
     FROM offers o JOIN vehicles v ON v.id = o.vehicle_id JOIN jobs j ON j.code = o.job_code
-    JOIN workshops w ON w.id = o.workshop_id";
+    JOIN workshops w ON w.id = o.workshop_id"
+);
 
 /// One offer, on the pool or inside a transaction.
 pub async fn get<'e>(
