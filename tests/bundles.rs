@@ -211,6 +211,19 @@ async fn two_components_due_within_a_week_become_one_visit_booked_in_one_piece()
     .unwrap();
     assert_eq!(event["data"]["jobs"].as_array().unwrap().len(), 2);
 
+    // Moved to another of the offered windows: still the whole visit in one piece.
+    let (s, moved) = api
+        .post(
+            &format!("/v1/bookings/{}/reschedule", b["id"]),
+            &api.advisor,
+            &json!({"start": windows[1]["start"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{moved}");
+    assert_eq!(moved["start"], windows[1]["start"]);
+    assert_eq!(minutes_between(&moved), VISIT_MINUTES);
+    assert_eq!(moved["jobs"].as_array().unwrap().len(), 2);
+
     // Done: one service record per job, one visit in the KPIs.
     let (s, _) = api
         .post(
