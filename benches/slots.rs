@@ -1,5 +1,6 @@
 //! Slot search latency for a large workshop: 20 bays, 40 technicians, 4 weeks, with a third
-//! of the bay time already booked. Run: `cargo bench --bench slots`.
+//! of the bay time already booked, for one job and for a visit with two. Run:
+//! `cargo bench --bench slots`.
 
 use aftercare::capacity::parse_week;
 use aftercare::capacity::slots::{
@@ -97,13 +98,19 @@ fn slot_search(c: &mut Criterion) {
     let mut group = c.benchmark_group("slot_search_20_bays_40_technicians_4_weeks");
     let brakes = JobNeed {
         minutes: 90,
-        skill: "brakes".into(),
-        bay_capability: Some("lift".into()),
+        skills: vec!["brakes".into()],
+        bay_capabilities: vec!["lift".into()],
     };
     let hv = JobNeed {
         minutes: 120,
-        skill: "hv_battery".into(),
-        bay_capability: Some("high_voltage".into()),
+        skills: vec!["hv_battery".into()],
+        bay_capabilities: vec!["high_voltage".into()],
+    };
+    // One visit with both jobs: a bay with both capabilities, a technician with both skills.
+    let visit = JobNeed {
+        minutes: 210,
+        skills: vec!["brakes".into(), "hv_battery".into()],
+        bay_capabilities: vec!["high_voltage".into(), "lift".into()],
     };
     // Baseline: the same workshop with nothing booked.
     let empty = Capacity {
@@ -114,6 +121,7 @@ fn slot_search(c: &mut Criterion) {
         ("brake_pads_90min_empty_baseline", &empty, &brakes),
         ("brake_pads_90min_third_booked", &cap, &brakes),
         ("hv_check_120min_third_booked", &cap, &hv),
+        ("visit_brakes_and_hv_210min_third_booked", &cap, &visit),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {

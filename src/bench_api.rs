@@ -113,7 +113,7 @@ pub fn brake_offer(vehicle_id: i32, workshop_id: i32, model_version: &str) -> Ne
         workshop_id,
         duration_minutes: 90,
         estimated_cost_cents: 17_700,
-        windows: json!([]),
+        windows: Vec::new(),
         odometer_km: None,
         expires_at: Utc::now() + Duration::days(14),
     }

@@ -270,6 +270,9 @@ pub struct OffersConfig {
     pub silent_after_hours: f64,
     /// Risk rows considered per worker pass.
     pub batch: i64,
+    /// Jobs one car needs whose latest sensible dates lie within this many days of each
+    /// other become one visit (one offer with several jobs); 0: one offer per job.
+    pub bundle_within_days: f64,
 }
 
 impl Default for OffersConfig {
@@ -301,6 +304,7 @@ impl Default for OffersConfig {
             hard_urgency_days: 7.0,
             silent_after_hours: 48.0,
             batch: 200,
+            bundle_within_days: 7.0,
         }
     }
 }
@@ -587,10 +591,15 @@ impl Config {
                 )));
             }
         }
-        if o.cooldown_days < 0.0 || o.ttl_days <= 0.0 || o.search_days < 1 || o.min_search_days < 1
+        if o.cooldown_days < 0.0
+            || o.ttl_days <= 0.0
+            || o.search_days < 1
+            || o.min_search_days < 1
+            || !(0.0..=365.0).contains(&o.bundle_within_days)
         {
             return Err(ConfigError::Invalid(
-                "offers: cooldown_days >= 0, ttl_days > 0, search_days and min_search_days >= 1"
+                "offers: cooldown_days >= 0, ttl_days > 0, search_days and min_search_days >= 1, \
+                 bundle_within_days 0 to 365"
                     .into(),
             ));
         }

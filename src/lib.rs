@@ -15,11 +15,13 @@
 //!   (signals and fault codes), `vehicle` (a vehicle's powertrain, service kinds and
 //!   history), `risk` (a score's reasons), `model` (features, training, scoring),
 //!   `capacity` (workshops, slot search, demand preview), `offers` (policy, states, the offer
-//!   worker), `booking` (accepting, moving and completing a window).
+//!   worker), `visit` (one visit's jobs: grouping, prices, its state machine), `booking`
+//!   (accepting, moving and completing a window).
 //! - **Storage**: `store`, the schema and every SQL statement.
 //! - **HTTP**: `api`, the axum routes, API keys and scopes, the OpenAPI document and the web
 //!   console.
-//! - **Tools**: `simulator` (a fleet with known ground truth, and hostile traffic), `bench`,
+//! - **Tools**: `simulator` (a fleet with known ground truth, and hostile traffic), `backtest`
+//!   (the demand preview against the work that came), `bench`,
 //!   `bench_api` and `bench_reads` (`aftercare bench ingest|fuzz|api|reads`), `certs`
 //!   (`aftercare certs`: the fleet CA and certificates).
 //!
@@ -50,6 +52,7 @@ pub mod model;
 pub mod offers;
 pub mod risk;
 pub mod vehicle;
+pub mod visit;
 
 // Storage
 pub mod store;
@@ -58,6 +61,7 @@ pub mod store;
 pub mod api;
 
 // Tools
+pub mod backtest;
 pub mod bench;
 pub mod bench_api;
 pub mod bench_reads;

@@ -207,7 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let pool = aftercare::store::pool(&config.database.url, 2).await?;
             aftercare::store::migrate(&pool).await?;
-            let report = aftercare::capacity::backtest::run(&pool, &artifact, as_of, weeks).await?;
+            let report = aftercare::backtest::run(&pool, &artifact, as_of, weeks).await?;
             println!("{}", report.summary());
             if let Some(out) = out {
                 std::fs::write(&out, serde_json::to_vec_pretty(&report)?)

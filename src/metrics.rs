@@ -79,6 +79,8 @@ pub struct Metrics {
     pub timescaledb_job_next_start: Family<JobLabel, Gauge>,
     /// What in storage needs an operator now (readiness detail); empty when all is well.
     storage_problems: std::sync::Mutex<Vec<String>>,
+    /// Scoring marks by what became of them: scored, or kept without a score and why.
+    pub score_marks_released: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -119,6 +121,7 @@ impl Metrics {
             timescaledb_job_failures: Family::default(),
             timescaledb_job_next_start: Family::default(),
             storage_problems: std::sync::Mutex::new(Vec::new()),
+            score_marks_released: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -248,6 +251,12 @@ impl Metrics {
             "Unix time of a TimescaleDB job's next scheduled run",
             m.timescaledb_job_next_start.clone(),
         );
+        registry.register(
+            "score_marks_released",
+            "Scoring marks released by the scoring worker, by reason: scored, or kept without \
+             a score (no_recent_data, no_vehicle) until new data comes",
+            m.score_marks_released.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -268,6 +277,14 @@ impl Metrics {
 
     pub fn offer_entered(&self, state: &'static str) {
         self.offers.get_or_create(&StateLabel { state }).inc();
+    }
+
+    pub fn score_marks_released(&self, reason: &str, n: u64) {
+        self.score_marks_released
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc_by(n);
     }
 
     pub fn render(&self) -> String {

@@ -178,13 +178,14 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
 
     let model = Arc::new(ModelSlot::default());
     let scoring = config.model.enabled.then(|| {
-        let (pool, cfg, slot, rx) = (
+        let (pool, cfg, slot, metrics, rx) = (
             store.pool().clone(),
             worker::WorkerConfig::from(&config.model),
             model.clone(),
+            metrics.clone(),
             shutdown_rx.clone(),
         );
-        tokio::spawn(worker::run(pool, cfg, slot, rx))
+        tokio::spawn(worker::run(pool, cfg, slot, metrics, rx))
     });
     let offers = config.offers.enabled.then(|| {
         let (pool, cfg, metrics, rx) = (

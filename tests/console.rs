@@ -98,6 +98,30 @@ async fn sign_in(browser: &Browser, console: &Console) {
 #[tokio::test]
 async fn vehicle_page_shows_stored_signals_and_dtc_lifecycle() {
     let console = console_with_data().await;
+    // Scored by a known model at a known time.
+    let pool = sqlx::PgPool::connect(&console._db.url).await.unwrap();
+    let id: i32 = sqlx::query_scalar("SELECT id FROM vehicles WHERE vin = $1")
+        .bind(VIN)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let scored_at: DateTime<Utc> = "2026-12-01T08:30:00Z".parse().unwrap();
+    let score = |component| aftercare::store::risk::NewScore {
+        vehicle_id: id,
+        component,
+        p: [0.1, 0.3, 0.5],
+        urgency_days: None,
+        factors: json!([{"feature": "f", "value": 1.0, "contribution": 0.5, "text": "why"}]),
+    };
+    aftercare::store::risk::write_scores(
+        &pool,
+        &[id],
+        "console-model-7",
+        scored_at,
+        &[score("brakes"), score("battery_12v")],
+    )
+    .await
+    .unwrap();
     let browser = Browser::start().await;
     sign_in(&browser, &console).await;
     browser
@@ -139,6 +163,12 @@ async fn vehicle_page_shows_stored_signals_and_dtc_lifecycle() {
         )
         .await;
     assert_eq!(dots, json!(3));
+    // Which model scored the car, and when.
+    assert_eq!(
+        browser.texts("#risk-scored").await,
+        vec!["model console-model-7, scored 2026-12-01 08:30Z"]
+    );
+    assert_eq!(browser.texts("#risk-table tbody tr").await.len(), 2);
     browser.screenshot("vehicle").await;
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.close().await;
@@ -171,15 +201,21 @@ async fn a_refused_key_stays_on_the_login_page() {
 async fn console_with_fleet(n: usize, offers: bool) -> (Console, sqlx::PgPool) {
     let db = TestDb::new().await;
     let pool = db.pool().await;
-    booking_common::load_demo_workshops(&pool).await;
+    fleet(&pool, n).await;
+    console_on(db, pool, offers).await
+}
+
+/// The demo workshops and `n` at-risk vehicles homed at WS-01, brakes first.
+async fn fleet(pool: &sqlx::PgPool, n: usize) {
+    booking_common::load_demo_workshops(pool).await;
     let components = ["brakes", "battery_12v", "tyres", "cooling"];
     for i in 0..n {
-        let id = booking_common::vehicle(&pool, &booking_common::vin(i)).await;
-        booking_common::profile(&pool, id, Some("WS-01"), true).await;
+        let id = booking_common::vehicle(pool, &booking_common::vin(i)).await;
+        booking_common::profile(pool, id, Some("WS-01"), true).await;
         // Falling risk down the fleet, so the ranking is known.
         let p30 = 0.95 - i as f32 * 0.9 / n as f32;
         booking_common::score(
-            &pool,
+            pool,
             id,
             components[i % 4],
             [p30 * 0.6, p30, (p30 * 1.2).min(1.0)],
@@ -187,6 +223,10 @@ async fn console_with_fleet(n: usize, offers: bool) -> (Console, sqlx::PgPool) {
         )
         .await;
     }
+}
+
+/// The service (API and console; the offer worker runs when `offers` is on) over `db`.
+async fn console_on(db: TestDb, pool: sqlx::PgPool, offers: bool) -> (Console, sqlx::PgPool) {
     let key = keys::create(&pool, "console", &[Scope::Admin])
         .await
         .unwrap();
@@ -390,6 +430,65 @@ async fn accepting_a_window_on_the_offers_page_books_it_and_the_workshop_page_sh
         .await;
     assert_eq!(on_board, json!(1));
     browser.screenshot("workshop").await;
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+    browser.close().await;
+    console.service.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn declining_one_job_of_a_visit_on_the_offers_page_keeps_the_other() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    fleet(&pool, 1).await;
+    // The car's tyres are due two days after its brakes: one visit with both.
+    let id: i32 = sqlx::query_scalar("SELECT id FROM vehicles")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    booking_common::score(&pool, id, "tyres", [0.3, 0.8, 0.9], Some(12.0)).await;
+    let (console, pool) = console_on(db, pool, true).await;
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "a visit offer",
+        || async { count(&pool, "SELECT count(*) FROM offer_jobs").await == 2 },
+    )
+    .await;
+    let offer_id: i64 = sqlx::query_scalar("SELECT id FROM offers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let browser = Browser::start().await;
+    sign_in(&browser, &console).await;
+    browser
+        .goto(&format!("{}/console/#/offers?state=proposed", console.base))
+        .await;
+    browser.wait_rendered("page-offers").await;
+    assert_eq!(
+        browser
+            .texts("#offer-rows tr ul.jobs li button.decline-job")
+            .await
+            .len(),
+        2,
+        "each job of the visit can be declined"
+    );
+    browser
+        .click("#offer-rows tr li[data-component='tyres'] button.decline-job")
+        .await;
+    browser
+        .wait_for(
+            "tyres struck through",
+            "return !!document.querySelector('#offer-rows tr li[data-component=tyres] s')",
+        )
+        .await;
+    let offer = get_json(&console, &format!("/v1/offers/{offer_id}")).await;
+    assert_eq!(offer["state"], "proposed");
+    assert!(offer["jobs"][0]["declined_at"].is_null());
+    assert!(offer["jobs"][1]["declined_at"].is_string());
+    // One job left: it can still be accepted or declined with the offer, not on its own.
+    assert!(browser
+        .texts("#offer-rows tr ul.jobs li button.decline-job")
+        .await
+        .is_empty());
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.close().await;
     console.service.shutdown().await.unwrap();

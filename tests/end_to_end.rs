@@ -303,7 +303,12 @@ async fn fleet_to_bookings_and_webhooks_through_two_crashes() {
         Duration::from_secs(180),
         "scoring settled with offers made",
         || async {
-            n(&pool, "SELECT count(*) FROM score_dirty").await == 0
+            n(
+                &pool,
+                "SELECT count(*) FROM score_dirty WHERE released_at IS NULL",
+            )
+            .await
+                == 0
                 && n(&pool, "SELECT count(*) FROM offers").await >= 3
         },
     )

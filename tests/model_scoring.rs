@@ -10,7 +10,7 @@ mod model_common;
 use aftercare::api::{router, AppState};
 use aftercare::metrics::Metrics;
 use aftercare::model::score::Scorer;
-use aftercare::model::worker::{self, WorkerConfig};
+use aftercare::model::worker;
 use aftercare::store::keys::{self, Scope};
 use aftercare::store::risk::{self, NewScore};
 use aftercare::store::Store;
@@ -26,20 +26,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
-
-fn worker_config(batch: i64) -> WorkerConfig {
-    WorkerConfig {
-        artifact: "unused".into(),
-        debounce: Duration::ZERO,
-        max_delay: Duration::from_secs(60),
-        lease: Duration::from_secs(60),
-        poll: Duration::from_millis(50),
-        batch,
-        sweep_every: Duration::from_secs(3600),
-        stale_after: Duration::from_secs(3600),
-        reload_check: Duration::from_millis(50),
-    }
-}
 
 /// `n` vehicles that reported every day of the last ten.
 async fn active_fleet(pool: &PgPool, n: usize) -> Vec<i32> {
@@ -66,8 +52,20 @@ async fn a_marked_vehicle_is_scored_once_for_every_component_it_has() {
     let scorer = Scorer::new(constant_artifact("v1", 0.2)).unwrap();
     mark(&pool, &ids).await;
     let cfg = worker_config(100);
-    assert_eq!(worker::score_due(&pool, &scorer, &cfg).await.unwrap(), 3);
-    assert_eq!(worker::score_due(&pool, &scorer, &cfg).await.unwrap(), 0);
+    assert_eq!(
+        worker::score_due(&pool, &scorer, &cfg)
+            .await
+            .unwrap()
+            .claimed,
+        3
+    );
+    assert_eq!(
+        worker::score_due(&pool, &scorer, &cfg)
+            .await
+            .unwrap()
+            .claimed,
+        0
+    );
     let pairs = scores_per_pair(&pool).await;
     // Combustion cars: every component but the traction battery.
     assert_eq!(pairs.len(), 3 * 7);
@@ -113,7 +111,7 @@ async fn a_vehicle_marked_again_while_being_scored_is_scored_again() {
     .await
     .unwrap();
     worker::score_vehicles(&pool, &scorer, &ids).await.unwrap();
-    let deleted = risk::release_marks(&pool, &claims, claimed_at)
+    let deleted = risk::release_marks(&pool, &claims, claimed_at, &[])
         .await
         .unwrap();
     assert_eq!(deleted, 0, "the re-marked vehicle keeps its mark");
@@ -127,8 +125,20 @@ async fn a_vehicle_marked_again_while_being_scored_is_scored_again() {
     );
 
     // So it is scored again, once.
-    assert_eq!(worker::score_due(&pool, &scorer, &cfg).await.unwrap(), 1);
-    assert_eq!(worker::score_due(&pool, &scorer, &cfg).await.unwrap(), 0);
+    assert_eq!(
+        worker::score_due(&pool, &scorer, &cfg)
+            .await
+            .unwrap()
+            .claimed,
+        1
+    );
+    assert_eq!(
+        worker::score_due(&pool, &scorer, &cfg)
+            .await
+            .unwrap()
+            .claimed,
+        0
+    );
     let pairs = scores_per_pair(&pool).await;
     assert!(pairs.values().all(|&n| n == 2), "{pairs:?}");
     assert_eq!(count(&pool, "SELECT count(*) FROM score_dirty").await, 0);
@@ -184,7 +194,11 @@ async fn two_workers_never_score_the_same_mark() {
             let cfg = worker_config(7);
             let mut claimed = 0;
             loop {
-                match worker::score_due(&pool, &scorer, &cfg).await.unwrap() {
+                match worker::score_due(&pool, &scorer, &cfg)
+                    .await
+                    .unwrap()
+                    .claimed
+                {
                     0 => return claimed,
                     n => claimed += n,
                 }

@@ -230,7 +230,7 @@ async fn windows_skip_holidays_at_the_home_workshop() {
     let (_, windows) = aftercare::offers::windows_for(
         pool,
         "WS-03",
-        "oil_service",
+        &["oil_service"],
         Utc::now(),
         Utc::now() + Duration::days(12),
         4,
@@ -239,7 +239,7 @@ async fn windows_skip_holidays_at_the_home_workshop() {
     .await
     .unwrap();
     assert_eq!(windows.len(), 4);
-    assert!(windows.iter().all(|w| w["workshop"] != "WS-03"));
+    assert!(windows.iter().all(|w| w.workshop != "WS-03"));
 }
 
 #[tokio::test]

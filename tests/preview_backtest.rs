@@ -97,7 +97,7 @@ async fn backtest_compares_the_preview_and_a_naive_forecast_with_the_work_that_a
     let artifact = model_common::constant_artifact("backtest-1", 0.5);
     let path = artifact.save(dir.path()).unwrap();
 
-    let report = aftercare::capacity::backtest::run(&pool, &path, as_of, 4)
+    let report = aftercare::backtest::run(&pool, &path, as_of, 4)
         .await
         .unwrap();
     let brakes = job_hours(&pool, "brakes").await;
@@ -154,13 +154,13 @@ async fn a_backtest_without_jobs_or_known_home_workshops_is_refused_with_the_fix
         .save(dir.path())
         .unwrap();
     let as_of = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
-    let refusal = |r: Result<_, aftercare::capacity::backtest::BacktestError>| match r {
+    let refusal = |r: Result<_, aftercare::backtest::BacktestError>| match r {
         Ok(report) => panic!("expected a refusal, got {report:?}"),
         Err(e) => e.to_string(),
     };
     // Nothing loaded: no job can be priced.
     let id = model_common::vehicle(&pool, &model_common::vin(0), "ice", 2019).await;
-    let e = refusal(aftercare::capacity::backtest::run(&pool, &path, as_of, 4).await);
+    let e = refusal(aftercare::backtest::run(&pool, &path, as_of, 4).await);
     assert!(e.contains("aftercare workshops load"), "{e}");
 
     // Jobs loaded, but no vehicle has a home workshop.
@@ -169,7 +169,7 @@ async fn a_backtest_without_jobs_or_known_home_workshops_is_refused_with_the_fix
         .execute(&pool)
         .await
         .unwrap();
-    let e = refusal(aftercare::capacity::backtest::run(&pool, &path, as_of, 4).await);
+    let e = refusal(aftercare::backtest::run(&pool, &path, as_of, 4).await);
     assert!(e.contains("no vehicle has a home workshop"), "{e}");
 
     // A home workshop the capacity model does not know.
@@ -178,6 +178,6 @@ async fn a_backtest_without_jobs_or_known_home_workshops_is_refused_with_the_fix
         .execute(&pool)
         .await
         .unwrap();
-    let e = refusal(aftercare::capacity::backtest::run(&pool, &path, as_of, 4).await);
+    let e = refusal(aftercare::backtest::run(&pool, &path, as_of, 4).await);
     assert!(e.contains("(WS-99) is configured"), "{e}");
 }

@@ -1,6 +1,6 @@
 // Offers: the booking queue by state. An advisor accepts one of an offer's windows (which
-// books it atomically) or declines it; a window someone else took comes back as a 409 with
-// alternatives, shown in its place.
+// books its whole visit atomically), declines it, or declines one job of a visit with
+// several; a window someone else took comes back as a 409 with alternatives, shown in its place.
 
 import { api, el, fmtDay, fmtLocal, fmtMoney, fmtNum, riskBadge, setParams, toast, ApiError } from "./common.js";
 
@@ -62,7 +62,7 @@ function row(o, tz) {
     el("td", { class: "num" }, riskBadge(offer.risk), el("br"), el("small", { class: "muted" }, offer.horizon)),
     el("td", { class: "num" }, offer.urgency_days == null ? "—" : `${fmtNum(offer.urgency_days, 0)} d`),
     el("td", {}, el("ul", { class: "factors" }, (offer.reasons ?? []).map((r) => el("li", {}, r.text ?? r.feature)))),
-    el("td", {}, offer.job_name, el("br"), el("small", { class: "muted" }, `${fmtNum(offer.duration_minutes / 60, 1)} h at ${offer.workshop}`)),
+    el("td", {}, jobsCell(offer), el("small", { class: "muted" }, `${fmtNum(offer.duration_minutes / 60, 1)} h at ${offer.workshop}`)),
     el("td", { class: "num" }, fmtMoney(offer.estimated_cost_cents)),
     el("td", { class: "offer-state" }, offer.state, offer.booking_id ? el("small", { class: "muted" }, ` #${offer.booking_id}`) : null),
     el("td", {}, OPEN.has(offer.state) ? actions(offer) : el("small", { class: "muted" }, fmtDay(offer.decided_at ?? offer.created_at))));
@@ -89,6 +89,27 @@ function row(o, tz) {
         toast(err.message, "error");
         for (const b of tr.querySelectorAll("button")) b.disabled = false;
       }
+    }
+  }
+
+  // A visit's jobs; while it is open and has several, each can be declined on its own.
+  const jobsCell = (offer) => {
+    const jobs = offer.jobs?.length ? offer.jobs : [{ job_name: offer.job_name, component: offer.component }];
+    const several = jobs.filter((j) => !j.declined_at).length > 1;
+    return el("ul", { class: "jobs" }, jobs.map((j) => el("li", { dataset: { component: j.component } },
+      j.declined_at ? el("s", {}, j.job_name) : j.job_name,
+      OPEN.has(offer.state) && several && !j.declined_at
+        ? el("button", { type: "button", class: "secondary decline-job", title: `Decline only the ${j.component} job`,
+          onclick: () => declineJob(offer, j) }, "decline")
+        : null)));
+  };
+
+  async function declineJob(offer, job) {
+    try {
+      fill(await api(`/v1/offers/${offer.id}/jobs/${encodeURIComponent(job.component)}/decline`, { method: "POST" }));
+      toast(`The ${job.component} job of offer ${offer.id} declined`);
+    } catch (err) {
+      toast(err.message, "error");
     }
   }
 

@@ -79,11 +79,13 @@ function fact(label, value) {
 }
 
 function riskSection(risk) {
-  if (!risk) return el("p", { class: "muted", id: "risk" }, "No risk scores yet.");
-  const rows = (risk.components ?? []).slice().sort((a, b) => (b.p30 ?? 0) - (a.p30 ?? 0));
+  const rows = (risk?.components ?? []).slice().sort((a, b) => (b.p30 ?? 0) - (a.p30 ?? 0));
+  if (rows.length === 0) return el("p", { class: "muted", id: "risk" }, "No risk scores yet.");
+  // Each component carries the model and time of its score; the latest says when the car was scored.
+  const latest = rows.reduce((a, b) => (new Date(b.scored_at) > new Date(a.scored_at) ? b : a));
   const history = (risk.history ?? []);
   return el("div", { id: "risk" },
-    el("h2", {}, "Risk ", el("small", { class: "muted" }, `model ${risk.model_version ?? "—"}, scored ${fmtTime(risk.scored_at)}`)),
+    el("h2", {}, "Risk ", el("small", { class: "muted", id: "risk-scored" }, `model ${latest.model_version ?? "—"}, scored ${fmtTime(latest.scored_at)}`)),
     el("table", { class: "grid", id: "risk-table" },
       el("thead", {}, el("tr", {}, ["Component", "7 d", "30 d", "90 d", "Urgency", "Why"].map((h) => el("th", {}, h)))),
       el("tbody", {}, rows.map((r) => el("tr", { dataset: { component: r.component } },
@@ -130,9 +132,15 @@ function offersSection(offers) {
           el("td", {}, o.component),
           el("td", { class: "num" }, riskBadge(o.risk)),
           el("td", {}, o.state),
-          el("td", {}, o.job_name ?? o.job),
+          el("td", {}, jobNames(o)),
           el("td", {}, o.workshop),
           el("td", {}, o.booking_id ? `#${o.booking_id}` : "—"))))));
+}
+
+/** An offer's jobs (a visit may have several); those the owner declined struck through. */
+function jobNames(o) {
+  const jobs = o.jobs?.length ? o.jobs : [{ job_name: o.job_name ?? o.job }];
+  return jobs.flatMap((j, i) => [i ? el("br") : null, j.declined_at ? el("s", {}, j.job_name) : j.job_name]);
 }
 
 function latestTable(signals) {

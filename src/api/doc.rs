@@ -5,8 +5,8 @@
 
 use super::error::ErrorBody;
 use super::{auth, AppState};
+use crate::capacity::Window;
 use crate::store::keys::Scope;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -128,24 +128,8 @@ pub fn scoped(
     (schemas, paths, methods)
 }
 
-// The types below only describe JSON that the code builds as `serde_json::Value` (windows are
-// computed by the slot search and stored with offers as JSON), hence never constructed.
-
-/// A bookable window: a bay and a technician free for the job's duration.
-#[allow(dead_code)]
-#[derive(Serialize, ToSchema)]
-pub struct Window {
-    pub workshop: String,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-    /// `start` in the workshop's time zone (RFC 3339 with its offset).
-    pub local_start: String,
-    pub bay: String,
-    pub technician: String,
-    /// Lower is better: days waited + 2 x the day's load - 0.25 when it packs against a
-    /// booking or the day's edge.
-    pub score: f64,
-}
+// The type below only describes JSON that the code builds as `serde_json::Value` (an error
+// with alternatives), hence never constructed.
 
 /// 409: the window is gone (`window_taken`) or was never open (`window_unavailable`);
 /// `alternatives` are open windows nearby. An illegal state transition has no alternatives.

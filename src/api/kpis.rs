@@ -27,9 +27,10 @@ pub struct Params {
 /// Service KPIs for a period
 ///
 /// risk_to_offer (seconds from the score that crossed the threshold to the offer), conversion
-/// (offers booked), visits (share of non-routine visits booked by Aftercare), bay_utilisation
-/// per workshop, fault_hotspots (repairs per vehicle by make, model and component),
-/// owners_without_visit_90d.
+/// (offers booked; an offer is one visit, and `jobs` counts the jobs in them), visits (share
+/// of non-routine visits booked by Aftercare; a vehicle's records at one workshop on one day
+/// are one visit, each record one job), bay_utilisation per workshop, fault_hotspots (repairs
+/// per vehicle by make, model and component), owners_without_visit_90d.
 #[utoipa::path(
     get, path = "/v1/kpis", tag = "planning", operation_id = "getKpis",
     params(Params),

@@ -2,6 +2,7 @@
 //! read through `store` and never write SQL themselves.
 
 mod auth;
+mod bookings;
 mod capacity;
 mod console;
 pub(crate) mod doc;
@@ -70,11 +71,12 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(s(Scope::Advisor, routes!(offers::get)))
         .routes(s(Scope::Advisor, routes!(offers::accept)))
         .routes(s(Scope::Advisor, routes!(offers::decline)))
-        .routes(s(Scope::Advisor, routes!(offers::list_bookings)))
-        .routes(s(Scope::Advisor, routes!(offers::get_booking)))
-        .routes(s(Scope::Advisor, routes!(offers::reschedule)))
-        .routes(s(Scope::Advisor, routes!(offers::cancel)))
-        .routes(s(Scope::Advisor, routes!(offers::complete)))
+        .routes(s(Scope::Advisor, routes!(offers::decline_job)))
+        .routes(s(Scope::Advisor, routes!(bookings::list)))
+        .routes(s(Scope::Advisor, routes!(bookings::get)))
+        .routes(s(Scope::Advisor, routes!(bookings::reschedule)))
+        .routes(s(Scope::Advisor, routes!(bookings::cancel)))
+        .routes(s(Scope::Advisor, routes!(bookings::complete)))
         .routes(s(Scope::Advisor, routes!(service_records::create)))
         // admin
         .routes(s(Scope::Admin, routes!(profiles::put)))

@@ -1,22 +1,20 @@
 //! `/v1/workshops`, `/v1/jobs`, `/v1/parts` (scope planner): workshop, bay, technician, stock
 //! and job catalogue management, and the slot search.
 
-use super::doc::Window;
 use super::error::{ApiError, ErrorBody};
 use super::input::{body, limit, next_cursor, query, Page};
 use super::vehicles::parse_time;
 use super::AppState;
-use crate::capacity::slots::{self, Search};
 use crate::capacity::{
-    BaySpec, CapacityError, JobSpec, PartSpec, StockSpec, TechnicianSpec, WorkshopSpec,
+    BaySpec, CapacityError, Choose, JobSpec, PartNeed, PartSpec, PlanMissing, StockSpec,
+    TechnicianSpec, Window, WorkshopRef, WorkshopSpec,
 };
-use crate::store::capacity::{self as cap, Change, PartNeed, SnapshotMissing, WorkshopRef};
+use crate::store::capacity::{self as cap, Change};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 impl From<CapacityError> for ApiError {
@@ -334,17 +332,16 @@ pub struct Slots {
     /// How many windows are feasible in the period.
     pub feasible: usize,
     /// The best `limit` of them.
-    #[schema(value_type = Vec<Window>)]
-    pub windows: Vec<Value>,
+    pub windows: Vec<Window>,
 }
 
 /// The longest period one slot search may cover.
 pub const MAX_SEARCH_DAYS: i64 = 62;
 
-pub fn missing(e: SnapshotMissing) -> ApiError {
+pub fn missing(e: PlanMissing) -> ApiError {
     match e {
-        SnapshotMissing::Workshop(_) => ApiError::NotFound(e.to_string()),
-        SnapshotMissing::Job(_) => ApiError::bad_request("invalid_parameter", e.to_string()),
+        PlanMissing::Workshop(_) => ApiError::NotFound(e.to_string()),
+        PlanMissing::Job(_) => ApiError::bad_request("invalid_parameter", e.to_string()),
     }
 }
 
@@ -377,35 +374,28 @@ pub async fn slots(
     let to = parse_time("to", p.to.as_deref())?.unwrap_or(from + Duration::days(14));
     check_period(from, to)?;
     let n = limit(p.limit.as_deref(), 50, 1000)?;
-    let snap = cap::snapshot(state.store.pool(), &code, &job, from, to)
+    let plan = cap::plan(state.store.pool(), &code, &[job.as_str()], from, to)
         .await?
         .map_err(missing)?;
-    let earliest = snap.parts_ready_at(now).max(now);
-    let ranked = slots::search(
-        &snap.capacity,
-        &snap.need(),
-        &Search {
-            from,
-            to,
-            earliest,
-            ignore_booking: None,
-        },
-    );
-    let windows: Vec<Value> = ranked
-        .iter()
-        .take(n as usize)
-        .map(|w| snap.window_json(w))
-        .collect();
+    let picked = plan.windows(from, to, now, None, Choose::Best(n as usize));
+    let duration_minutes = i32::try_from(plan.minutes()).unwrap_or(i32::MAX);
+    let estimated_cost_cents = plan.estimated_cost_cents();
+    let Some(job) = plan.jobs.into_iter().next() else {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("no job {job}"),
+        ));
+    };
     Ok(Json(Slots {
-        estimated_cost_cents: snap.estimated_cost_cents(),
-        duration_minutes: snap.job.labour_minutes,
-        workshop: snap.workshop.code,
-        time_zone: snap.workshop.time_zone,
-        job: snap.job,
-        parts_ready_at: earliest,
-        parts: snap.parts,
-        feasible: ranked.len(),
-        windows,
+        estimated_cost_cents,
+        duration_minutes,
+        workshop: plan.workshop.code,
+        time_zone: plan.workshop.time_zone,
+        job,
+        parts_ready_at: picked.earliest,
+        parts: plan.parts,
+        feasible: picked.feasible,
+        windows: picked.windows,
     }))
 }
 

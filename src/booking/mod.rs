@@ -1,14 +1,14 @@
-//! Booking: accepting an offer's window, rescheduling, cancelling and completing visits.
+//! Booking: accepting an offer's window (one visit, however many jobs), rescheduling,
+//! cancelling and completing visits.
 //! The transactions live in `store::booking` (the database's exclusion constraints keep
 //! bookings apart); this module retries what is transient and, when a window is gone,
 //! finds alternatives to offer instead.
 
-use crate::capacity::slots::{search, spread, Search};
+use crate::capacity::{Choose, Window};
 use crate::store::booking::{self as store, BookingView, Refusal};
 use crate::store::capacity as cap;
 use crate::store::StoreError;
 use chrono::{DateTime, Duration, Utc};
-use serde_json::Value;
 use sqlx::PgPool;
 
 /// Alternatives offered with a refusal.
@@ -22,7 +22,7 @@ pub enum BookingError {
     #[error("{reason}")]
     Unavailable {
         reason: Refusal,
-        alternatives: Vec<Value>,
+        alternatives: Vec<Window>,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -44,41 +44,31 @@ where
     }
 }
 
-/// Open windows for `job` at `workshop` from around `near` (a day before) for two weeks.
+/// Open windows for the visit's `jobs` at `workshop` from around `near` (a day before) for
+/// two weeks.
 pub async fn alternatives(
     pool: &PgPool,
     workshop: &str,
-    job: &str,
+    jobs: &[&str],
     near: DateTime<Utc>,
     now: DateTime<Utc>,
     ignore: Option<i64>,
-) -> Result<Vec<Value>, StoreError> {
+) -> Result<Vec<Window>, StoreError> {
     let from = (near - Duration::days(1)).max(now);
     let to = from + Duration::days(14);
-    let Ok(snap) = cap::snapshot(pool, workshop, job, from, to).await? else {
+    let Ok(plan) = cap::plan(pool, workshop, jobs, from, to).await? else {
         return Ok(Vec::new());
     };
-    let ranked = search(
-        &snap.capacity,
-        &snap.need(),
-        &Search {
-            from,
-            to,
-            earliest: snap.parts_ready_at(now).max(now),
-            ignore_booking: ignore,
-        },
-    );
-    Ok(spread(&ranked, snap.capacity.calendar.tz, ALTERNATIVES)
-        .iter()
-        .map(|w| snap.window_json(w))
-        .collect())
+    Ok(plan
+        .windows(from, to, now, ignore, Choose::SpreadOverDays(ALTERNATIVES))
+        .windows)
 }
 
 async fn settle(
     pool: &PgPool,
     result: Result<BookingView, Refusal>,
     workshop: &str,
-    job: &str,
+    jobs: &[&str],
     start: DateTime<Utc>,
     now: DateTime<Utc>,
     ignore: Option<i64>,
@@ -86,7 +76,7 @@ async fn settle(
     match result {
         Ok(b) => Ok(b),
         Err(reason @ (Refusal::Taken | Refusal::Infeasible(_))) => Err(BookingError::Unavailable {
-            alternatives: alternatives(pool, workshop, job, start, now, ignore).await?,
+            alternatives: alternatives(pool, workshop, jobs, start, now, ignore).await?,
             reason,
         }),
         Err(r) => Err(BookingError::Refused(r)),
@@ -106,7 +96,13 @@ pub async fn accept(
     if matches!(result, Err(Refusal::Taken | Refusal::Infeasible(_))) {
         if let Some(o) = crate::store::offers::get(pool, offer_id).await? {
             let ws = workshop.unwrap_or(&o.workshop).to_owned();
-            return settle(pool, result, &ws, &o.job, start, now, None).await;
+            let jobs: Vec<&str> = o
+                .jobs
+                .iter()
+                .filter(|j| j.declined_at.is_none())
+                .map(|j| j.job.as_str())
+                .collect();
+            return settle(pool, result, &ws, &jobs, start, now, None).await;
         }
     }
     result.map_err(BookingError::Refused)
@@ -121,7 +117,8 @@ pub async fn reschedule(
     let result = retrying(|| store::reschedule(pool, id, start, now)).await?;
     if matches!(result, Err(Refusal::Taken | Refusal::Infeasible(_))) {
         if let Some(b) = store::view(pool, id).await? {
-            return settle(pool, result, &b.workshop, &b.job, start, now, Some(id)).await;
+            let jobs: Vec<&str> = b.jobs.iter().map(|j| j.job.as_str()).collect();
+            return settle(pool, result, &b.workshop, &jobs, start, now, Some(id)).await;
         }
     }
     result.map_err(BookingError::Refused)

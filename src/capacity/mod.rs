@@ -1,12 +1,16 @@
 //! Workshop capacity: what a workshop can do and when. Owns the workshop model (IANA time zone,
 //! opening hours per weekday, holidays, bays with capabilities, technicians with skills and
 //! weekly shift rosters), the job catalogue and parts, the seed-file format they are loaded
-//! from (`aftercare workshops load FILE`, also the API's request bodies), and the slot search
-//! (`slots`), a pure algorithm fed by one query from `store::capacity`.
+//! from (`aftercare workshops load FILE`, also the API's request bodies), the slot search
+//! (`slots`), a visit's plan and its typed windows (`plan`) and the demand preview
+//! (`preview`). All pure: `store::capacity` and `store::preview` load the inputs, and storage
+//! depends on these types, never the other way round.
 
-pub mod backtest;
+pub mod plan;
 pub mod preview;
 pub mod slots;
+
+pub use plan::{Choose, PartNeed, Picked, Plan, PlanMissing, Window, WorkshopRef};
 
 use crate::component::Component;
 use chrono::{NaiveDate, NaiveTime};
@@ -153,6 +157,20 @@ pub struct JobSpec {
     pub default: bool,
     #[serde(default)]
     pub parts: Vec<JobPart>,
+    /// Set-up steps of its labour that other jobs need too (e.g. lift, wheels_off): a visit
+    /// with several jobs does each step once, so its labour is less than their sum.
+    #[serde(default)]
+    pub setup: Vec<SetupStep>,
+}
+
+/// A set-up step and the minutes of a job's labour it takes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetupStep {
+    /// Lower-case words with '_', e.g. wheels_off.
+    pub step: String,
+    #[schema(minimum = 1)]
+    pub minutes: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -327,6 +345,20 @@ impl JobSpec {
                     self.code
                 )));
             }
+        }
+        let steps: Vec<String> = self.setup.iter().map(|s| s.step.clone()).collect();
+        check_words("set-up step", &steps)?;
+        let total: i64 = self.setup.iter().map(|s| i64::from(s.minutes)).sum();
+        let unique: std::collections::BTreeSet<&String> = steps.iter().collect();
+        if self.setup.iter().any(|s| s.minutes <= 0)
+            || total > i64::from(self.labour_minutes)
+            || unique.len() < steps.len()
+        {
+            return Err(invalid(format!(
+                "job {}: set-up steps must be named once, take positive minutes and \
+                 {} minutes at most together (the job's labour)",
+                self.code, self.labour_minutes
+            )));
         }
         Ok(())
     }

@@ -53,11 +53,13 @@ pub struct Capacity {
     pub busy: Vec<Busy>,
 }
 
+/// What a visit needs: one bay with every capability and one technician with every skill,
+/// for `minutes` in one piece.
 #[derive(Debug, Clone)]
 pub struct JobNeed {
     pub minutes: i64,
-    pub skill: String,
-    pub bay_capability: Option<String>,
+    pub skills: Vec<String>,
+    pub bay_capabilities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,8 +72,10 @@ pub struct Search {
     pub ignore_booking: Option<i64>,
 }
 
+/// A feasible start for a job, with the best-fit bay and technician (`plan::Window` is how
+/// offers and the API show it).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Window {
+pub struct Slot {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub bay_id: i32,
@@ -172,9 +176,9 @@ impl<'a> Prepared<'a> {
             .bays
             .iter()
             .filter(|b| {
-                job.bay_capability
-                    .as_ref()
-                    .is_none_or(|c| b.capabilities.contains(c))
+                job.bay_capabilities
+                    .iter()
+                    .all(|c| b.capabilities.contains(c))
             })
             .collect();
         // Best fit first: keep the specially equipped bays and the broadly skilled
@@ -183,7 +187,7 @@ impl<'a> Prepared<'a> {
         let mut techs: Vec<&Technician> = cap
             .technicians
             .iter()
-            .filter(|t| t.skills.contains(&job.skill))
+            .filter(|t| job.skills.iter().all(|s| t.skills.contains(s)))
             .collect();
         techs.sort_by_key(|t| (t.skills.len(), t.id));
         let live = || cap.busy.iter().filter(|b| Some(b.booking_id) != ignore);
@@ -286,7 +290,7 @@ impl<'a> Prepared<'a> {
 
 /// Every feasible window in the period, one per start time (with the best-fit bay and
 /// technician), ranked best first.
-pub fn search(cap: &Capacity, job: &JobNeed, q: &Search) -> Vec<Window> {
+pub fn search(cap: &Capacity, job: &JobNeed, q: &Search) -> Vec<Slot> {
     let p = Prepared::new(cap, job, q.ignore_booking);
     let tz = cap.calendar.tz;
     let step = Duration::minutes(cap.calendar.slot_minutes.max(1));
@@ -310,7 +314,7 @@ pub fn search(cap: &Capacity, job: &JobNeed, q: &Search) -> Vec<Window> {
                             start == *open || end == *close || p.bay_busy.touches(bay, start, end);
                         let score = waited + LOAD_WEIGHT * day.load
                             - if packs { PACKING_BONUS } else { 0.0 };
-                        out.push(Window {
+                        out.push(Slot {
                             start,
                             end,
                             bay_id: bay,
@@ -364,9 +368,9 @@ pub fn pairs_at(
 
 /// The best `n` windows, spread over days: first the best window of each day, then the
 /// rest, so an owner is offered a choice of days rather than one crowded morning.
-pub fn spread(ranked: &[Window], tz: Tz, n: usize) -> Vec<Window> {
+pub fn spread(ranked: &[Slot], tz: Tz, n: usize) -> Vec<Slot> {
     let mut days = BTreeSet::new();
-    let mut chosen: Vec<Window> = Vec::new();
+    let mut chosen: Vec<Slot> = Vec::new();
     for w in ranked {
         if chosen.len() == n {
             break;
@@ -440,8 +444,8 @@ mod tests {
     fn job(minutes: i64) -> JobNeed {
         JobNeed {
             minutes,
-            skill: "brakes".into(),
-            bay_capability: Some("lift".into()),
+            skills: vec!["brakes".into()],
+            bay_capabilities: vec!["lift".into()],
         }
     }
 
@@ -458,7 +462,7 @@ mod tests {
         }
     }
 
-    fn starts(w: &[Window]) -> Vec<DateTime<Utc>> {
+    fn starts(w: &[Slot]) -> Vec<DateTime<Utc>> {
         let mut s: Vec<_> = w.iter().map(|w| w.start).collect();
         s.sort();
         s

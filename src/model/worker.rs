@@ -2,7 +2,10 @@
 //! the file changes (checked by modification time, size and inode every `reload_check`; write
 //! a new artifact next to it and rename it over the old, as `aftercare model train` does),
 //! consumes `score_dirty` marks (debounced; see `store::risk::claim_marks`), scores the
-//! vehicles as of now, writes history and current scores, and releases the marks. A periodic
+//! vehicles as of now, writes history and current scores, and releases the marks. Before it
+//! reads histories it folds the rollup deltas committed so far (`store::fold_committed`), so
+//! it sees everything ingest stored before the marks it claimed. A vehicle with no data to
+//! score keeps its mark with the reason, counted and logged, until new data comes. A periodic
 //! sweep marks vehicles whose scores are stale or come from another model version, so risk
 //! moves with time (days since service grow) and a new model re-scores the fleet.
 //! Any number of workers (instances) can share the queue.
@@ -12,7 +15,9 @@ use super::dataset;
 use super::features;
 use super::score::Scorer;
 use crate::config::ModelConfig;
-use crate::store::{history, risk, StoreError};
+use crate::metrics::Metrics;
+use crate::store::risk::Unscored;
+use crate::store::{fold_committed, history, risk, StoreError};
 use chrono::Utc;
 use sqlx::PgPool;
 use std::path::{Path, PathBuf};
@@ -103,37 +108,73 @@ fn reload(path: &Path, last: &mut Option<FileStamp>, slot: &ModelSlot) -> bool {
     }
 }
 
-/// Scores up to one batch of due marks; returns how many vehicles were claimed.
+/// What one round of `score_due` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Round {
+    /// Marks claimed.
+    pub claimed: usize,
+    /// Vehicles scored.
+    pub scored: usize,
+    /// Vehicles claimed but not scored, and why (their marks are kept with the reason).
+    pub unscored: Vec<(i32, Unscored)>,
+}
+
+/// Scores up to one batch of due marks.
 pub async fn score_due(
     pool: &PgPool,
     scorer: &Scorer,
     cfg: &WorkerConfig,
-) -> Result<usize, StoreError> {
+) -> Result<Round, StoreError> {
     let claimed_at = Utc::now();
     let claims = risk::claim_marks(pool, cfg.batch, cfg.debounce, cfg.max_delay, cfg.lease).await?;
     if claims.is_empty() {
-        return Ok(0);
+        return Ok(Round::default());
     }
+    // Each mark committed with its data's rollup delta: once the deltas seen now are folded,
+    // the daily rollup holds everything the marks stand for.
+    fold_committed(pool).await?;
     let ids: Vec<i32> = claims.iter().map(|c| c.vehicle_id).collect();
-    score_vehicles(pool, scorer, &ids).await?;
-    risk::release_marks(pool, &claims, claimed_at).await?;
-    Ok(claims.len())
+    let (scored, unscored) = score_vehicles(pool, scorer, &ids).await?;
+    risk::release_marks(pool, &claims, claimed_at, &unscored).await?;
+    for why in [Unscored::NoRecentData, Unscored::NoVehicle] {
+        let ids: Vec<i32> = unscored
+            .iter()
+            .filter(|(_, w)| *w == why)
+            .map(|(id, _)| *id)
+            .collect();
+        if !ids.is_empty() {
+            tracing::info!(reason = why.as_str(), vehicles = ids.len(),
+                first_ids = ?&ids[..ids.len().min(5)], "score marks kept without a score");
+        }
+    }
+    Ok(Round {
+        claimed: claims.len(),
+        scored,
+        unscored,
+    })
 }
 
-/// Scores the vehicles as of now and writes the scores. Vehicles with no data in the last 30
-/// days keep their previous scores.
+/// Scores the vehicles as of now and writes the scores; returns how many were scored and
+/// which were not, and why. Vehicles with no data in the last 30 days keep their previous
+/// scores.
 pub async fn score_vehicles(
     pool: &PgPool,
     scorer: &Scorer,
     ids: &[i32],
-) -> Result<usize, StoreError> {
+) -> Result<(usize, Vec<(i32, Unscored)>), StoreError> {
     let now = Utc::now();
     let histories = history::load(pool, ids, &dataset::span(now, now)).await?;
+    let mut unscored: Vec<(i32, Unscored)> = ids
+        .iter()
+        .filter(|id| !histories.iter().any(|h| h.vehicle_id == **id))
+        .map(|id| (*id, Unscored::NoVehicle))
+        .collect();
     let mut scored_ids = Vec::new();
     let mut rows = Vec::new();
     for h in &histories {
         let snapshot = features::compute(h, now);
         if !snapshot.active {
+            unscored.push((h.vehicle_id, Unscored::NoRecentData));
             continue;
         }
         scored_ids.push(h.vehicle_id);
@@ -150,7 +191,16 @@ pub async fn score_vehicles(
     if !scored_ids.is_empty() {
         risk::write_scores(pool, &scored_ids, scorer.version(), now, &rows).await?;
     }
-    Ok(scored_ids.len())
+    Ok((scored_ids.len(), unscored))
+}
+
+/// Counts a round's marks by what became of them.
+fn count_round(metrics: &Metrics, round: &Round) {
+    metrics.score_marks_released("scored", round.scored as u64);
+    for why in [Unscored::NoRecentData, Unscored::NoVehicle] {
+        let n = round.unscored.iter().filter(|(_, w)| *w == why).count();
+        metrics.score_marks_released(why.as_str(), n as u64);
+    }
 }
 
 /// Runs until `shutdown` turns true.
@@ -158,6 +208,7 @@ pub async fn run(
     pool: PgPool,
     cfg: WorkerConfig,
     slot: Arc<ModelSlot>,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut stamp_seen = None;
@@ -189,8 +240,13 @@ pub async fn run(
             }
             loop {
                 match score_due(&pool, &scorer, &cfg).await {
-                    Ok(n) if n as i64 >= cfg.batch && !*shutdown.borrow() => continue,
-                    Ok(_) => break,
+                    Ok(round) => {
+                        count_round(&metrics, &round);
+                        if round.claimed as i64 >= cfg.batch && !*shutdown.borrow() {
+                            continue;
+                        }
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "scoring failed; retrying");
                         break;

@@ -1,18 +1,19 @@
-//! Offers: turning risk into proposals an owner can accept. Owns the policy (`policy`, pure),
-//! the queue's state machine (`state`), and the worker that reads `risk_current`, creates
-//! offers with windows at the home workshop (or nearby ones) before the likely failure,
-//! sends reminders, expires unanswered offers and raises alarms for silent vehicles.
+//! Offers: turning risk into proposals an owner can accept. Owns the policy (`policy`, pure)
+//! and the worker that reads `risk_current`, puts the jobs a car needs at about the same
+//! time into one visit (`visit::group_by_deadline`), creates offers with windows at the home
+//! workshop (or nearby ones) before the likely failure, lets an owner decline one job of a
+//! visit, sends reminders, expires unanswered offers and raises alarms for silent vehicles.
 
 pub mod policy;
-pub mod state;
 
-use crate::capacity::slots::{search, spread, Search};
+use crate::capacity::{Choose, JobSpec, Plan, Window};
 use crate::component::Component;
 use crate::config::OffersConfig;
 use crate::metrics::Metrics;
-use crate::store::capacity::{self as cap, Snapshot};
-use crate::store::offers::{self as store, Candidate, NewOffer};
+use crate::store::capacity as cap;
+use crate::store::offers::{self as store, Candidate, NewJob, NewOffer};
 use crate::store::StoreError;
+use crate::visit::group_by_deadline;
 use chrono::{DateTime, Duration, Utc};
 use policy::{Context, Decision, Horizon, Notice, Risk};
 use serde_json::Value;
@@ -23,7 +24,10 @@ use tokio::sync::watch;
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pass {
+    /// Offers made (visits).
     pub created: u64,
+    /// Jobs in them (more than `created` where a visit has several).
+    pub jobs: u64,
     pub skipped: HashMap<&'static str, u64>,
     pub reminded: u64,
     pub expired: u64,
@@ -31,26 +35,30 @@ pub struct Pass {
     pub alarms_cleared: u64,
 }
 
-/// The best windows for a job at `workshop`, topped up from nearby workshops when it has
-/// fewer than `n` before `until`.
+/// The best windows for a visit's jobs at `workshop`, topped up from nearby workshops when
+/// it has fewer than `n` before `until`.
 pub async fn windows_for(
     pool: &PgPool,
     workshop: &str,
-    job: &str,
+    jobs: &[&str],
     now: DateTime<Utc>,
     until: DateTime<Utc>,
     n: usize,
     nearby: i64,
-) -> Result<(Option<Snapshot>, Vec<Value>), StoreError> {
-    let home = match cap::snapshot(pool, workshop, job, now, until).await? {
+) -> Result<(Option<Plan>, Vec<Window>), StoreError> {
+    let home = match cap::plan(pool, workshop, jobs, now, until).await? {
         Ok(s) => s,
         Err(_) => return Ok((None, Vec::new())),
     };
-    let mut out = best(&home, now, until, n);
+    let best = |plan: &Plan, n| {
+        plan.windows(now, until, now, None, Choose::SpreadOverDays(n))
+            .windows
+    };
+    let mut out = best(&home, n);
     if out.len() < n && nearby > 0 {
         for other in cap::nearby_workshops(pool, home.capacity.workshop_id, nearby).await? {
-            if let Ok(snap) = cap::snapshot(pool, &other.code, job, now, until).await? {
-                out.extend(best(&snap, now, until, n - out.len()));
+            if let Ok(plan) = cap::plan(pool, &other.code, jobs, now, until).await? {
+                out.extend(best(&plan, n - out.len()));
             }
             if out.len() >= n {
                 break;
@@ -58,23 +66,6 @@ pub async fn windows_for(
         }
     }
     Ok((Some(home), out))
-}
-
-fn best(snap: &Snapshot, now: DateTime<Utc>, until: DateTime<Utc>, n: usize) -> Vec<Value> {
-    let ranked = search(
-        &snap.capacity,
-        &snap.need(),
-        &Search {
-            from: now,
-            to: until,
-            earliest: snap.parts_ready_at(now).max(now),
-            ignore_booking: None,
-        },
-    );
-    spread(&ranked, snap.capacity.calendar.tz, n)
-        .iter()
-        .map(|w| snap.window_json(w))
-        .collect()
 }
 
 /// The score's top factors, most contributing first, as the offer's reasons.
@@ -116,6 +107,16 @@ fn skip(pass: &mut Pass, why: &'static str) {
     *pass.skipped.entry(why).or_default() += 1;
 }
 
+/// A job the policy decided to offer, with the latest date it should be done by.
+struct Due {
+    candidate: Candidate,
+    component: Component,
+    horizon: Horizon,
+    /// The risk at `horizon`.
+    p: f64,
+    job: JobSpec,
+}
+
 /// One pass of the policy over the current scores and open offers.
 pub async fn run_once(
     pool: &PgPool,
@@ -132,9 +133,18 @@ pub async fn run_once(
     }
     let min = min_thresholds(cfg);
     let mut after = (0, String::new());
+    // Candidates come in vehicle order: one car's due jobs are proposed together.
+    let mut due: Vec<(Due, DateTime<Utc>)> = Vec::new();
     loop {
         let page = store::candidates(pool, min, (after.0, &after.1), cfg.batch).await?;
         for c in &page {
+            if due
+                .first()
+                .is_some_and(|(d, _)| d.candidate.vehicle_id != c.vehicle_id)
+            {
+                propose_visits(pool, cfg, metrics, &mut pass, std::mem::take(&mut due), now)
+                    .await?;
+            }
             let Ok(component) = c.component.parse::<Component>() else {
                 skip(&mut pass, "unknown_component");
                 continue;
@@ -153,13 +163,21 @@ pub async fn run_once(
                     continue;
                 }
             };
-            match propose(pool, cfg, c, component, horizon, p, &r, now).await? {
-                Ok(()) => {
-                    pass.created += 1;
-                    metrics.offer_entered("proposed");
-                }
-                Err(why) => skip(&mut pass, why),
-            }
+            let Some(job) = cap::default_job(pool, component).await? else {
+                skip(&mut pass, "no_job");
+                continue;
+            };
+            let by = policy::search_until(cfg, &r, now);
+            due.push((
+                Due {
+                    candidate: c.clone(),
+                    component,
+                    horizon,
+                    p,
+                    job,
+                },
+                by,
+            ));
         }
         match page.last() {
             Some(last) if page.len() as i64 == cfg.batch => {
@@ -168,10 +186,41 @@ pub async fn run_once(
             _ => break,
         }
     }
+    propose_visits(pool, cfg, metrics, &mut pass, due, now).await?;
     pass.reminded = reminders(pool, cfg, now).await?;
     let silent_since = now - Duration::seconds((cfg.silent_after_hours * 3600.0) as i64);
     (pass.alarms_raised, pass.alarms_cleared) = store::silent_alarms(pool, silent_since).await?;
     Ok(pass)
+}
+
+/// Proposes one car's due jobs: those due about the same time as one visit each, and a
+/// visit the workshop cannot take in one piece (no bay or technician for all its jobs, or
+/// no time) as one offer per job instead.
+async fn propose_visits(
+    pool: &PgPool,
+    cfg: &OffersConfig,
+    metrics: &Metrics,
+    pass: &mut Pass,
+    due: Vec<(Due, DateTime<Utc>)>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let within = Duration::minutes((cfg.bundle_within_days * 1440.0) as i64);
+    for visit in group_by_deadline(due, within) {
+        let mut tries: Vec<Vec<(Due, DateTime<Utc>)>> = vec![visit];
+        while let Some(jobs) = tries.pop() {
+            let n = jobs.len();
+            match propose(pool, cfg, &jobs, now).await? {
+                Ok(()) => {
+                    pass.created += 1;
+                    pass.jobs += n as u64;
+                    metrics.offer_entered("proposed");
+                }
+                Err("no_capacity") if n > 1 => tries.extend(jobs.into_iter().map(|j| vec![j])),
+                Err(why) => skip(pass, why),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn skip_name(s: policy::Skip) -> &'static str {
@@ -185,32 +234,30 @@ fn skip_name(s: policy::Skip) -> &'static str {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One offer for a visit with `jobs` (the most urgent first, with the date it bounds the
+/// windows by).
 async fn propose(
     pool: &PgPool,
     cfg: &OffersConfig,
-    c: &Candidate,
-    component: Component,
-    horizon: Horizon,
-    p: f64,
-    r: &Risk,
+    jobs: &[(Due, DateTime<Utc>)],
     now: DateTime<Utc>,
 ) -> Result<Result<(), &'static str>, StoreError> {
-    let Some(job) = cap::default_job(pool, component).await? else {
-        return Ok(Err("no_job"));
+    let Some((lead, until)) = jobs.first() else {
+        return Ok(Ok(()));
     };
+    let c = &lead.candidate;
     let workshop = c
         .home_workshop
         .clone()
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| cfg.default_workshop.clone());
-    let until = policy::search_until(cfg, r, now);
+    let codes: Vec<&str> = jobs.iter().map(|(d, _)| d.job.code.as_str()).collect();
     let (home, windows) = windows_for(
         pool,
         &workshop,
-        &job.code,
+        &codes,
         now,
-        until,
+        *until,
         cfg.windows,
         cfg.nearby_workshops,
     )
@@ -221,24 +268,42 @@ async fn propose(
     if windows.is_empty() {
         return Ok(Err("no_capacity"));
     }
+    let lines: Vec<NewJob> = jobs
+        .iter()
+        .zip(home.job_costs())
+        .map(|((d, _), cost)| NewJob {
+            component: d.component.as_str().to_owned(),
+            job_code: d.job.code.clone(),
+            horizon: d.horizon.as_str(),
+            risk: d.p,
+            urgency_days: d.candidate.urgency_days,
+            model_version: d.candidate.model_version.clone(),
+            risk_scored_at: d.candidate.scored_at,
+            reasons: reasons(&d.candidate.factors),
+            minutes: cost.minutes,
+            shared_setup_minutes: cost.shared_setup_minutes,
+            labour_price_cents: cost.labour_cents,
+            parts_price_cents: cost.parts_cents,
+        })
+        .collect();
     let offer = NewOffer {
         vehicle_id: c.vehicle_id,
-        component: component.as_str().to_owned(),
-        horizon: horizon.as_str(),
-        risk: p,
+        component: lead.component.as_str().to_owned(),
+        horizon: lead.horizon.as_str(),
+        risk: lead.p,
         urgency_days: c.urgency_days,
         model_version: c.model_version.clone(),
         risk_scored_at: c.scored_at,
         reasons: reasons(&c.factors),
-        job_code: job.code.clone(),
+        job_code: lead.job.code.clone(),
         workshop_id: home.capacity.workshop_id,
-        duration_minutes: job.labour_minutes,
+        duration_minutes: i32::try_from(home.minutes()).unwrap_or(i32::MAX),
         estimated_cost_cents: home.estimated_cost_cents(),
-        windows: Value::Array(windows),
+        windows,
         odometer_km: c.odometer_km,
         expires_at: now + Duration::seconds((cfg.ttl_days * 86_400.0) as i64),
     };
-    Ok(match store::create(pool, &offer).await? {
+    Ok(match store::create_visit(pool, &offer, &lines).await? {
         Some(_) => Ok(()),
         None => Err("open_offer"),
     })

@@ -4,14 +4,16 @@
 //! off one bay or technician; this code only picks which free pair to try, and tries the
 //! next when the database says a concurrent booking took it.
 
-use super::capacity::{snapshot_on, Snapshot, SnapshotMissing};
+use super::capacity::{plan_on, visit_job_json};
 use super::outbox::{self, Event};
 use super::StoreError;
 use crate::capacity::slots::{open_for, pairs_at};
-use crate::offers::state::{IllegalTransition, OfferEvent, OfferState};
+use crate::capacity::{JobPart, Plan, PlanMissing};
+use crate::visit::{IllegalTransition, OfferEvent, OfferState};
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 /// Why a booking was not made (none of these is a fault of the database).
@@ -26,11 +28,28 @@ pub enum Refusal {
     #[error("booking {0} is {1}; only a booked visit can change")]
     NotLive(i64, String),
     #[error(transparent)]
-    Missing(#[from] SnapshotMissing),
+    Missing(#[from] PlanMissing),
     #[error("{0}")]
     Infeasible(String),
     #[error("the window was taken: no bay and technician are free for it any more")]
     Taken,
+}
+
+/// One job of a booked visit: a line of its work order.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkOrderLine {
+    #[schema(value_type = crate::component::Component)]
+    pub component: String,
+    pub job: String,
+    pub job_name: String,
+    /// Its labour in the visit (a set-up step another job does is not counted twice).
+    pub minutes: i32,
+    pub shared_setup_minutes: i32,
+    pub labour_price_cents: i64,
+    pub parts_price_cents: i64,
+    pub price_cents: i64,
+    /// The parts it takes, reserved at the workshop while the booking is live.
+    pub parts: Vec<JobPart>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -49,16 +68,26 @@ pub struct BookingView {
     pub status: String,
     pub work_order: Option<String>,
     pub estimated_cost_cents: Option<i64>,
+    /// The visit's jobs, one line of the work order each (`job` is the first).
+    #[schema(value_type = Vec<WorkOrderLine>)]
+    pub jobs: Json<Vec<WorkOrderLine>>,
 }
 
-const VIEW: &str = "SELECT b.id, b.offer_id, v.vin, w.code AS workshop, y.code AS bay,
+const VIEW: &str = concat!(
+    "SELECT b.id, b.offer_id, v.vin, w.code AS workshop, y.code AS bay,
         t.code AS technician, b.job_code AS job, lower(b.during) AS start,
         upper(b.during) AS end, b.status, o.number AS work_order,
-        o.estimated_cost_cents
+        o.estimated_cost_cents,
+        (SELECT coalesce(json_agg(json_build_object(",
+    visit_job_json!(),
+    ", 'parts', l.parts) ORDER BY l.line), '[]')
+         FROM work_order_lines l JOIN jobs lj ON lj.code = l.job_code
+         WHERE l.work_order_id = o.id) AS jobs
     FROM bookings b JOIN vehicles v ON v.id = b.vehicle_id
     JOIN workshops w ON w.id = b.workshop_id JOIN bays y ON y.id = b.bay_id
     JOIN technicians t ON t.id = b.technician_id
-    LEFT JOIN work_orders o ON o.booking_id = b.id";
+    LEFT JOIN work_orders o ON o.booking_id = b.id"
+);
 
 /// One booking, on the pool or inside a transaction.
 pub async fn view<'e>(
@@ -108,14 +137,14 @@ fn is_exclusion_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23P01"))
 }
 
-/// Loads the capacity around `start` and checks the start is one the job can take.
+/// Loads the capacity around `start` and checks the start is one the visit can take.
 async fn plan(
     tx: &mut Transaction<'_, Postgres>,
     workshop: &str,
-    job: &str,
+    jobs: &[&str],
     start: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Result<Snapshot, Refusal>, StoreError> {
+) -> Result<Result<Plan, Refusal>, StoreError> {
     // Bookings at one workshop queue behind each other for the few milliseconds of this
     // transaction. Without it, two transactions inserting rows that conflict on a bay each
     // wait for the other in the exclusion check and one dies of a deadlock. The constraint,
@@ -126,10 +155,10 @@ async fn plan(
     .bind(workshop)
     .execute(&mut **tx)
     .await?;
-    let snap = match snapshot_on(
+    let snap = match plan_on(
         &mut *tx,
         workshop,
-        job,
+        jobs,
         start - Duration::days(1),
         start + Duration::days(2),
     )
@@ -145,16 +174,25 @@ async fn plan(
     if start < ready {
         return Ok(Err(Refusal::Infeasible(format!(
             "the parts for {} can be at {} only from {ready}",
-            snap.job.code, snap.workshop.code
+            job_list(&snap),
+            snap.workshop.code
         ))));
     }
     if !open_for(&snap.capacity, &snap.need(), start) {
         return Ok(Err(Refusal::Infeasible(format!(
             "{} does not take a {}-minute job at {start}: closed then, or not on its {}-minute grid",
-            snap.workshop.code, snap.job.labour_minutes, snap.capacity.calendar.slot_minutes
+            snap.workshop.code,
+            snap.minutes(),
+            snap.capacity.calendar.slot_minutes
         ))));
     }
     Ok(Ok(snap))
+}
+
+/// The plan's job codes, for messages.
+fn job_list(plan: &Plan) -> String {
+    let codes: Vec<&str> = plan.jobs.iter().map(|j| j.code.as_str()).collect();
+    codes.join(" + ")
 }
 
 /// Tries the free pairs at `start` in order until one holds; `place` inserts or moves the
@@ -162,7 +200,7 @@ async fn plan(
 /// refused by the exclusion constraint, rolled back to a savepoint, and the next is tried.
 async fn hold<F>(
     tx: &mut Transaction<'_, Postgres>,
-    snap: &Snapshot,
+    snap: &Plan,
     start: DateTime<Utc>,
     ignore: Option<i64>,
     mut place: F,
@@ -194,29 +232,48 @@ struct LockedOffer {
     id: i64,
     vehicle_id: i32,
     state: OfferState,
-    job_code: String,
     workshop: String,
+    /// The visit's jobs the owner has not declined, the leading one first.
+    jobs: Vec<String>,
 }
 
 async fn lock_offer(tx: &mut PgConnection, id: i64) -> Result<Option<LockedOffer>, StoreError> {
-    let row: Option<(i64, i32, String, String, String)> = sqlx::query_as(
-        "SELECT o.id, o.vehicle_id, o.state, o.job_code, w.code
+    let row: Option<(i64, i32, String, String)> = sqlx::query_as(
+        "SELECT o.id, o.vehicle_id, o.state, w.code
          FROM offers o JOIN workshops w ON w.id = o.workshop_id
          WHERE o.id = $1 FOR UPDATE OF o",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    Ok(
-        row.map(|(id, vehicle_id, state, job_code, workshop)| LockedOffer {
-            id,
-            vehicle_id,
-            // The column's CHECK lists exactly the machine's states.
-            state: state.parse().unwrap_or(OfferState::Expired),
-            job_code,
-            workshop,
-        }),
+    let Some((id, vehicle_id, state, workshop)) = row else {
+        return Ok(None);
+    };
+    let jobs: Vec<String> = sqlx::query_scalar(
+        "SELECT job_code FROM offer_jobs WHERE offer_id = $1 AND declined_at IS NULL ORDER BY line",
     )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(Some(LockedOffer {
+        id,
+        vehicle_id,
+        // The column's CHECK lists exactly the machine's states.
+        state: state.parse().unwrap_or(OfferState::Expired),
+        workshop,
+        jobs,
+    }))
+}
+
+/// The job codes of a booking's visit, in line order.
+async fn booked_jobs(tx: &mut PgConnection, booking_id: i64) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT l.job_code FROM work_orders o JOIN work_order_lines l ON l.work_order_id = o.id
+         WHERE o.booking_id = $1 ORDER BY l.line",
+    )
+    .bind(booking_id)
+    .fetch_all(&mut *tx)
+    .await?)
 }
 
 async fn set_offer_state(
@@ -255,9 +312,10 @@ async fn announce(
     .await
 }
 
-/// Accepts an offer's window: books a bay and a technician for `[start, start + job)`,
-/// creates the work order, moves the offer to booked and writes the event, all in one
-/// transaction. `workshop` overrides the offer's (a nearby workshop it also proposed).
+/// Accepts an offer's window: books one bay and one technician for `[start, start + the
+/// visit's labour)`, creates the work order with a line per job (parts reserved), moves the
+/// offer to booked and writes the event, all in one transaction. `workshop` overrides the
+/// offer's (a nearby workshop it also proposed).
 pub async fn accept(
     pool: &PgPool,
     offer_id: i64,
@@ -274,18 +332,19 @@ pub async fn accept(
         Err(e) => return Ok(Err(e.into())),
     };
     let ws = workshop.unwrap_or(&offer.workshop).to_owned();
-    let snap = match plan(&mut tx, &ws, &offer.job_code, start, now).await? {
+    let jobs: Vec<&str> = offer.jobs.iter().map(String::as_str).collect();
+    let snap = match plan(&mut tx, &ws, &jobs, start, now).await? {
         Ok(s) => s,
         Err(r) => return Ok(Err(r)),
     };
-    let end = start + Duration::minutes(i64::from(snap.job.labour_minutes));
-    let (ws_id, job, vehicle) = (
+    let end = start + Duration::minutes(snap.minutes());
+    let (ws_id, lead, vehicle) = (
         snap.capacity.workshop_id,
-        snap.job.code.clone(),
+        offer.jobs.first().cloned().unwrap_or_default(),
         offer.vehicle_id,
     );
     let booked = hold(&mut tx, &snap, start, None, |conn, bay, tech| {
-        let job = job.clone();
+        let lead = lead.clone();
         Box::pin(async move {
             sqlx::query_scalar(
                 "INSERT INTO bookings (workshop_id, bay_id, technician_id, job_code, vehicle_id,
@@ -295,7 +354,7 @@ pub async fn accept(
             .bind(ws_id)
             .bind(bay)
             .bind(tech)
-            .bind(job)
+            .bind(lead)
             .bind(vehicle)
             .bind(offer_id)
             .bind(start)
@@ -308,15 +367,7 @@ pub async fn accept(
     let Some(booking_id) = booked else {
         return Ok(Err(Refusal::Taken));
     };
-    sqlx::query(
-        "INSERT INTO work_orders (booking_id, number, status, parts, estimated_cost_cents)
-         VALUES ($1, 'WO-' || lpad($1::text, 8, '0'), 'open', $2, $3)",
-    )
-    .bind(booking_id)
-    .bind(json!(snap.parts))
-    .bind(snap.estimated_cost_cents())
-    .execute(&mut *tx)
-    .await?;
+    work_order(&mut tx, booking_id, &snap).await?;
     set_offer_state(&mut tx, offer.id, next).await?;
     let Some(view) = view(&mut *tx, booking_id).await? else {
         return Ok(Err(Refusal::NoBooking(booking_id)));
@@ -330,6 +381,38 @@ pub async fn accept(
     .await?;
     tx.commit().await?;
     Ok(Ok(view))
+}
+
+/// The booking's work order: the visit's parts and price, and a line per job.
+async fn work_order(tx: &mut PgConnection, booking_id: i64, plan: &Plan) -> Result<(), StoreError> {
+    let order: i64 = sqlx::query_scalar(
+        "INSERT INTO work_orders (booking_id, number, status, parts, estimated_cost_cents)
+         VALUES ($1, 'WO-' || lpad($1::text, 8, '0'), 'open', $2, $3) RETURNING id",
+    )
+    .bind(booking_id)
+    .bind(json!(plan.parts))
+    .bind(plan.estimated_cost_cents())
+    .fetch_one(&mut *tx)
+    .await?;
+    for (i, (job, cost)) in plan.jobs.iter().zip(plan.job_costs()).enumerate() {
+        sqlx::query(
+            "INSERT INTO work_order_lines (work_order_id, line, component, job_code, minutes,
+                 shared_setup_minutes, labour_price_cents, parts_price_cents, parts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(order)
+        .bind(i16::try_from(i + 1).unwrap_or(i16::MAX))
+        .bind(job.component.as_str())
+        .bind(&job.code)
+        .bind(i32::try_from(cost.minutes).unwrap_or(i32::MAX))
+        .bind(i32::try_from(cost.shared_setup_minutes).unwrap_or(i32::MAX))
+        .bind(cost.labour_cents)
+        .bind(cost.parts_cents)
+        .bind(json!(job.parts))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn lock_booking(
@@ -365,11 +448,13 @@ pub async fn reschedule(
         Ok(b) => b,
         Err(r) => return Ok(Err(r)),
     };
-    let snap = match plan(&mut tx, &old.workshop, &old.job, start, now).await? {
+    let jobs = booked_jobs(&mut tx, id).await?;
+    let jobs: Vec<&str> = jobs.iter().map(String::as_str).collect();
+    let snap = match plan(&mut tx, &old.workshop, &jobs, start, now).await? {
         Ok(s) => s,
         Err(r) => return Ok(Err(r)),
     };
-    let end = start + Duration::minutes(i64::from(snap.job.labour_minutes));
+    let end = start + Duration::minutes(snap.minutes());
     let moved = hold(&mut tx, &snap, start, Some(id), |conn, bay, tech| {
         Box::pin(async move {
             sqlx::query_scalar(
@@ -446,14 +531,21 @@ async fn finish(
         .execute(&mut *tx)
         .await?;
     if let Some(kind) = record_kind {
+        // One record per job of the visit: `booking-{id}` for the first, as for a one-job
+        // visit, then `booking-{id}-{line}`.
         sqlx::query(
             "INSERT INTO service_records (vehicle_id, source, external_id, performed_at, odometer_km,
                                           workshop, component, kind, job)
-             SELECT b.vehicle_id, 'aftercare', 'booking-' || b.id, now(),
+             SELECT b.vehicle_id, 'aftercare',
+                    'booking-' || b.id || CASE WHEN l.line > 1 THEN '-' || l.line ELSE '' END,
+                    now(),
                     signal_latest(b.vehicle_id, $3),
-                    w.code, j.component, $2, j.code
-             FROM bookings b JOIN workshops w ON w.id = b.workshop_id JOIN jobs j ON j.code = b.job_code
+                    w.code, l.component, $2, l.job_code
+             FROM bookings b JOIN workshops w ON w.id = b.workshop_id
+             JOIN work_orders o ON o.booking_id = b.id
+             JOIN work_order_lines l ON l.work_order_id = o.id
              WHERE b.id = $1
+             ORDER BY l.line
              ON CONFLICT (source, external_id) DO NOTHING",
         )
         .bind(id)

@@ -1,19 +1,34 @@
 //! Capacity SQL: workshops, bays, technicians, rosters, the job catalogue and parts stock
-//! (upserts for the seed file and the API), and the one query that feeds the slot search for
-//! a workshop, a period and a job. Reusable by the demand preview (issue 6).
+//! (upserts for the seed file and the API), and the one query that loads the plan of a visit
+//! (a workshop, a period and the visit's jobs) for the slot search. Reusable by the demand
+//! preview (issue 6).
 
 use super::StoreError;
-use crate::capacity::slots::{Bay, Busy, Calendar, Capacity, JobNeed, Technician};
+use crate::capacity::slots::{Bay, Busy, Calendar, Capacity, Technician};
 use crate::capacity::{
-    format_week, parse_time_zone, parse_week, BaySpec, HolidaySpec, JobPart, JobSpec, PartSpec,
-    Seed, StockSpec, TechnicianSpec, WeekPlan, WorkshopSpec,
+    format_week, parse_time_zone, parse_week, BaySpec, HolidaySpec, JobPart, JobSpec, PartNeed,
+    PartSpec, Plan, PlanMissing, Seed, StockSpec, TechnicianSpec, WeekPlan, WorkshopRef,
+    WorkshopSpec,
 };
 use crate::component::Component;
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use serde::Deserialize;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
+
+/// JSON fields of one job `l` of a visit (an `offer_jobs` or `work_order_lines` row, its job
+/// `lj`): what it is and its share of the visit's labour and price, as the offer and booking
+/// views show it.
+macro_rules! visit_job_json {
+    () => {
+        "'component', l.component, 'job', l.job_code, 'job_name', lj.name,
+         'minutes', l.minutes, 'shared_setup_minutes', l.shared_setup_minutes,
+         'labour_price_cents', l.labour_price_cents, 'parts_price_cents', l.parts_price_cents,
+         'price_cents', l.labour_price_cents + l.parts_price_cents"
+    };
+}
+pub(crate) use visit_job_json;
 
 /// Loads a seed file in one transaction; loading it again changes nothing.
 pub async fn load_seed(pool: &PgPool, seed: &Seed) -> Result<(), StoreError> {
@@ -110,6 +125,21 @@ pub async fn upsert_job(conn: &mut PgConnection, j: &JobSpec) -> Result<(), Stor
             .execute(&mut *conn)
             .await?;
     }
+    sqlx::query("DELETE FROM job_setup WHERE job_code = $1")
+        .bind(&j.code)
+        .execute(&mut *conn)
+        .await?;
+    let steps: Vec<&str> = j.setup.iter().map(|s| s.step.as_str()).collect();
+    let minutes: Vec<i32> = j.setup.iter().map(|s| s.minutes).collect();
+    sqlx::query(
+        "INSERT INTO job_setup (job_code, step, minutes)
+         SELECT $1, * FROM unnest($2::text[], $3::int4[])",
+    )
+    .bind(&j.code)
+    .bind(&steps)
+    .bind(&minutes)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -275,16 +305,6 @@ pub async fn upsert_stock(
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct WorkshopRef {
-    pub id: i32,
-    pub code: String,
-    pub name: String,
-    pub time_zone: String,
-    pub latitude: Option<f64>,
-    pub longitude: Option<f64>,
-}
-
 pub async fn workshop_by_code(
     pool: &PgPool,
     code: &str,
@@ -444,7 +464,9 @@ const JOB_JSON: &str = "SELECT json_build_object('code', j.code, 'component', j.
         'bay_capability', j.bay_capability, 'labour_price_cents', j.labour_price_cents,
         'default', j.is_default,
         'parts', (SELECT coalesce(json_agg(json_build_object('sku', sku, 'quantity', quantity) ORDER BY sku), '[]')
-                  FROM job_parts WHERE job_code = j.code))
+                  FROM job_parts WHERE job_code = j.code),
+        'setup', (SELECT coalesce(json_agg(json_build_object('step', step, 'minutes', minutes) ORDER BY step), '[]')
+                  FROM job_setup WHERE job_code = j.code))
     FROM jobs j";
 
 pub async fn job(pool: &PgPool, code: &str) -> Result<Option<JobSpec>, StoreError> {
@@ -477,92 +499,6 @@ pub async fn unknown_parts(pool: &PgPool, parts: &[JobPart]) -> Result<Vec<Strin
     .bind(&skus)
     .fetch_all(pool)
     .await?)
-}
-
-/// A part a job needs at a workshop, with what the workshop has of it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct PartNeed {
-    pub sku: String,
-    pub name: String,
-    pub quantity: i32,
-    pub price_cents: i64,
-    pub on_hand: i32,
-    /// Held by live bookings at this workshop.
-    pub reserved: i64,
-    pub lead_time_days: i32,
-}
-
-/// What the slot search needs to plan one job at one workshop for one period.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub workshop: WorkshopRef,
-    pub capacity: Capacity,
-    pub job: JobSpec,
-    pub parts: Vec<PartNeed>,
-}
-
-impl Snapshot {
-    pub fn need(&self) -> JobNeed {
-        JobNeed {
-            minutes: i64::from(self.job.labour_minutes),
-            skill: self.job.skill.clone(),
-            bay_capability: self.job.bay_capability.clone(),
-        }
-    }
-
-    /// When the parts can be there: now if stock covers them, else after the longest lead time.
-    pub fn parts_ready_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let days = self
-            .parts
-            .iter()
-            .filter(|p| i64::from(p.on_hand) - p.reserved < i64::from(p.quantity))
-            .map(|p| p.lead_time_days)
-            .max()
-            .unwrap_or(0);
-        now + Duration::days(i64::from(days))
-    }
-
-    /// A window as offers and the API show it: with workshop, bay and technician codes.
-    pub fn window_json(&self, w: &crate::capacity::slots::Window) -> serde_json::Value {
-        let bay = self
-            .capacity
-            .bays
-            .iter()
-            .find(|b| b.id == w.bay_id)
-            .map(|b| b.code.as_str());
-        let tech = self
-            .capacity
-            .technicians
-            .iter()
-            .find(|t| t.id == w.technician_id)
-            .map(|t| t.code.as_str());
-        serde_json::json!({
-            "workshop": self.workshop.code,
-            "start": w.start,
-            "end": w.end,
-            "local_start": w.start.with_timezone(&self.capacity.calendar.tz).to_rfc3339(),
-            "bay": bay,
-            "technician": tech,
-            "score": (w.score * 1000.0).round() / 1000.0,
-        })
-    }
-
-    pub fn estimated_cost_cents(&self) -> i64 {
-        self.job.labour_price_cents
-            + self
-                .parts
-                .iter()
-                .map(|p| p.price_cents * i64::from(p.quantity))
-                .sum::<i64>()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotMissing {
-    #[error("no workshop {0}")]
-    Workshop(String),
-    #[error("no job {0}")]
-    Job(String),
 }
 
 /// JSON fields for a workshop `w` (a CTE): opening hours and holidays between `$3` and `$4`.
@@ -598,31 +534,32 @@ pub(crate) fn technicians(rows: Vec<TechRow>) -> Vec<Technician> {
 }
 
 /// One query: the workshop's calendar, active bays and technicians with rosters, live
-/// bookings overlapping `[from, to)`, the job and its parts with stock. `None` when the
-/// workshop or the job does not exist.
-pub async fn snapshot(
+/// bookings overlapping `[from, to)`, the visit's jobs (the leading one first) and the parts
+/// they need together with stock. Refused (`PlanMissing`) when the workshop or a job does
+/// not exist.
+pub async fn plan(
     pool: &PgPool,
     workshop_code: &str,
-    job_code: &str,
+    jobs: &[&str],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Result<Snapshot, SnapshotMissing>, StoreError> {
+) -> Result<Result<Plan, PlanMissing>, StoreError> {
     let mut conn = pool.acquire().await?;
-    snapshot_on(&mut conn, workshop_code, job_code, from, to).await
+    plan_on(&mut conn, workshop_code, jobs, from, to).await
 }
 
-/// `snapshot` on a given connection (inside a booking transaction).
-pub async fn snapshot_on(
+/// `plan` on a given connection (inside a booking transaction).
+pub async fn plan_on(
     conn: &mut PgConnection,
     workshop_code: &str,
-    job_code: &str,
+    job_codes: &[&str],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Result<Snapshot, SnapshotMissing>, StoreError> {
+) -> Result<Result<Plan, PlanMissing>, StoreError> {
     #[derive(Deserialize)]
     struct Row {
         workshop: Option<WorkshopRow>,
-        job: Option<JobSpec>,
+        jobs: Vec<JobSpec>,
         hours: Vec<WeekRow>,
         holidays: Vec<NaiveDate>,
         bays: Vec<BayRow>,
@@ -652,12 +589,12 @@ pub async fn snapshot_on(
     }
     let Json(row): Json<Row> = sqlx::query_scalar(&format!(
         "WITH w AS (SELECT * FROM workshops WHERE code = $1),
-              j AS ({JOB_JSON} WHERE j.code = $2)
+              j(job) AS ({JOB_JSON} WHERE j.code = ANY($2))
          SELECT json_build_object(
             'workshop', (SELECT json_build_object('id', id, 'code', code, 'name', name,
                              'time_zone', time_zone, 'latitude', latitude, 'longitude', longitude,
                              'slot_minutes', slot_minutes) FROM w),
-            'job', (SELECT * FROM j),
+            'jobs', (SELECT coalesce(json_agg(job), '[]') FROM j),
             {CALENDAR_JSON}
             'bays', (SELECT coalesce(json_agg(json_build_object('id', id, 'code', code, 'capabilities', capabilities)), '[]')
                      FROM bays WHERE workshop_id = (SELECT id FROM w) AND active),
@@ -671,25 +608,35 @@ pub async fn snapshot_on(
                           'on_hand', coalesce(s.on_hand, 0),
                           'lead_time_days', coalesce(s.lead_time_days, p.lead_time_days),
                           'reserved', (SELECT coalesce(sum(q.quantity), 0) FROM bookings b
-                                       JOIN job_parts q ON q.job_code = b.job_code AND q.sku = p.sku
+                                       JOIN work_orders o ON o.booking_id = b.id
+                                       JOIN work_order_lines l ON l.work_order_id = o.id
+                                       JOIN job_parts q ON q.job_code = l.job_code AND q.sku = p.sku
                                        WHERE b.workshop_id = (SELECT id FROM w) AND b.status = 'booked'))
                           ORDER BY p.sku), '[]')
-                      FROM job_parts jp JOIN parts p ON p.sku = jp.sku
-                      LEFT JOIN parts_stock s ON s.workshop_id = (SELECT id FROM w) AND s.sku = p.sku
-                      WHERE jp.job_code = $2))"
+                      FROM (SELECT sku, sum(quantity)::int4 AS quantity FROM job_parts
+                            WHERE job_code = ANY($2) GROUP BY sku) jp
+                      JOIN parts p ON p.sku = jp.sku
+                      LEFT JOIN parts_stock s ON s.workshop_id = (SELECT id FROM w) AND s.sku = p.sku))"
     ))
     .bind(workshop_code)
-    .bind(job_code)
+    .bind(job_codes)
     .bind(from)
     .bind(to)
     .fetch_one(&mut *conn)
     .await?;
     let Some(workshop) = row.workshop else {
-        return Ok(Err(SnapshotMissing::Workshop(workshop_code.to_owned())));
+        return Ok(Err(PlanMissing::Workshop(workshop_code.to_owned())));
     };
-    let Some(job) = row.job else {
-        return Ok(Err(SnapshotMissing::Job(job_code.to_owned())));
-    };
+    let mut jobs = Vec::with_capacity(job_codes.len());
+    for code in job_codes {
+        match row.jobs.iter().find(|j| j.code == *code) {
+            Some(j) => jobs.push(j.clone()),
+            None => return Ok(Err(PlanMissing::Job((*code).to_owned()))),
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(Err(PlanMissing::Job(String::new())));
+    }
     // Validated when stored; a zone this build does not know plans in UTC rather than fail.
     let tz = parse_time_zone(&workshop.r.time_zone).unwrap_or(chrono_tz::UTC);
     let capacity = Capacity {
@@ -722,10 +669,10 @@ pub async fn snapshot_on(
             })
             .collect(),
     };
-    Ok(Ok(Snapshot {
+    Ok(Ok(Plan {
         workshop: workshop.r,
         capacity,
-        job,
+        jobs,
         parts: row.parts,
     }))
 }

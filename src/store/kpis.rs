@@ -1,6 +1,8 @@
 //! Service KPIs, computed from the data for a period: time from risk crossing to offer,
-//! offer-to-booking conversion, booked share of visits, bay utilisation (opening hours in each
-//! workshop's time zone, holidays excluded), fault hotspots and owners not seen for 90 days.
+//! offer-to-booking conversion (of offers, which are visits, and of the jobs in them), booked
+//! share of visits (a vehicle's service records at one workshop on one day are one visit,
+//! each record one job), bay utilisation (opening hours in each workshop's time zone,
+//! holidays excluded), fault hotspots and owners not seen for 90 days.
 
 use super::StoreError;
 use chrono::{DateTime, Utc};
@@ -17,18 +19,39 @@ pub struct RiskToOffer {
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Conversion {
+    /// Offers made (each one visit, with one or more jobs).
     pub offers: i64,
     pub booked: i64,
     pub declined: i64,
     pub expired: i64,
     pub rate: Option<f64>,
+    /// The jobs in those offers.
+    #[sqlx(flatten)]
+    pub jobs: JobConversion,
+}
+
+/// Jobs offered, booked (in a booked visit, not declined) and declined (alone or with their
+/// visit).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct JobConversion {
+    #[sqlx(rename = "jobs_offered")]
+    pub offered: i64,
+    #[sqlx(rename = "jobs_booked")]
+    pub booked: i64,
+    #[sqlx(rename = "jobs_declined")]
+    pub declined: i64,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Visits {
+    /// Non-routine visits: a vehicle's records at one workshop on one (UTC) day.
     pub visits: i64,
     pub booked_by_aftercare: i64,
+    /// Share of visits booked by Aftercare.
     pub share: Option<f64>,
+    /// The jobs done in those visits (one service record each).
+    pub jobs: i64,
+    pub jobs_booked_by_aftercare: i64,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -79,24 +102,39 @@ pub async fn compute(
     .fetch_one(pool)
     .await?;
     let conversion: Conversion = sqlx::query_as(
-        "SELECT count(*) AS offers,
-                count(*) FILTER (WHERE state IN ('booked', 'completed')
-                                 OR EXISTS (SELECT 1 FROM bookings b WHERE b.offer_id = o.id)) AS booked,
+        "WITH o AS (
+             SELECT o.id, o.state, o.state IN ('booked', 'completed')
+                        OR EXISTS (SELECT 1 FROM bookings b WHERE b.offer_id = o.id) AS booked
+             FROM offers o WHERE o.created_at >= $1 AND o.created_at < $2)
+         SELECT count(*) AS offers,
+                count(*) FILTER (WHERE booked) AS booked,
                 count(*) FILTER (WHERE state = 'declined') AS declined,
                 count(*) FILTER (WHERE state = 'expired') AS expired,
-                (count(*) FILTER (WHERE state IN ('booked', 'completed')
-                                  OR EXISTS (SELECT 1 FROM bookings b WHERE b.offer_id = o.id)))::float8
-                    / nullif(count(*), 0) AS rate
-         FROM offers o WHERE created_at >= $1 AND created_at < $2",
+                (count(*) FILTER (WHERE booked))::float8 / nullif(count(*), 0) AS rate,
+                (SELECT count(*) FROM offer_jobs l JOIN o ON o.id = l.offer_id) AS jobs_offered,
+                (SELECT count(*) FROM offer_jobs l JOIN o ON o.id = l.offer_id
+                 WHERE o.booked AND l.declined_at IS NULL) AS jobs_booked,
+                (SELECT count(*) FROM offer_jobs l JOIN o ON o.id = l.offer_id
+                 WHERE l.declined_at IS NOT NULL) AS jobs_declined
+         FROM o",
     )
     .bind(from)
     .bind(to)
     .fetch_one(pool)
     .await?;
     let visits: Visits = sqlx::query_as(
-        "SELECT count(*) AS visits, count(*) FILTER (WHERE source = 'aftercare') AS booked_by_aftercare,
-                (count(*) FILTER (WHERE source = 'aftercare'))::float8 / nullif(count(*), 0) AS share
-         FROM service_records WHERE kind <> 'routine' AND performed_at >= $1 AND performed_at < $2",
+        "WITH r AS (
+             SELECT source, (vehicle_id, coalesce(workshop, ''),
+                             (performed_at AT TIME ZONE 'UTC')::date) AS visit
+             FROM service_records
+             WHERE kind <> 'routine' AND performed_at >= $1 AND performed_at < $2)
+         SELECT count(DISTINCT visit) AS visits,
+                count(DISTINCT visit) FILTER (WHERE source = 'aftercare') AS booked_by_aftercare,
+                (count(DISTINCT visit) FILTER (WHERE source = 'aftercare'))::float8
+                    / nullif(count(DISTINCT visit), 0) AS share,
+                count(*) AS jobs,
+                count(*) FILTER (WHERE source = 'aftercare') AS jobs_booked_by_aftercare
+         FROM r",
     )
     .bind(from)
     .bind(to)

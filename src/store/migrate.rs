@@ -293,6 +293,18 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Always,
         sql: include_str!("../../migrations/0034_storage_policy.sql"),
     },
+    Migration {
+        version: 40,
+        name: "score_marks_released",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0040_score_marks_released.sql"),
+    },
+    Migration {
+        version: 41,
+        name: "visits",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0041_visits.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {

@@ -30,6 +30,7 @@ pub use admit::{Admission, SignalLimits};
 pub use batch::{signal_names, BatchItem, BatchResult, DeadLetter, Outcome};
 pub use connect::check_url;
 pub use migrate::{migrate_schema_until, Applies, Flavor, ServerCapabilities, MIGRATIONS};
+pub use rollup::fold_committed;
 pub use writer::DEAD_LETTER_MAX_BYTES;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

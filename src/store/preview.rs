@@ -1,6 +1,7 @@
 //! Inputs of the demand preview for one workshop and period, in one query: calendar and
-//! rostered technicians, live bookings, open offers, at-risk vehicles that call it home and
-//! have no open offer, and the acceptance history of offers per component.
+//! rostered technicians, the jobs of live bookings (each in its place in the visit) and of
+//! open offers, at-risk vehicles that call it home and have no open offer for the component,
+//! and the acceptance history of offered jobs per component.
 
 use super::capacity::{technicians, to_week, TechRow, WeekRow, CALENDAR_JSON, TECHNICIANS_JSON};
 use super::StoreError;
@@ -94,16 +95,23 @@ pub async fn preview_input(
                              'time_zone', time_zone, 'slot_minutes', slot_minutes) FROM w),
             {CALENDAR_JSON}
             {TECHNICIANS_JSON}
-            'booked', (SELECT coalesce(json_agg(json_build_object('vin', v.vin, 'job', b.job_code,
-                           'skill', j.skill, 'start', lower(b.during), 'end', upper(b.during))), '[]')
-                       FROM bookings b JOIN jobs j ON j.code = b.job_code
-                       JOIN vehicles v ON v.id = b.vehicle_id
-                       WHERE b.workshop_id = (SELECT id FROM w) AND b.status <> 'cancelled'
-                         AND b.during && tstzrange($3, $4)),
+            'booked', (SELECT coalesce(json_agg(json_build_object('vin', v.vin, 'job', x.job_code,
+                           'skill', j.skill,
+                           'start', x.at + make_interval(mins => (x.upto - x.minutes)::int),
+                           'end', x.at + make_interval(mins => x.upto::int))), '[]')
+                       FROM (SELECT b.vehicle_id, lower(b.during) AS at, l.job_code, l.minutes,
+                                    sum(l.minutes) OVER (PARTITION BY b.id ORDER BY l.line) AS upto
+                             FROM bookings b JOIN work_orders o ON o.booking_id = b.id
+                             JOIN work_order_lines l ON l.work_order_id = o.id
+                             WHERE b.workshop_id = (SELECT id FROM w) AND b.status <> 'cancelled'
+                               AND b.during && tstzrange($3, $4)) x
+                       JOIN jobs j ON j.code = x.job_code
+                       JOIN vehicles v ON v.id = x.vehicle_id),
             'offers', (SELECT coalesce(json_agg(json_build_object('vin', v.vin,
-                           'component', o.component, 'job', o.job_code, 'skill', j.skill,
-                           'minutes', o.duration_minutes, 'windows', o.windows)), '[]')
-                       FROM offers o JOIN jobs j ON j.code = o.job_code
+                           'component', l.component, 'job', l.job_code, 'skill', j.skill,
+                           'minutes', l.minutes, 'windows', o.windows)), '[]')
+                       FROM offers o JOIN offer_jobs l ON l.offer_id = o.id AND l.declined_at IS NULL
+                       JOIN jobs j ON j.code = l.job_code
                        JOIN vehicles v ON v.id = o.vehicle_id
                        WHERE o.state IN ('proposed', 'notified')
                          AND (o.workshop_id = (SELECT id FROM w)
@@ -116,16 +124,18 @@ pub async fn preview_input(
                         JOIN vehicles v ON v.id = r.vehicle_id
                         JOIN jobs j ON j.component = r.component AND j.is_default
                         WHERE p.home_workshop = $1 AND greatest(r.p7, r.p30, r.p90) >= $2
-                          AND NOT EXISTS (SELECT 1 FROM offers o WHERE o.vehicle_id = r.vehicle_id
-                                          AND o.component = r.component
-                                          AND o.state IN ('proposed', 'notified', 'booked'))),
+                          AND NOT EXISTS (SELECT 1 FROM offer_jobs l WHERE l.vehicle_id = r.vehicle_id
+                                          AND l.component = r.component AND l.open)),
             'acceptance', (SELECT coalesce(json_agg(json_build_object('component', component,
                                'booked', booked, 'decided', decided)), '[]')
-                           FROM (SELECT component,
-                                        count(*) FILTER (WHERE state IN ('booked', 'completed')) AS booked,
+                           FROM (SELECT l.component,
+                                        count(*) FILTER (WHERE o.state IN ('booked', 'completed')
+                                                         AND l.declined_at IS NULL) AS booked,
                                         count(*) AS decided
-                                 FROM offers WHERE state IN ('booked', 'completed', 'declined', 'expired')
-                                 GROUP BY component) a))"
+                                 FROM offer_jobs l JOIN offers o ON o.id = l.offer_id
+                                 WHERE o.state IN ('booked', 'completed', 'declined', 'expired')
+                                    OR l.declined_at IS NOT NULL
+                                 GROUP BY l.component) a))"
     ))
     .bind(workshop_code)
     .bind(min_risk)

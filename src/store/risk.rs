@@ -16,9 +16,10 @@ pub struct Claim {
 }
 
 /// Claims up to `limit` marks that have settled (not re-marked for `debounce`) or have
-/// waited `max_delay` since the vehicle became dirty, and that no live lease holds. The claim
-/// is one short statement: row locks (`SKIP LOCKED`) last only for it, the lease guards the
-/// scoring that follows, and the ingest writer never waits on a scoring worker.
+/// waited `max_delay` since the vehicle became dirty, and that no live lease holds. A mark
+/// released without a score waits for new data (a later `marked_at`). The claim is one short
+/// statement: row locks (`SKIP LOCKED`) last only for it, the lease guards the scoring that
+/// follows, and the ingest writer never waits on a scoring worker.
 pub async fn claim_marks(
     pool: &PgPool,
     limit: i64,
@@ -30,8 +31,9 @@ pub async fn claim_marks(
         "WITH due AS (
              SELECT vehicle_id FROM score_dirty
              WHERE (claimed_until IS NULL OR claimed_until < now())
+               AND (released_at IS NULL OR marked_at > released_at)
                AND (marked_at <= now() - make_interval(secs => $2)
-                    OR first_marked_at <= now() - make_interval(secs => $3))
+                    OR greatest(first_marked_at, released_at) <= now() - make_interval(secs => $3))
              ORDER BY first_marked_at, vehicle_id
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
@@ -54,37 +56,78 @@ pub async fn claim_marks(
         .collect())
 }
 
-/// After scoring: deletes each mark whose `marked_at` is unchanged since the claim, and
-/// releases the others (marked again while being scored) so they are scored again, counting
-/// their delay from `claimed_at`. Returns how many marks were deleted.
+/// Why a claimed vehicle got no score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unscored {
+    /// No data in the scoring window: nothing to say about it now.
+    NoRecentData,
+    /// The mark names no vehicle.
+    NoVehicle,
+}
+
+impl Unscored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unscored::NoRecentData => "no_recent_data",
+            Unscored::NoVehicle => "no_vehicle",
+        }
+    }
+}
+
+/// After scoring: deletes the mark of each vehicle scored, keeps the mark of each one that
+/// got no score with the reason (`released_at`, `released_reason`; claimed again only after
+/// new data), and releases the others (marked again while being scored) so they are scored
+/// again, counting their delay from `claimed_at`. Only marks whose `marked_at` is unchanged
+/// since the claim are deleted or kept. Returns how many marks were deleted.
 pub async fn release_marks(
     pool: &PgPool,
     claims: &[Claim],
     claimed_at: DateTime<Utc>,
+    unscored: &[(i32, Unscored)],
 ) -> Result<u64, StoreError> {
     let ids: Vec<i32> = claims.iter().map(|c| c.vehicle_id).collect();
     let marked: Vec<DateTime<Utc>> = claims.iter().map(|c| c.marked_at).collect();
+    let reasons: Vec<Option<&str>> = claims
+        .iter()
+        .map(|c| {
+            unscored
+                .iter()
+                .find(|(v, _)| *v == c.vehicle_id)
+                .map(|(_, why)| why.as_str())
+        })
+        .collect();
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    let deleted = sqlx::query(
-        "DELETE FROM score_dirty d USING UNNEST($1::int4[], $2::timestamptz[]) AS k(vehicle_id, marked_at)
-         WHERE d.vehicle_id = k.vehicle_id AND d.marked_at = k.marked_at",
+    let deleted: i64 = sqlx::query_scalar(
+        "WITH k AS (SELECT * FROM UNNEST($1::int4[], $2::timestamptz[], $3::text[])
+                        AS k(vehicle_id, marked_at, reason)),
+         scored AS (
+             DELETE FROM score_dirty d USING k
+             WHERE d.vehicle_id = k.vehicle_id AND d.marked_at = k.marked_at AND k.reason IS NULL
+             RETURNING d.vehicle_id),
+         kept AS (
+             UPDATE score_dirty d SET claimed_until = NULL, released_at = now(),
+                                      released_reason = k.reason
+             FROM k
+             WHERE d.vehicle_id = k.vehicle_id AND d.marked_at = k.marked_at
+               AND k.reason IS NOT NULL)
+         SELECT count(*) FROM scored",
     )
     .bind(&ids)
     .bind(&marked)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .bind(&reasons)
+    .fetch_one(&mut *tx)
+    .await?;
     sqlx::query(
         "UPDATE score_dirty SET claimed_until = NULL, first_marked_at = LEAST(first_marked_at, $2)
-         WHERE vehicle_id = ANY($1)",
+         WHERE vehicle_id = ANY($1) AND claimed_until IS NOT NULL",
     )
     .bind(&ids)
     .bind(claimed_at)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(deleted)
+    Ok(deleted as u64)
 }
 
 /// One component's score for one vehicle.

@@ -13,7 +13,7 @@
 
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use sqlx::{Acquire, PgConnection};
+use sqlx::{Acquire, PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap};
 
 /// Format of a delta: this byte, then entries of (vehicle_id i32, signal_id i32, day i32 in
@@ -189,81 +189,134 @@ impl Reader<'_> {
     }
 }
 
+/// Which deltas a fold takes.
+#[derive(Clone, Copy)]
+enum Take {
+    /// The oldest ones no other fold holds (the background worker).
+    Unclaimed,
+    /// The oldest ones with id up to this, waiting for any another fold holds: a delta it
+    /// held is gone once the lock comes free, because that fold committed.
+    UpTo(i64),
+}
+
+/// Folds up to `limit` deltas (oldest first) into `signal_daily`; returns how many. The
+/// deltas are deleted in the transaction that adds them, and rows are upserted in key order
+/// so concurrent folds lock them in one order.
+async fn fold(pool: &PgPool, limit: i64, take: Take) -> Result<u64, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let (upto, lock) = match take {
+        Take::Unclaimed => (i64::MAX, "FOR UPDATE SKIP LOCKED"),
+        Take::UpTo(id) => (id, "FOR UPDATE"),
+    };
+    let taken: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
+        "DELETE FROM rollup_delta WHERE id IN (
+             SELECT id FROM rollup_delta WHERE id <= $2 ORDER BY id LIMIT $1 {lock})
+         RETURNING id, data"
+    ))
+    .bind(limit)
+    .bind(upto)
+    .fetch_all(&mut *tx)
+    .await?;
+    if taken.is_empty() {
+        return Ok(0);
+    }
+    let mut sums: BTreeMap<DeltaKey, Agg> = BTreeMap::new();
+    for (id, data) in &taken {
+        RollupDelta::decode_into(data, &mut sums)
+            .map_err(|reason| StoreError::Corrupt(format!("rollup delta {id}: {reason}")))?;
+    }
+    let mut c = (
+        Vec::with_capacity(sums.len()),
+        Vec::with_capacity(sums.len()),
+        Vec::with_capacity(sums.len()),
+        Vec::with_capacity(sums.len()),
+        Vec::with_capacity(sums.len()),
+        Vec::with_capacity(sums.len()),
+        Vec::with_capacity(sums.len()),
+        Vec::with_capacity(sums.len()),
+    );
+    for ((vehicle_id, signal_id, day), a) in sums {
+        c.0.push(vehicle_id);
+        c.1.push(signal_id);
+        c.2.push(i64::from(day) * 86_400);
+        c.3.push(i64::from(a.n));
+        c.4.push(a.min);
+        c.5.push(a.max);
+        c.6.push(a.sum);
+        c.7.push(a.sumsq);
+    }
+    sqlx::query(
+        "INSERT INTO signal_daily AS d (vehicle_id, signal_id, day, n, min, max, sum, sumsq)
+         SELECT vehicle_id, signal_id, to_timestamp(day), n, min, max, sum, sumsq
+         FROM UNNEST($1::int4[], $2::int4[], $3::int8[], $4::int8[], $5::float8[],
+                     $6::float8[], $7::float8[], $8::float8[])
+              AS u(vehicle_id, signal_id, day, n, min, max, sum, sumsq)
+         ON CONFLICT (vehicle_id, signal_id, day) DO UPDATE SET
+             n = d.n + excluded.n,
+             min = LEAST(d.min, excluded.min),
+             max = GREATEST(d.max, excluded.max),
+             sum = d.sum + excluded.sum,
+             sumsq = d.sumsq + excluded.sumsq",
+    )
+    .bind(c.0)
+    .bind(c.1)
+    .bind(c.2)
+    .bind(c.3)
+    .bind(c.4)
+    .bind(c.5)
+    .bind(c.6)
+    .bind(c.7)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(taken.len() as u64)
+}
+
+/// Folds every delta committed before the call, and waits for folds in flight, so that a
+/// read of `signal_daily` after it sees everything ingest committed before it (the scoring
+/// worker calls it after claiming marks, which commit with their deltas). Returns how many
+/// deltas it folded itself. Where the rollup is a continuous aggregate there are no deltas.
+pub async fn fold_committed(pool: &PgPool) -> Result<u64, StoreError> {
+    let deltas: bool = sqlx::query_scalar("SELECT to_regclass('rollup_delta') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !deltas {
+        return Ok(0);
+    }
+    // Every delta committed so far has an id up to this one; later ones are not ours to wait for.
+    let Some(upto) = sqlx::query_scalar::<_, Option<i64>>("SELECT max(id) FROM rollup_delta")
+        .fetch_one(pool)
+        .await?
+    else {
+        return Ok(0);
+    };
+    let mut total = 0;
+    loop {
+        // LIMIT counts locked rows only, so a short batch means none is left up to `upto`.
+        let n = fold(pool, FOLD_BATCH, Take::UpTo(upto)).await?;
+        total += n;
+        if n < FOLD_BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Deltas folded per transaction where a fold runs to the end.
+const FOLD_BATCH: i64 = 100;
+
 impl Store {
-    /// Folds up to `limit` deltas (oldest first) into `signal_daily`; returns how many. The
-    /// deltas are deleted in the transaction that adds them, and rows are upserted in key
-    /// order so concurrent folds lock them in one order.
+    /// Folds up to `limit` deltas no other fold holds; returns how many (the background
+    /// worker: several instances fold at once without waiting on each other).
     pub async fn fold_rollup(&self, limit: i64) -> Result<u64, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
-        let taken: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "DELETE FROM rollup_delta WHERE id IN (
-                 SELECT id FROM rollup_delta ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING id, data",
-        )
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        if taken.is_empty() {
-            return Ok(0);
-        }
-        let mut sums: BTreeMap<DeltaKey, Agg> = BTreeMap::new();
-        for (id, data) in &taken {
-            RollupDelta::decode_into(data, &mut sums)
-                .map_err(|reason| StoreError::Corrupt(format!("rollup delta {id}: {reason}")))?;
-        }
-        let mut c = (
-            Vec::with_capacity(sums.len()),
-            Vec::with_capacity(sums.len()),
-            Vec::with_capacity(sums.len()),
-            Vec::with_capacity(sums.len()),
-            Vec::with_capacity(sums.len()),
-            Vec::with_capacity(sums.len()),
-            Vec::with_capacity(sums.len()),
-            Vec::with_capacity(sums.len()),
-        );
-        for ((vehicle_id, signal_id, day), a) in sums {
-            c.0.push(vehicle_id);
-            c.1.push(signal_id);
-            c.2.push(i64::from(day) * 86_400);
-            c.3.push(i64::from(a.n));
-            c.4.push(a.min);
-            c.5.push(a.max);
-            c.6.push(a.sum);
-            c.7.push(a.sumsq);
-        }
-        sqlx::query(
-            "INSERT INTO signal_daily AS d (vehicle_id, signal_id, day, n, min, max, sum, sumsq)
-             SELECT vehicle_id, signal_id, to_timestamp(day), n, min, max, sum, sumsq
-             FROM UNNEST($1::int4[], $2::int4[], $3::int8[], $4::int8[], $5::float8[],
-                         $6::float8[], $7::float8[], $8::float8[])
-                  AS u(vehicle_id, signal_id, day, n, min, max, sum, sumsq)
-             ON CONFLICT (vehicle_id, signal_id, day) DO UPDATE SET
-                 n = d.n + excluded.n,
-                 min = LEAST(d.min, excluded.min),
-                 max = GREATEST(d.max, excluded.max),
-                 sum = d.sum + excluded.sum,
-                 sumsq = d.sumsq + excluded.sumsq",
-        )
-        .bind(c.0)
-        .bind(c.1)
-        .bind(c.2)
-        .bind(c.3)
-        .bind(c.4)
-        .bind(c.5)
-        .bind(c.6)
-        .bind(c.7)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(taken.len() as u64)
+        fold(&self.pool, limit, Take::Unclaimed).await
     }
 
     /// Folds until no delta is left (tests, and before reading the rollup in a batch job).
     pub async fn fold_rollup_all(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let n = self.fold_rollup(100).await?;
+            let n = self.fold_rollup(FOLD_BATCH).await?;
             if n == 0 {
                 return Ok(total);
             }

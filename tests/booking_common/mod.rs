@@ -183,13 +183,9 @@ pub async fn score(
 /// A workshop open every day 08:00-18:00 UTC: 4 lift bays, 3 brake technicians and one
 /// tyre specialist, brake pads in stock.
 pub async fn race_workshop(pool: &PgPool) {
-    let all_week = |r: &str| {
-        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-            .iter()
-            .map(|d| (d.to_string(), vec![r.to_string()]))
-            .collect()
-    };
-    let toml = r#"
+    load_open_all_week(
+        pool,
+        r#"
 [[workshop]]
 code = "WS-10"
 name = "Race track"
@@ -223,7 +219,20 @@ skills = ["brakes"]
 code = "T4"
 name = "Four"
 skills = ["tyres"]
-"#;
+"#,
+    )
+    .await;
+}
+
+/// Loads the workshop of a seed file (TOML), open and every technician on shift every day
+/// 08:00-18:00 in its time zone.
+pub async fn load_open_all_week(pool: &PgPool, toml: &str) {
+    let all_week = |r: &str| {
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .iter()
+            .map(|d| (d.to_string(), vec![r.to_string()]))
+            .collect()
+    };
     let mut seed: Seed = toml::from_str(toml).unwrap();
     let w: &mut WorkshopSpec = &mut seed.workshops[0];
     w.hours = all_week("08:00-18:00");
@@ -236,16 +245,104 @@ skills = ["tyres"]
         .unwrap();
 }
 
+/// Accepts every offer of `ids` at once, half of them at 10:00 the day after tomorrow and
+/// an hour later (UTC), so that every window overlaps every other of a job longer than
+/// an hour; returns the bodies of the 200s and of the 409s (anything else fails).
+pub async fn accept_all_at_once(api: &Api, ids: &[i64]) -> (Vec<Value>, Vec<Value>) {
+    let a = day_after_tomorrow_at(10);
+    let starts = (a, a + Duration::hours(1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (app, key, id) = (api.app.clone(), api.advisor.clone(), *id);
+        let start = if i % 2 == 0 { starts.0 } else { starts.1 };
+        tasks.spawn(async move {
+            let body = serde_json::json!({"start": start}).to_string();
+            call(
+                &app,
+                Method::POST,
+                &format!("/v1/offers/{id}/accept"),
+                Some(&key),
+                Some(&body),
+            )
+            .await
+        });
+    }
+    let (mut ok, mut lost) = (Vec::new(), Vec::new());
+    while let Some(r) = tasks.join_next().await {
+        let (status, body) = r.unwrap();
+        match status.as_u16() {
+            200 => ok.push(body),
+            409 => lost.push(body),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    (ok, lost)
+}
+
 /// An open brake-pad offer for test vehicle `n` at `workshop`.
 pub async fn offer_for(pool: &PgPool, n: usize, workshop: &str) -> i64 {
+    let o = brake_offer_for(pool, n, workshop).await;
+    offers::create(pool, &o).await.unwrap().unwrap().id
+}
+
+/// A new brake-pad offer (not stored) for test vehicle `n` at `workshop`.
+pub async fn brake_offer_for(pool: &PgPool, n: usize, workshop: &str) -> offers::NewOffer {
     let vehicle = vehicle(pool, &vin(n)).await;
     let ws: i32 = sqlx::query_scalar("SELECT id FROM workshops WHERE code = $1")
         .bind(workshop)
         .fetch_one(pool)
         .await
         .unwrap();
-    let o = aftercare::bench_api::brake_offer(vehicle, ws, "test");
-    offers::create(pool, &o).await.unwrap().unwrap().id
+    aftercare::bench_api::brake_offer(vehicle, ws, "test")
+}
+
+/// What a race of accepts must leave: exactly `booked` bookings (and offers booked), no two
+/// on one bay or technician at once, and each loser a `window_taken` whose alternatives are
+/// free of every booking made.
+pub async fn assert_race_outcome(api: &Api, ok: &[Value], lost: &[Value], booked: usize) {
+    assert_eq!(ok.len(), booked, "exactly the feasible number succeed");
+    let span = |w: &Value| -> (DateTime<Utc>, DateTime<Utc>) {
+        (
+            w["start"].as_str().unwrap().parse().unwrap(),
+            w["end"].as_str().unwrap().parse().unwrap(),
+        )
+    };
+    for body in lost {
+        assert_eq!(body["error"]["code"], "window_taken", "{body}");
+        let alts = body["alternatives"].as_array().unwrap();
+        assert!(!alts.is_empty(), "each loser gets alternatives");
+        for alt in alts {
+            let (s, e) = span(alt);
+            for b in ok {
+                let (bs, be) = span(b);
+                let shares = b["bay"] == alt["bay"] || b["technician"] == alt["technician"];
+                assert!(
+                    !shares || e <= bs || s >= be,
+                    "alternative {alt} collides with {b}"
+                );
+            }
+        }
+    }
+    let pool = &api.pool;
+    assert_eq!(aftercare::store::booking::overlaps(pool).await.unwrap(), 0);
+    for (sql, what) in [
+        (
+            "SELECT count(*) FROM bookings WHERE status = 'booked'",
+            "bookings",
+        ),
+        ("SELECT count(*) FROM work_orders", "work orders"),
+        (
+            "SELECT count(*) FROM offers WHERE state = 'booked'",
+            "offers booked",
+        ),
+        (
+            "SELECT count(*) FROM outbox WHERE kind = 'booking.created' AND channel = 'webhook'",
+            "booking events",
+        ),
+    ] {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
+        assert_eq!(n, booked as i64, "{what}");
+    }
 }
 
 pub fn day_after_tomorrow_at(hour: i64) -> DateTime<Utc> {

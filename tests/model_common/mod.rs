@@ -190,6 +190,22 @@ pub async fn brake_fleet(
     }
 }
 
+/// A scoring worker's settings for tests: no debounce, a long lease, `batch` marks a round.
+pub fn worker_config(batch: i64) -> aftercare::model::worker::WorkerConfig {
+    use std::time::Duration;
+    aftercare::model::worker::WorkerConfig {
+        artifact: "unused".into(),
+        debounce: Duration::ZERO,
+        max_delay: Duration::from_secs(60),
+        lease: Duration::from_secs(60),
+        poll: Duration::from_millis(50),
+        batch,
+        sweep_every: Duration::from_secs(3600),
+        stale_after: Duration::from_secs(3600),
+        reload_check: Duration::from_millis(50),
+    }
+}
+
 /// Marks vehicles dirty as the ingest writer does, already due (marked an hour ago).
 pub async fn mark(pool: &PgPool, ids: &[i32]) {
     sqlx::query(

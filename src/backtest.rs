@@ -5,7 +5,7 @@
 //! average weekly hours of the 8 weeks before — is scored the same way, so the error has a
 //! yardstick. Simulated history has no offers or bookings, so only the risk term is tested.
 
-use super::preview::{self, AtRisk, PreviewInput};
+use crate::capacity::preview::{self, AtRisk, PreviewInput};
 use crate::model::artifact::{Artifact, ArtifactError};
 use crate::model::dataset::{for_each_history, Window};
 use crate::model::score::Scorer;
