@@ -42,20 +42,27 @@ const TIMESCALE_STANDINS: &str = "
 ";
 
 #[tokio::test]
-async fn plain_postgres_flavor_is_detected_and_migrations_are_idempotent() {
+async fn the_servers_flavour_is_detected_and_migrations_are_idempotent() {
     let db = TestDb::new().await;
     let pool = db.pool().await;
-    assert_eq!(Flavor::detect(&pool).await.unwrap(), Flavor::Plain);
+    let flavor = server_flavor().await;
+    assert_eq!(Flavor::detect(&pool).await.unwrap(), flavor);
     // A second run applies nothing and finds every checksum intact.
-    assert_eq!(
-        aftercare::store::migrate(&pool).await.unwrap(),
-        Flavor::Plain
-    );
+    assert_eq!(aftercare::store::migrate(&pool).await.unwrap(), flavor);
     let applied: Vec<String> =
         sqlx::query_scalar("SELECT name FROM aftercare_migrations ORDER BY version")
             .fetch_all(&pool)
             .await
             .unwrap();
+    let expected: Vec<&str> = MIGRATIONS
+        .iter()
+        .filter(|m| m.applies.applies_to(flavor))
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(applied, expected);
+    if flavor != Flavor::Plain {
+        return;
+    }
     assert_eq!(
         applied,
         vec![
@@ -81,6 +88,28 @@ async fn plain_postgres_flavor_is_detected_and_migrations_are_idempotent() {
 async fn the_timescale_path_runs_against_stand_ins_of_the_extension() {
     let db = TestDb::empty().await;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    if server_flavor().await != Flavor::Plain {
+        // A TimescaleDB server runs the real path (every other test does too): what the
+        // stand-ins would only emulate is checked for real here.
+        let pool = db.pool().await;
+        let flavor = aftercare::store::migrate(&pool).await.unwrap();
+        let hypertables: Vec<String> = sqlx::query_scalar(
+            "SELECT hypertable_name::text FROM timescaledb_information.hypertables ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(hypertables, ["dtc_events", "dtc_reports", "samples"]);
+        let compressed: bool = sqlx::query_scalar(
+            "SELECT compression_enabled FROM timescaledb_information.hypertables
+             WHERE hypertable_name = 'samples'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(compressed, flavor == Flavor::Timescale { tsl: true });
+        return;
+    }
     sqlx::raw_sql(TIMESCALE_STANDINS)
         .execute(&mut conn)
         .await
@@ -173,16 +202,14 @@ async fn a_database_left_after_the_first_migration_takes_the_flavour_the_server_
     .execute(&pool)
     .await
     .unwrap();
-    assert_eq!(
-        aftercare::store::migrate(&pool).await.unwrap(),
-        Flavor::Plain
-    );
-    let (flavor, reason): (String, String) =
+    let flavor = server_flavor().await;
+    assert_eq!(aftercare::store::migrate(&pool).await.unwrap(), flavor);
+    let (recorded, reason): (String, String) =
         sqlx::query_as("SELECT flavor, reason FROM aftercare_flavor")
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(flavor, "plain");
+    assert_eq!(recorded, flavor.to_string());
     assert!(reason.contains("TimescaleDB"), "{reason}");
     assert_eq!(
         count(
@@ -190,7 +217,7 @@ async fn a_database_left_after_the_first_migration_takes_the_flavour_the_server_
             "SELECT count(*) FROM aftercare_migrations WHERE version > 1"
         )
         .await,
-        plain_migrations() - 1
+        migrations_of(flavor) - 1
     );
 }
 
@@ -198,8 +225,16 @@ async fn a_database_left_after_the_first_migration_takes_the_flavour_the_server_
 async fn a_database_of_another_flavour_is_refused_not_switched() {
     let db = TestDb::new().await;
     let pool = db.pool().await;
-    // Created for TimescaleDB with compression; this server has no TimescaleDB.
-    sqlx::query("UPDATE aftercare_flavor SET flavor = 'timescale-tsl'")
+    let flavor = server_flavor().await;
+    // Recorded as another flavour than it was made with: on a server without TimescaleDB, a
+    // database made for it; on a TimescaleDB server, one made plain.
+    let other = if flavor == Flavor::Plain {
+        "timescale-tsl"
+    } else {
+        "plain"
+    };
+    sqlx::query("UPDATE aftercare_flavor SET flavor = $1")
+        .bind(other)
         .execute(&pool)
         .await
         .unwrap();
@@ -207,11 +242,16 @@ async fn a_database_of_another_flavour_is_refused_not_switched() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("shared_preload_libraries"), "{err}");
-    // Nothing was changed: the plain schema is as it was.
+    let why = if flavor == Flavor::Plain {
+        "shared_preload_libraries"
+    } else {
+        "not of the flavour recorded"
+    };
+    assert!(err.contains(why), "{err}");
+    // Nothing was changed: the schema is as it was.
     assert_eq!(
         count(&pool, "SELECT count(*) FROM aftercare_migrations").await,
-        plain_migrations()
+        migrations_of(flavor)
     );
 }
 
@@ -219,6 +259,19 @@ async fn a_database_of_another_flavour_is_refused_not_switched() {
 async fn upgrading_to_rollup_deltas_recomputes_the_days_still_marked_dirty() {
     let db = TestDb::new().await;
     let pool = db.pool().await;
+    if server_flavor().await == (Flavor::Timescale { tsl: true }) {
+        // The licensed build's path never had dirty marks (its rollup was an aggregate, and
+        // migration 32 made it a table with its own delta queue).
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT count(*) FROM aftercare_migrations WHERE version = 5"
+            )
+            .await,
+            0
+        );
+        return;
+    }
     // Back to version 4, as an older build left it: dirty marks, no delta table.
     sqlx::raw_sql(
         "DROP TABLE rollup_delta;
@@ -273,11 +326,11 @@ async fn upgrading_to_rollup_deltas_recomputes_the_days_still_marked_dirty() {
     assert_eq!(count(&pool, "SELECT count(*) FROM rollup_delta").await, 0);
 }
 
-/// How many migrations a plain-PostgreSQL database gets.
-fn plain_migrations() -> i64 {
+/// How many migrations a database of `flavor` gets.
+fn migrations_of(flavor: Flavor) -> i64 {
     MIGRATIONS
         .iter()
-        .filter(|m| m.applies.applies_to(Flavor::Plain))
+        .filter(|m| m.applies.applies_to(flavor))
         .count() as i64
 }
 

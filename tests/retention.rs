@@ -1,7 +1,9 @@
-//! Time partitions and retention on plain PostgreSQL: partitions exist ahead, whole old ones
-//! are dropped past retention while newer data stays, the rollup and dead letters expire, a
-//! late message for a dropped day is a dead letter with its own reason, and the storage policy
-//! recorded in the database is what every process follows.
+//! Time partitions and retention: partitions (plain PostgreSQL) or chunks (TimescaleDB) of the
+//! width the policy says, old ones dropped past retention while newer data stays, the rollup
+//! and dead letters expiring, a late message for a dropped day dead-lettered with its own
+//! reason, and the storage policy recorded in the database followed by every process. Each
+//! flavour is held to what it promises: the service's partitions on plain PostgreSQL,
+//! TimescaleDB's chunks and its own policies elsewhere.
 
 mod common;
 
@@ -38,6 +40,18 @@ fn sample(vin: &str, seq: i64, ts: DateTime<Utc>, now: DateTime<Utc>) -> BatchIt
     )
 }
 
+/// The chunk interval TimescaleDB keeps for a hypertable.
+async fn chunk_interval(pool: &PgPool, table: &str) -> String {
+    sqlx::query_scalar(
+        "SELECT time_interval::text FROM timescaledb_information.dimensions
+         WHERE hypertable_name = $1",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn partitions_cover_the_retention_window_and_the_days_ahead() {
     let db = TestDb::new().await;
@@ -45,6 +59,12 @@ async fn partitions_cover_the_retention_window_and_the_days_ahead() {
     let now = Utc::now();
     let policy = retention::read_policy(&pool).await.unwrap();
     assert_eq!(policy, StoragePolicy::default());
+    if Flavor::detect(&pool).await.unwrap() != Flavor::Plain {
+        // TimescaleDB makes chunks itself, of the policy's width.
+        assert_eq!(chunk_interval(&pool, "samples").await, "7 days");
+        assert_eq!(chunk_interval(&pool, "dtc_events").await, "30 days");
+        return;
+    }
     for (parent, width) in [("samples", 7), ("dtc_reports", 30), ("dtc_events", 30)] {
         let parts = partitions(&pool, parent).await;
         assert_eq!(
@@ -77,6 +97,7 @@ async fn old_partitions_go_past_retention_and_newer_data_stays() {
     let db = TestDb::new().await;
     let pool = db.pool().await;
     let store = Store::open(pool.clone()).await.unwrap();
+    let flavor = Flavor::detect(&pool).await.unwrap();
     let now = Utc::now();
     // A month of retention, two-day partitions.
     let policy = StoragePolicy {
@@ -87,7 +108,7 @@ async fn old_partitions_go_past_retention_and_newer_data_stays() {
         dead_letter_retention_days: 10,
         ..StoragePolicy::default()
     };
-    assert!(retention::apply_policy(&pool, Flavor::Plain, &policy)
+    assert!(retention::apply_policy(&pool, flavor, &policy)
         .await
         .unwrap());
     // A sample a day from 60 days ago up to now (the partitions made under the old policy
@@ -117,25 +138,31 @@ async fn old_partitions_go_past_retention_and_newer_data_stays() {
     .unwrap();
     assert_eq!(count(&pool, "SELECT count(*) FROM samples").await, 60);
 
-    let done = retention::maintain(&pool, Flavor::Plain, now)
+    let done = retention::maintain(&pool, flavor, now).await.unwrap();
+    if flavor == (Flavor::Timescale { tsl: true }) {
+        // TimescaleDB's own retention policy drops chunks there: run it now.
+        sqlx::raw_sql(
+            "DO $$ DECLARE j integer; BEGIN
+                 SELECT job_id INTO j FROM timescaledb_information.jobs
+                 WHERE proc_name = 'policy_retention' AND hypertable_name = 'samples';
+                 CALL run_job(j);
+             END $$",
+        )
+        .execute(&pool)
         .await
         .unwrap();
+    }
     let cutoff = now - Duration::days(30);
-    // Whole partitions below the cutoff are gone; the one straddling it stays whole.
-    let parts = partitions(&pool, "samples").await;
-    assert!(parts.iter().all(|(_, hi)| *hi > cutoff));
-    assert!(
-        parts[0].0 <= cutoff,
-        "the partition holding the cutoff stays"
-    );
-    assert!(done.partitions_dropped > 0);
-    assert_eq!(parts.len() as i64, attached(&pool, "samples").await);
+    // Nothing older than the partition (or chunk) holding the cutoff is left, and every
+    // sample of the last 30 days is intact.
     let oldest: DateTime<Utc> = sqlx::query_scalar("SELECT min(ts) FROM samples")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert!(oldest >= parts[0].0);
-    // Every sample of the last 30 days is intact.
+    assert!(
+        oldest > cutoff - Duration::days(7),
+        "{oldest} stayed past {cutoff}"
+    );
     let recent = count(
         &pool,
         &format!(
@@ -145,6 +172,22 @@ async fn old_partitions_go_past_retention_and_newer_data_stays() {
     )
     .await;
     assert_eq!(recent, 30);
+    if flavor == Flavor::Plain {
+        // Whole partitions below the cutoff are gone; the one straddling it stays whole.
+        let parts = partitions(&pool, "samples").await;
+        assert!(parts.iter().all(|(_, hi)| *hi > cutoff));
+        assert!(
+            parts[0].0 <= cutoff,
+            "the partition holding the cutoff stays"
+        );
+        assert!(done.partitions_dropped > 0);
+        assert_eq!(parts.len() as i64, attached(&pool, "samples").await);
+        assert!(oldest >= parts[0].0);
+        // Partitions still reach ahead.
+        assert!(parts[parts.len() - 1].1 >= now + Duration::days(14));
+    } else {
+        assert_eq!(chunk_interval(&pool, "samples").await, "2 days");
+    }
     // The rollup and dead letters expired by age.
     let old_days: i64 = sqlx::query_scalar("SELECT count(*) FROM signal_daily WHERE day < $1")
         .bind(cutoff)
@@ -155,11 +198,8 @@ async fn old_partitions_go_past_retention_and_newer_data_stays() {
     assert!(done.rollup_rows_deleted > 0);
     assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 1);
     assert_eq!(done.dead_letters_deleted, 1);
-    // Partitions still reach ahead, and a second round changes nothing.
-    assert!(parts[parts.len() - 1].1 >= now + Duration::days(14));
-    let again = retention::maintain(&pool, Flavor::Plain, now)
-        .await
-        .unwrap();
+    // A second round changes nothing.
+    let again = retention::maintain(&pool, flavor, now).await.unwrap();
     assert_eq!(again, retention::Maintenance::default());
 }
 
@@ -222,6 +262,23 @@ async fn a_missing_partition_is_made_by_the_writer_rather_than_refusing_the_batc
     let pool = db.pool().await;
     let store = Store::open(pool.clone()).await.unwrap();
     let now = Utc::now();
+    if Flavor::detect(&pool).await.unwrap() != Flavor::Plain {
+        // TimescaleDB makes the chunk of any instant on its own.
+        let r = store
+            .write_batch(
+                &[sample(
+                    "WDB1240221A000779",
+                    1,
+                    now - Duration::days(400),
+                    now,
+                )],
+                WriteMethod::Copy,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.samples_stored, 1);
+        return;
+    }
     // Maintenance fell behind: the partition for this hour is gone.
     let part: String = sqlx::query_scalar(
         "SELECT name FROM aftercare_partitions WHERE parent = 'samples' AND lo <= $1 AND $1 < hi",

@@ -29,6 +29,19 @@ pub fn cli() -> Command {
     cmd
 }
 
+/// The flavour a new database gets on the test server (plain here; TimescaleDB where the
+/// suite is pointed at one with `AFTERCARE_TEST_ADMIN_URL`).
+pub async fn server_flavor() -> aftercare::store::Flavor {
+    let mut admin = PgConnection::connect(&admin_url())
+        .await
+        .expect("connect to PostgreSQL");
+    aftercare::store::ServerCapabilities::read(&mut admin)
+        .await
+        .expect("read the server's capabilities")
+        .choose()
+        .0
+}
+
 /// Host and port of the test server (`AFTERCARE_TEST_ADMIN_URL`).
 pub fn server_addr() -> SocketAddr {
     use std::net::ToSocketAddrs;
