@@ -8,6 +8,7 @@ use crate::ingest::{self, IngestError};
 use crate::metrics::Metrics;
 use crate::model::worker::{self, ModelSlot};
 use crate::store::{self, Store, StoreError};
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -62,20 +63,17 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
     Ok((listener, local))
 }
 
+/// Small responses go out at once rather than wait for an ACK.
+fn nodelay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+}
+
 /// Serves the API on one listener (plain TCP or TLS) until shutdown.
-fn serve<L>(listener: L, app: axum::Router, mut rx: watch::Receiver<bool>) -> JoinHandle<()>
+fn serve<L>(listener: L, app: axum::Router, rx: watch::Receiver<bool>) -> JoinHandle<()>
 where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
 {
-    tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    })
+    tokio::spawn(api::serve::serve(listener, app, rx))
 }
 
 /// Migrates, then starts ingest (if enabled) and the API. Returns once both are running.
@@ -227,13 +225,13 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
             tracing::info!(%http_addr, "listening (HTTPS)");
             if let Some(addr) = config.http.plain_addr {
                 let (plain, local) = bind(addr).await?;
-                http.push(serve(plain, app, shutdown_rx));
+                http.push(serve(plain.tap_io(nodelay), app, shutdown_rx));
                 tracing::info!(http_addr = %local, "listening (plain HTTP, for a TLS proxy)");
                 plain_http_addr = Some(local);
             }
         }
         None => {
-            http.push(serve(listener, app, shutdown_rx));
+            http.push(serve(listener.tap_io(nodelay), app, shutdown_rx));
             tracing::info!(%http_addr, "listening");
         }
     }

@@ -80,6 +80,7 @@ async fn the_servers_flavour_is_detected_and_migrations_are_idempotent() {
             "storage_policy",
             "score_marks_released",
             "visits",
+            "list_indexes"
         ]
     );
 }

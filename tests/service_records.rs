@@ -29,6 +29,7 @@ struct Api {
 async fn api() -> Api {
     let db = TestDb::new().await;
     let pool = db.pool().await;
+    load_demo_workshops(&pool).await;
     let store = Arc::new(Store::open(pool.clone()).await.unwrap());
     let app = router(AppState {
         store,

@@ -532,6 +532,7 @@ async fn run_live(sim: SimConfig) -> (TestDb, aftercare::simulator::live::LiveRe
     cfg.ingest.rollup_interval_ms = 200;
     let service = start_connected(cfg).await;
     let pool = db.pool().await;
+    load_demo_workshops(&pool).await;
     let key = keys::create(&pool, "simulator", &[Scope::Admin])
         .await
         .unwrap();

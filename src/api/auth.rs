@@ -17,9 +17,7 @@ pub async fn require_scope(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+        .and_then(bearer)
         .ok_or(ApiError::Unauthorized)?;
     let key = keys::verify(state.store.pool(), secret)
         .await?
@@ -29,4 +27,27 @@ pub async fn require_scope(
     }
     request.extensions_mut().insert(key);
     Ok(next.run(request).await)
+}
+
+/// The credentials of a `Bearer` authorization: the scheme matched without regard to case
+/// (RFC 7235), then one or more spaces.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let secret = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then_some(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for v in ["Bearer k", "bearer k", "BEARER k", "bEaReR   k "] {
+            assert_eq!(bearer(v), Some("k"), "{v}");
+        }
+        for v in ["Basic k", "Bearer", "Bearer ", "Bearerk", "Token k", ""] {
+            assert_eq!(bearer(v), None, "{v}");
+        }
+    }
 }

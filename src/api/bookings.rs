@@ -3,9 +3,9 @@
 
 use super::doc::Unavailable;
 use super::error::{ApiError, ErrorBody};
+use super::input::parse_time;
 use super::input::{body, id_cursor, next_cursor, query, Page};
 use super::offers::parse_id;
-use super::vehicles::parse_time;
 use super::AppState;
 use crate::booking::{self, BookingError};
 use crate::store::booking::{self as bookings, BookingView, Refusal};

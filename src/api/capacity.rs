@@ -2,7 +2,7 @@
 //! day and skill, with over-capacity days flagged and the jobs that drive them.
 
 use super::error::{ApiError, ErrorBody};
-use super::input::query;
+use super::input::{limit, next_cursor, query};
 use super::AppState;
 use crate::capacity::preview::{self, Cell};
 use crate::store::capacity as cap;
@@ -17,13 +17,13 @@ use utoipa::{IntoParams, ToSchema};
 /// Risks below this (largest horizon) are noise, not demand.
 const MIN_RISK: f64 = 0.02;
 const MAX_DAYS: u32 = 90;
-/// Without `workshop=`, at most this many workshops (in code order) are previewed.
+/// Without `workshop=`, at most this many workshops (in code order) per page.
 const MAX_WORKSHOPS: i64 = 50;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PreviewParams {
-    /// Workshop code; default every workshop (at most 50)
+    /// Workshop code; default every workshop, a page of them at a time
     workshop: Option<String>,
     /// First local day, YYYY-MM-DD; default today at the workshop
     #[param(value_type = Option<NaiveDate>)]
@@ -31,12 +31,19 @@ pub struct PreviewParams {
     /// 1 to 90; default 28
     #[param(value_type = Option<u32>, minimum = 1, maximum = 90)]
     days: Option<String>,
+    /// Without `workshop=`: workshops per page, 1 to 50, default 50
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 50)]
+    limit: Option<String>,
+    /// Without `workshop=`: `next_cursor` from the previous page
+    cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Preview {
     pub days: u32,
     pub workshops: Vec<WorkshopPreview>,
+    /// Pass as `cursor` for the next page of workshops; null on the last one.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -124,13 +131,14 @@ pub async fn preview(
             })
         })
         .transpose()?;
-    let codes: Vec<String> = match p.workshop.as_deref().filter(|s| !s.is_empty()) {
-        Some(code) => vec![code.to_owned()],
-        None => cap::list_workshops(state.store.pool(), None, MAX_WORKSHOPS)
-            .await?
-            .into_iter()
-            .map(|w| w.code)
-            .collect(),
+    let n = limit(p.limit.as_deref(), MAX_WORKSHOPS, MAX_WORKSHOPS)?;
+    let (codes, next_cursor) = match p.workshop.as_deref().filter(|s| !s.is_empty()) {
+        Some(code) => (vec![code.to_owned()], None),
+        None => {
+            let page = cap::list_workshops(state.store.pool(), p.cursor.as_deref(), n).await?;
+            let next = next_cursor(&page, n, |w| w.code.clone());
+            (page.into_iter().map(|w| w.code).collect(), next)
+        }
     };
     let mut out = Vec::with_capacity(codes.len());
     for code in codes {
@@ -139,6 +147,7 @@ pub async fn preview(
     Ok(Json(Preview {
         days,
         workshops: out,
+        next_cursor,
     }))
 }
 

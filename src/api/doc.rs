@@ -4,7 +4,7 @@
 //! a route behind a scope, and it writes that same scope into the document.
 
 use super::error::ErrorBody;
-use super::{auth, AppState};
+use super::{auth, edge, AppState};
 use crate::capacity::Window;
 use crate::store::keys::Scope;
 use serde::Serialize;
@@ -37,9 +37,15 @@ pub const SCOPE_EXTENSION: &str = "x-required-scope";
         description = "Connected-car telemetry and fault codes in, booked workshop visits out. \
             Everything under /v1 needs `Authorization: Bearer <api key>`; keys carry scopes \
             (fleet-read, advisor, planner, admin; admin implies all). Each operation names the \
-            scope it needs in its security requirement and in `x-required-scope`. Errors are \
-            `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`. This document is generated \
-            from the code by utoipa."
+            scope it needs in its security requirement and in `x-required-scope`. Every error, \
+            whatever its status, is `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`: \
+            400 for a bad parameter or body, or text holding NUL or not UTF-8 once \
+            percent-decoded (`invalid_text`, `invalid_path`, `invalid_parameter`); 405; 408 when \
+            a body stalls for 30 s; 413 for a body over 2 MiB; 414 for a target over 8 KiB; 415 \
+            for a body that is not JSON; 431 for over 100 headers or 32 KiB of them. A path \
+            segment or query value holds at most 256 characters. Lists take a `limit` (each \
+            names its maximum) and page with `cursor` and `next_cursor`. This document is \
+            generated from the code by utoipa."
     ),
     modifiers(&BearerKeys),
     components(schemas(ErrorBody, Window, Unavailable)),
@@ -89,8 +95,10 @@ fn error_response(description: &str) -> RefOr<Response> {
         .into()
 }
 
-/// Puts the routes behind `scope`: the auth route layer, and in the document the security
-/// requirement, `x-required-scope` and the 401/403 answers of every operation they hold.
+/// Puts the routes behind `scope`: the auth route layer (and inside it the body check of
+/// `edge::body`, so a request without a key is refused before its body is read), and in the
+/// document the security requirement, `x-required-scope` and the 401/403 answers of every
+/// operation they hold.
 pub fn scoped(
     state: &AppState,
     scope: Scope,
@@ -121,10 +129,12 @@ pub fn scoped(
             });
         }
     }
-    let methods = methods.route_layer(axum::middleware::from_fn_with_state(
-        (state.clone(), scope),
-        auth::require_scope,
-    ));
+    let methods = methods
+        .route_layer(axum::middleware::from_fn(edge::body))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), scope),
+            auth::require_scope,
+        ));
     (schemas, paths, methods)
 }
 
@@ -138,4 +148,26 @@ pub fn scoped(
 pub struct Unavailable {
     pub error: super::error::ErrorDetail,
     pub alternatives: Option<Vec<Window>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_states_the_limits_the_edge_applies() {
+        let doc = ApiDoc::openapi();
+        let text = doc.info.description.unwrap_or_default();
+        let l = edge::Limits::default();
+        for (said, value) in [
+            ("over 2 MiB", l.body_bytes == 2 << 20),
+            ("over 8 KiB", l.uri_bytes == 8 << 10),
+            ("over 100 headers", l.headers == 100),
+            ("32 KiB of them", l.header_bytes == 32 << 10),
+            ("at most 256 characters", l.param_chars == 256),
+            ("stalls for 30 s", l.body_timeout.as_secs() == 30),
+        ] {
+            assert!(text.contains(said) && value, "{said}");
+        }
+    }
 }

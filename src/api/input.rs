@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Json, Query};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 /// `cursor` and `limit` of a paged list.
@@ -66,4 +67,19 @@ pub fn next_cursor<T>(rows: &[T], limit: i64, key: impl Fn(&T) -> String) -> Opt
     (rows.len() as i64 == limit)
         .then(|| rows.last().map(key))
         .flatten()
+}
+
+/// Query parameter `name`, an RFC 3339 time, when present.
+pub fn parse_time(name: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    v.map(|s| {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("{name}={s:?} is not RFC 3339: {e}"),
+                )
+            })
+    })
+    .transpose()
 }

@@ -1,11 +1,13 @@
-//! The HTTP API (axum): routing, state and auth layers. One module per resource; handlers
-//! read through `store` and never write SQL themselves.
+//! The HTTP API (axum): routing, state and the layers every request passes (edge limits,
+//! auth, the one error shape). One module per resource; handlers read through `store` and
+//! never write SQL themselves. `serve` runs the router on connections.
 
 mod auth;
 mod bookings;
 mod capacity;
 mod console;
 pub(crate) mod doc;
+pub mod edge;
 pub mod error;
 mod fields;
 mod input;
@@ -14,6 +16,7 @@ mod offers;
 mod ops;
 mod profiles;
 mod risk;
+pub mod serve;
 mod service_records;
 mod vehicles;
 mod workshops;
@@ -88,7 +91,13 @@ fn openapi_json(doc: &utoipa::openapi::OpenApi) -> bytes::Bytes {
     doc.to_json().unwrap_or_else(|_| "{}".into()).into()
 }
 
+/// The API with the limits the service runs with.
 pub fn router(state: AppState) -> Router {
+    router_with(state, edge::Limits::default())
+}
+
+/// The API with other limits (tests use short ones).
+pub fn router_with(state: AppState, limits: edge::Limits) -> Router {
     let (api, doc) = api(&state).split_for_parts();
     let console = Router::new()
         .route("/", get(console::root))
@@ -97,6 +106,8 @@ pub fn router(state: AppState) -> Router {
         .route("/console/assets/{*path}", get(console::asset));
     api.merge(console)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(limits, edge::head))
+        .layer(axum::middleware::map_response(error::shape))
         .layer(Extension(ops::OpenApiJson(openapi_json(&doc))))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -5,6 +5,7 @@
 use super::doc::VinPath;
 use super::error::{ApiError, ErrorBody};
 use super::fields::{parse_body, Fields};
+use super::service_records::{first_unknown_workshop, unknown_workshop};
 use super::AppState;
 use crate::store::profiles::{self, Powertrain, Profile};
 use crate::wire::Vin;
@@ -87,7 +88,7 @@ pub struct ProfileStored {
 /// Register or replace the vehicle's registry profile; creates the vehicle when new
 ///
 /// The whole profile is replaced: absent fields are stored as null (`offers_consent`
-/// defaults to true).
+/// defaults to true). A home workshop must exist (422 `unknown_workshop`).
 #[utoipa::path(
     put, path = "/v1/vehicles/{vin}", tag = "vehicles", operation_id = "putVehicleProfile",
     params(VinPath),
@@ -96,7 +97,7 @@ pub struct ProfileStored {
         (status = 200, description = "Profile replaced", body = ProfileStored),
         (status = 201, description = "Vehicle created with this profile", body = ProfileStored),
         (status = 400, description = "Not a VIN, or the body is not JSON", body = ErrorBody),
-        (status = 422, description = "A field breaks a rule; the message names it", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule; the message names it; `unknown_workshop` for a home workshop that does not exist", body = ErrorBody),
     )
 )]
 pub async fn put(
@@ -106,6 +107,10 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<ProfileStored>), ApiError> {
     let vin = Vin::parse(&vin).map_err(|e| ApiError::bad_request("invalid_vin", e.detail))?;
     let profile = parse_profile(&parse_body(&body)?)?;
+    let home = std::iter::once(profile.home_workshop.as_deref());
+    if let Some((_, code)) = first_unknown_workshop(&state, home).await? {
+        return Err(unknown_workshop("home_workshop", &code));
+    }
     let created = profiles::upsert_profiles(
         state.store.pool(),
         &[(vin.as_str().to_owned(), profile.clone())],

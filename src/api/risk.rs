@@ -3,6 +3,7 @@
 
 use super::doc::VinPath;
 use super::error::{ApiError, ErrorBody};
+use super::input::{limit, query};
 use super::vehicles::vehicle;
 use super::AppState;
 use crate::component::Component;
@@ -122,7 +123,7 @@ pub async fn fleet_risk(
     State(state): State<AppState>,
     params: Result<Query<FleetParams>, QueryRejection>,
 ) -> Result<Json<FleetRanking>, ApiError> {
-    let Query(p) = params.map_err(|e| invalid(e.body_text()))?;
+    let p = query(params)?;
     let component = p
         .component
         .as_deref()
@@ -143,13 +144,7 @@ pub async fn fleet_risk(
             }
         },
     };
-    let limit = match p.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(s) => match s.parse::<i64>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => return Err(invalid(format!("limit={s:?}: expected 1 to {MAX_LIMIT}"))),
-        },
-    };
+    let limit = limit(p.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = p.cursor.as_deref().map(decode_cursor).transpose()?;
     let (vehicles, next) = risk::fleet_risk(
         state.store.pool(),

@@ -6,6 +6,7 @@ use super::error::{ApiError, ErrorBody};
 use super::fields::{parse_body, Fields};
 use super::AppState;
 use crate::component::Component;
+use crate::store::capacity::workshop_by_code;
 use crate::store::service_records::{
     insert_service_records, NewServiceRecord, ServiceKind, StoredRecord,
 };
@@ -18,6 +19,33 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
+
+/// The first of `codes` (by position) that names no workshop, with its position; each
+/// distinct code is looked up once.
+pub(super) async fn first_unknown_workshop<'a>(
+    state: &AppState,
+    codes: impl Iterator<Item = Option<&'a str>>,
+) -> Result<Option<(usize, String)>, ApiError> {
+    let mut known = std::collections::HashSet::new();
+    for (i, code) in codes.enumerate() {
+        let Some(code) = code else { continue };
+        if known.contains(code) {
+            continue;
+        }
+        if workshop_by_code(state.store.pool(), code).await?.is_none() {
+            return Ok(Some((i, code.to_owned())));
+        }
+        known.insert(code);
+    }
+    Ok(None)
+}
+
+pub(super) fn unknown_workshop(field: &str, code: &str) -> ApiError {
+    ApiError::unprocessable(
+        "unknown_workshop",
+        format!("{field}: no workshop {code:?} (PUT /v1/workshops/{{id}} creates one)"),
+    )
+}
 
 /// Records per request at most.
 pub const MAX_RECORDS: usize = 1000;
@@ -140,7 +168,8 @@ pub enum Stored {
 /// All records are validated before any is stored. A record whose (source, external_id) is
 /// already stored is not stored again: its existing id comes back with created=false. Single
 /// record: 201 {id, created: true} or 200 {id, created: false}. Array: {records: [{id,
-/// created}], created, existing}, 201 when any was new. The vehicle is created when unknown.
+/// created}], created, existing}, 201 when any was new. The vehicle is created when unknown;
+/// the workshop must exist (422 `unknown_workshop`).
 #[utoipa::path(
     post, path = "/v1/service-records", tag = "service-records", operation_id = "createServiceRecords",
     request_body = RecordsBody,
@@ -148,7 +177,7 @@ pub enum Stored {
         (status = 200, description = "Already stored", body = Stored),
         (status = 201, description = "Stored", body = Stored),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
-        (status = 422, description = "A record breaks a rule; the message names it, e.g. `[3].performed_at: ...`", body = ErrorBody),
+        (status = 422, description = "A record breaks a rule; the message names it, e.g. `[3].performed_at: ...`; `unknown_workshop` for a workshop that does not exist", body = ErrorBody),
     )
 )]
 pub async fn create(
@@ -177,6 +206,15 @@ pub async fn create(
         }
         other => (vec![parse_record(other, "", now)?], true),
     };
+    let workshops = records.iter().map(|r| r.workshop.as_deref());
+    if let Some((i, code)) = first_unknown_workshop(&state, workshops).await? {
+        let at = if single {
+            String::new()
+        } else {
+            format!("[{i}].")
+        };
+        return Err(unknown_workshop(&format!("{at}workshop"), &code));
+    }
     let stored = insert_service_records(state.store.pool(), &records).await?;
     let created = stored.iter().filter(|s| s.created).count();
     let status = if created > 0 {

@@ -3,9 +3,12 @@
 
 use super::doc::VinPath;
 use super::error::{ApiError, ErrorBody};
+use super::input::{limit, parse_time, query};
 use super::AppState;
 use crate::store::profiles::StoredProfile;
-use crate::store::read::{self, ActiveDtc, Bucket, DtcHistory, LatestValue, Point, TelemetryQuery};
+use crate::store::read::{
+    self, ActiveDtc, Bucket, DtcCursor, DtcHistory, LatestValue, Point, TelemetryQuery,
+};
 use crate::store::risk::Risk;
 use crate::wire::Vin;
 use axum::extract::rejection::QueryRejection;
@@ -120,20 +123,6 @@ pub enum Telemetry {
     Buckets(TelemetryBuckets),
 }
 
-pub(super) fn parse_time(name: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    v.map(|s| {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_parameter",
-                    format!("{name}={s:?} is not RFC 3339: {e}"),
-                )
-            })
-    })
-    .transpose()
-}
-
 /// `30s`, `15m`, `1h`, `1d`: between one second and 31 days.
 pub fn parse_bucket(s: &str) -> Result<i64, ApiError> {
     let err = || {
@@ -202,7 +191,7 @@ pub async fn telemetry(
     Path(vin): Path<String>,
     params: Result<Query<TelemetryParams>, QueryRejection>,
 ) -> Result<Json<Telemetry>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_parameter", e.body_text()))?;
+    let p = query(params)?;
     let (vin, id) = vehicle(&state, &vin).await?;
     let to = parse_time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
     let from = parse_time("from", p.from.as_deref())?.unwrap_or(to - Duration::days(1));
@@ -212,18 +201,7 @@ pub async fn telemetry(
             "from must be before to",
         ));
     }
-    let limit = match p.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(s) => match s.parse::<i64>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_parameter",
-                    format!("limit={s:?}: expected 1 to {MAX_LIMIT}"),
-                ))
-            }
-        },
-    };
+    let limit = limit(p.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let signal = p.signal.as_deref().filter(|s| !s.is_empty());
     if let Some(bucket) = p.bucket.as_deref() {
         let secs = parse_bucket(bucket)?;
@@ -256,30 +234,79 @@ pub async fn telemetry(
     })))
 }
 
+/// DTC codes per page at most (each with up to `DTC_EVENTS` events).
+const MAX_DTC_LIMIT: i64 = 200;
+const DEFAULT_DTC_LIMIT: i64 = 50;
+const DTC_EVENTS: i64 = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DtcParams {
+    /// Codes per page: 1 to 200, default 50
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
+    /// `next_cursor` from the previous page
+    cursor: Option<String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Dtcs {
     pub vin: Vin,
-    /// Active codes first, each with its latest 100 events.
+    /// Active codes first, then by latest status, each with its latest 100 events.
     pub dtcs: Vec<DtcHistory>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
 }
 
-/// DTC history with lifecycle (first seen, last seen, cleared), active first
+fn encode_dtc_cursor((active, ts, code): &DtcCursor) -> String {
+    format!("{}_{}_{code}", u8::from(*active), ts.timestamp_micros())
+}
+
+fn decode_dtc_cursor(s: &str) -> Result<DtcCursor, ApiError> {
+    let err = || {
+        ApiError::bad_request(
+            "invalid_cursor",
+            format!("cursor {s:?} was not issued by this API"),
+        )
+    };
+    let mut parts = s.splitn(3, '_');
+    let active = match parts.next() {
+        Some("1") => true,
+        Some("0") => false,
+        _ => return Err(err()),
+    };
+    let micros: i64 = parts.next().and_then(|m| m.parse().ok()).ok_or_else(err)?;
+    let ts = DateTime::from_timestamp_micros(micros).ok_or_else(err)?;
+    let code = parts.next().filter(|c| !c.is_empty()).ok_or_else(err)?;
+    Ok((active, ts, code.to_owned()))
+}
+
+/// DTC history with lifecycle (first seen, last seen, cleared), active first, cursor-paged
 #[utoipa::path(
     get, path = "/v1/vehicles/{vin}/dtcs", tag = "vehicles", operation_id = "getDtcs",
-    params(VinPath),
+    params(VinPath, DtcParams),
     responses(
-        (status = 200, description = "DTCs with their recent events", body = Dtcs),
-        (status = 400, description = "Not a VIN", body = ErrorBody),
+        (status = 200, description = "One page of DTCs with their recent events", body = Dtcs),
+        (status = 400, description = "Not a VIN, a bad parameter, or a cursor this API did not issue", body = ErrorBody),
         (status = 404, description = "No such vehicle", body = ErrorBody),
     )
 )]
 pub async fn dtcs(
     State(state): State<AppState>,
     Path(vin): Path<String>,
+    params: Result<Query<DtcParams>, QueryRejection>,
 ) -> Result<Json<Dtcs>, ApiError> {
+    let p = query(params)?;
+    let n = limit(p.limit.as_deref(), DEFAULT_DTC_LIMIT, MAX_DTC_LIMIT)?;
+    let after = p.cursor.as_deref().map(decode_dtc_cursor).transpose()?;
     let (vin, id) = vehicle(&state, &vin).await?;
-    let dtcs = read::dtc_history(state.store.pool(), id, 100).await?;
-    Ok(Json(Dtcs { vin, dtcs }))
+    let (dtcs, next) =
+        read::dtc_history(state.store.pool(), id, DTC_EVENTS, after.as_ref(), n).await?;
+    Ok(Json(Dtcs {
+        vin,
+        dtcs,
+        next_cursor: next.as_ref().map(encode_dtc_cursor),
+    }))
 }
 
 #[cfg(test)]
@@ -292,6 +319,20 @@ mod tests {
         assert_eq!(parse_bucket("1d").unwrap(), 86_400);
         for bad in ["", "m", "0s", "32d", "1w", "-1h", "99999999999999999d"] {
             assert!(parse_bucket(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dtc_cursors_round_trip_and_refuse_garbage() {
+        let ts = DateTime::from_timestamp_micros(1_795_000_000_123_456).unwrap();
+        for c in [
+            (true, ts, "P0301".to_owned()),
+            (false, ts, "SPN110-FMI0".to_owned()),
+        ] {
+            assert_eq!(decode_dtc_cursor(&encode_dtc_cursor(&c)).unwrap(), c);
+        }
+        for bad in ["", "2_1_P0301", "1_x_P0301", "1_1", "1_1_", "P0301"] {
+            assert!(decode_dtc_cursor(bad).is_err(), "{bad}");
         }
     }
 

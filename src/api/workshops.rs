@@ -2,8 +2,7 @@
 //! and job catalogue management, and the slot search.
 
 use super::error::{ApiError, ErrorBody};
-use super::input::{body, limit, next_cursor, query, Page};
-use super::vehicles::parse_time;
+use super::input::{body, limit, next_cursor, parse_time, query, Page};
 use super::AppState;
 use crate::capacity::{
     BaySpec, CapacityError, Choose, JobSpec, PartNeed, PartSpec, PlanMissing, StockSpec,
@@ -236,16 +235,30 @@ pub async fn put_stock(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Jobs {
     pub jobs: Vec<JobSpec>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
 }
 
-/// The job catalogue with parts
+/// The job catalogue with parts, by code, cursor-paged
 #[utoipa::path(
     get, path = "/v1/jobs", tag = "catalogue", operation_id = "listJobs",
-    responses((status = 200, description = "Every job, by code", body = Jobs))
+    params(Page),
+    responses(
+        (status = 200, description = "One page of jobs, by code", body = Jobs),
+        (status = 400, description = "A bad parameter", body = ErrorBody),
+    )
 )]
-pub async fn list_jobs(State(state): State<AppState>) -> Result<Json<Jobs>, ApiError> {
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    params: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<Jobs>, ApiError> {
+    let p = query(params)?;
+    let n = p.size()?;
+    let rows = cap::list_jobs(state.store.pool(), p.cursor.as_deref(), n).await?;
+    let next = next_cursor(&rows, n, |j| j.code.clone());
     Ok(Json(Jobs {
-        jobs: cap::list_jobs(state.store.pool()).await?,
+        jobs: rows,
+        next_cursor: next,
     }))
 }
 

@@ -17,6 +17,7 @@ use super::score::Scorer;
 use crate::config::ModelConfig;
 use crate::metrics::Metrics;
 use crate::store::risk::Unscored;
+use crate::store::stats::{self, BulkTable};
 use crate::store::{fold_committed, history, risk, StoreError};
 use chrono::Utc;
 use sqlx::PgPool;
@@ -238,10 +239,12 @@ pub async fn run(
                     Err(e) => tracing::warn!(error = %e, "stale sweep failed; retrying later"),
                 }
             }
+            let mut scored = 0;
             loop {
                 match score_due(&pool, &scorer, &cfg).await {
                     Ok(round) => {
                         count_round(&metrics, &round);
+                        scored += round.scored;
                         if round.claimed as i64 >= cfg.batch && !*shutdown.borrow() {
                             continue;
                         }
@@ -252,6 +255,9 @@ pub async fn run(
                         break;
                     }
                 }
+            }
+            if scored > 0 {
+                stats::keep_fresh(&pool, &[BulkTable::RiskCurrent, BulkTable::RiskScores]).await;
             }
         }
         tokio::select! {

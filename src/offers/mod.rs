@@ -12,6 +12,7 @@ use crate::config::OffersConfig;
 use crate::metrics::Metrics;
 use crate::store::capacity as cap;
 use crate::store::offers::{self as store, Candidate, NewJob, NewOffer};
+use crate::store::stats::{self, BulkTable};
 use crate::store::StoreError;
 use crate::visit::group_by_deadline;
 use chrono::{DateTime, Duration, Utc};
@@ -373,6 +374,9 @@ pub async fn run(
     loop {
         match run_once(&pool, &cfg, &metrics, Utc::now()).await {
             Ok(p) if p.created + p.reminded + p.expired + p.alarms_raised > 0 => {
+                if p.created > 0 {
+                    stats::keep_fresh(&pool, &[BulkTable::Offers]).await;
+                }
                 tracing::info!(
                     created = p.created,
                     reminded = p.reminded,

@@ -116,21 +116,28 @@ pub async fn list(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<BookingView>, StoreError> {
-    let (from, to) = filter.during.unzip();
-    Ok(sqlx::query_as(&format!(
-        "{VIEW} WHERE ($1::text IS NULL OR b.status = $1) AND b.id < coalesce($2, 9223372036854775807)
-           AND ($4::text IS NULL OR w.code = $4)
-           AND ($5::timestamptz IS NULL OR b.during && tstzrange($5, $6))
-         ORDER BY b.id DESC LIMIT $3"
-    ))
-    .bind(filter.status)
-    .bind(before)
-    .bind(limit)
-    .bind(filter.workshop)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?)
+    // Only the filters given are in the statement, so each combination gets its own plan
+    // (on `bookings_status`, `bookings_workshop_id`) instead of one that walks every booking.
+    let mut q = sqlx::QueryBuilder::new(VIEW);
+    q.push(" WHERE b.id < ")
+        .push_bind(before.unwrap_or(i64::MAX));
+    if let Some(status) = filter.status {
+        q.push(" AND b.status = ").push_bind(status);
+    }
+    if let Some(code) = filter.workshop {
+        q.push(" AND b.workshop_id = (SELECT id FROM workshops WHERE code = ")
+            .push_bind(code)
+            .push(")");
+    }
+    if let Some((from, to)) = filter.during {
+        q.push(" AND b.during && tstzrange(")
+            .push_bind(from)
+            .push(", ")
+            .push_bind(to)
+            .push(")");
+    }
+    q.push(" ORDER BY b.id DESC LIMIT ").push_bind(limit);
+    Ok(q.build_query_as().fetch_all(pool).await?)
 }
 
 fn is_exclusion_violation(e: &sqlx::Error) -> bool {

@@ -451,11 +451,19 @@ pub async fn list_workshops(
     Ok(rows.into_iter().map(|j| j.0).collect())
 }
 
-/// The job catalogue, with parts.
-pub async fn list_jobs(pool: &PgPool) -> Result<Vec<JobSpec>, StoreError> {
-    let rows: Vec<Json<JobSpec>> = sqlx::query_scalar(&format!("{JOB_JSON} ORDER BY j.code"))
-        .fetch_all(pool)
-        .await?;
+/// The job catalogue with parts, by code, cursor-paged.
+pub async fn list_jobs(
+    pool: &PgPool,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<JobSpec>, StoreError> {
+    let rows: Vec<Json<JobSpec>> = sqlx::query_scalar(&format!(
+        "{JOB_JSON} WHERE j.code > coalesce($1, '') ORDER BY j.code LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(|j| j.0).collect())
 }
 

@@ -85,10 +85,14 @@ pub struct Kpis {
     pub owners_without_visit_90d_sample: Vec<String>,
 }
 
+/// The KPIs of [from, to); bay utilisation for at most `workshops` workshops by code, after
+/// `after_workshop`.
 pub async fn compute(
     pool: &PgPool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    after_workshop: Option<&str>,
+    workshops: i64,
 ) -> Result<Kpis, StoreError> {
     let risk_to_offer: RiskToOffer = sqlx::query_as(
         "SELECT count(*) AS offers, avg(s)::float8 AS mean_seconds,
@@ -141,9 +145,11 @@ pub async fn compute(
     .fetch_one(pool)
     .await?;
     let bay_utilisation: Vec<Utilisation> = sqlx::query_as(
-        "WITH days AS (
+        "WITH ws AS (
+             SELECT * FROM workshops WHERE code > coalesce($3, '') ORDER BY code LIMIT $4),
+         days AS (
              SELECT w.id, w.time_zone, d::date AS day
-             FROM workshops w,
+             FROM ws w,
                   generate_series(($1 AT TIME ZONE w.time_zone)::date,
                                   ($2 AT TIME ZONE w.time_zone)::date, interval '1 day') d),
          open AS (
@@ -161,13 +167,15 @@ pub async fn compute(
                     coalesce((SELECT sum(extract(epoch FROM least(upper(b.during), $2) - greatest(lower(b.during), $1)))
                               FROM bookings b WHERE b.workshop_id = w.id AND b.status <> 'cancelled'
                                 AND b.during && tstzrange($1, $2)), 0)::float8 / 60 AS booked_minutes
-             FROM workshops w)
+             FROM ws w)
          SELECT code AS workshop, open_bay_minutes, booked_minutes,
                 booked_minutes / nullif(open_bay_minutes, 0) AS utilisation
          FROM per ORDER BY code",
     )
     .bind(from)
     .bind(to)
+    .bind(after_workshop)
+    .bind(workshops)
     .fetch_all(pool)
     .await?;
     let fault_hotspots: Vec<Hotspot> = sqlx::query_as(

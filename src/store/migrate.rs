@@ -305,6 +305,12 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Always,
         sql: include_str!("../../migrations/0041_visits.sql"),
     },
+    Migration {
+        version: 50,
+        name: "list_indexes",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0050_list_indexes.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {

@@ -24,6 +24,7 @@ pub mod risk;
 mod rollup;
 mod samples;
 pub mod service_records;
+pub mod stats;
 mod writer;
 
 pub use admit::{Admission, SignalLimits};

@@ -109,7 +109,9 @@ pub async fn get<'e>(
         .await?)
 }
 
-/// Offers in id order after `after`, optionally in one state.
+/// Offers in id order after `after`, optionally in one state or of one vehicle. Only the
+/// filters given are in the statement, so each combination is planned on its own index
+/// (`offers_state`, `offers_vehicle`) rather than walking every offer in id order.
 pub async fn list(
     pool: &PgPool,
     state: Option<OfferState>,
@@ -117,17 +119,16 @@ pub async fn list(
     after: Option<i64>,
     limit: i64,
 ) -> Result<Vec<OfferView>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "{VIEW} WHERE ($1::text IS NULL OR o.state = $1) AND o.id > coalesce($2, 0)
-           AND ($4::text IS NULL OR v.vin = $4)
-         ORDER BY o.id LIMIT $3"
-    ))
-    .bind(state.map(|s| s.as_str()))
-    .bind(after)
-    .bind(limit)
-    .bind(vin)
-    .fetch_all(pool)
-    .await?)
+    let mut q = sqlx::QueryBuilder::new(VIEW);
+    q.push(" WHERE o.id > ").push_bind(after.unwrap_or(0));
+    if let Some(s) = state {
+        q.push(" AND o.state = ").push_bind(s.as_str());
+    }
+    if let Some(vin) = vin {
+        q.push(" AND v.vin = ").push_bind(vin);
+    }
+    q.push(" ORDER BY o.id LIMIT ").push_bind(limit);
+    Ok(q.build_query_as().fetch_all(pool).await?)
 }
 
 /// A current score with what the policy needs to know about its vehicle.

@@ -224,6 +224,7 @@ type DtcRow = (
     Option<i16>,
     bool,
     String,
+    DateTime<Utc>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
@@ -240,32 +241,59 @@ type EventRow = (
 );
 type ActiveRow = (String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
-/// Every code the vehicle reported, active first, each with its recent events (newest first,
-/// at most `events_per_code`).
+/// Where a page of DTC history ends: (active, last status time, code) of its last code.
+pub type DtcCursor = (bool, DateTime<Utc>, String);
+
+/// The codes the vehicle reported, active first, then by latest status, after `after`, at
+/// most `limit`, each with its recent events (newest first, at most `events_per_code`); and
+/// the cursor of the next page when more remain.
 pub async fn dtc_history(
     pool: &PgPool,
     vehicle_id: i32,
     events_per_code: i64,
-) -> Result<Vec<DtcHistory>, StoreError> {
-    let codes: Vec<DtcRow> = sqlx::query_as(
-        "SELECT code, spn, fmi,
-                (cleared_at IS NULL OR last_seen > cleared_at) AS active,
-                last_status, first_seen, last_seen, cleared_at, reports
-         FROM dtcs WHERE vehicle_id = $1
-         ORDER BY active DESC, last_status_ts DESC, code",
+    after: Option<&DtcCursor>,
+    limit: i64,
+) -> Result<(Vec<DtcHistory>, Option<DtcCursor>), StoreError> {
+    let (after_active, after_ts, after_code) = match after {
+        Some((a, t, c)) => (Some(*a), Some(*t), Some(c.as_str())),
+        None => (None, None, None),
+    };
+    let mut codes: Vec<DtcRow> = sqlx::query_as(
+        "SELECT * FROM (
+             SELECT code, spn, fmi, (cleared_at IS NULL OR last_seen > cleared_at) AS active,
+                    last_status, last_status_ts, first_seen, last_seen, cleared_at, reports
+             FROM dtcs WHERE vehicle_id = $1) d
+         WHERE $2::bool IS NULL
+            OR (NOT active AND $2)
+            OR (active = $2 AND (last_status_ts < $3
+                                 OR (last_status_ts = $3 AND code > $4)))
+         ORDER BY active DESC, last_status_ts DESC, code
+         LIMIT $5",
     )
     .bind(vehicle_id)
+    .bind(after_active)
+    .bind(after_ts)
+    .bind(after_code)
+    .bind(limit + 1)
     .fetch_all(pool)
     .await?;
+    let next = if codes.len() as i64 > limit {
+        codes.truncate(limit.max(0) as usize);
+        codes.last().map(|c| (c.3, c.5, c.0.clone()))
+    } else {
+        None
+    };
+    let wanted: Vec<&str> = codes.iter().map(|c| c.0.as_str()).collect();
     let events: Vec<EventRow> = sqlx::query_as(
         "SELECT code, ts, status, source, oc, sa FROM (
                  SELECT code, ts, status, source, oc, sa,
                         row_number() OVER (PARTITION BY code ORDER BY ts DESC, seq DESC) AS rn
-                 FROM dtc_events WHERE vehicle_id = $1) e
+                 FROM dtc_events WHERE vehicle_id = $1 AND code = ANY($3)) e
              WHERE rn <= $2 ORDER BY code, ts DESC",
     )
     .bind(vehicle_id)
     .bind(events_per_code)
+    .bind(&wanted)
     .fetch_all(pool)
     .await?;
     let mut by_code: std::collections::HashMap<String, Vec<DtcEvent>> = Default::default();
@@ -278,10 +306,10 @@ pub async fn dtc_history(
             source_address: sa,
         });
     }
-    Ok(codes
+    let history = codes
         .into_iter()
         .map(
-            |(code, spn, fmi, active, status, first_seen, last_seen, cleared_at, reports)| {
+            |(code, spn, fmi, active, status, _, first_seen, last_seen, cleared_at, reports)| {
                 let events = by_code.remove(&code).unwrap_or_default();
                 DtcHistory {
                     code,
@@ -297,7 +325,8 @@ pub async fn dtc_history(
                 }
             },
         )
-        .collect())
+        .collect();
+    Ok((history, next))
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

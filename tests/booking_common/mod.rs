@@ -2,6 +2,7 @@
 //! API keys, and requests straight into the router.
 #![allow(dead_code)]
 
+pub use crate::common::load_demo_workshops;
 use crate::common::TestDb;
 use aftercare::api::{router, AppState};
 use aftercare::capacity::{Seed, WorkshopSpec};
@@ -27,14 +28,6 @@ pub struct Api {
     pub advisor: String,
     pub planner: String,
     pub db: TestDb,
-}
-
-/// Loads the demo seed (`deploy/workshops.toml`): parts, jobs and workshops WS-01..WS-05.
-pub async fn load_demo_workshops(pool: &PgPool) {
-    let seed = aftercare::capacity::Seed::from_file(std::path::Path::new(SEED)).unwrap();
-    aftercare::store::capacity::load_seed(pool, &seed)
-        .await
-        .unwrap();
 }
 
 /// A fresh database with the demo seed loaded, the router, and advisor and planner keys.

@@ -769,6 +769,15 @@ pub fn read_webhook(secret: &str, headers: &axum::http::HeaderMap, body: &[u8]) 
     }
 }
 
+/// Loads the demo seed (`deploy/workshops.toml`): parts, jobs and workshops WS-01..WS-05.
+pub async fn load_demo_workshops(pool: &PgPool) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/workshops.toml");
+    let seed = aftercare::capacity::Seed::from_file(std::path::Path::new(path)).unwrap();
+    aftercare::store::capacity::load_seed(pool, &seed)
+        .await
+        .unwrap();
+}
+
 /// Serves `app` on a free loopback port, in the background; returns the port.
 pub async fn serve_on_free_port(app: axum::Router) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
