@@ -21,8 +21,8 @@
 //! - **HTTP**: `api`, the axum routes, API keys and scopes, the OpenAPI document and the web
 //!   console.
 //! - **Tools**: `simulator` (a fleet with known ground truth, and hostile traffic), `backtest`
-//!   (the demand preview against the work that came), `bench`,
-//!   `bench_api` and `bench_reads` (`aftercare bench ingest|fuzz|api|reads`), `certs`
+//!   (the demand preview against the work that came), `bench` (`aftercare bench
+//!   ingest|fuzz|api|reads`, one file each), `certs`
 //!   (`aftercare certs`: the fleet CA and certificates).
 //!
 //! Data moves forward: no module imports from a module that imports it back
@@ -63,7 +63,5 @@ pub mod api;
 // Tools
 pub mod backtest;
 pub mod bench;
-pub mod bench_api;
-pub mod bench_reads;
 pub mod certs;
 pub mod simulator;

@@ -98,13 +98,13 @@ enum WorkshopsCommand {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Broker limit vs full pipeline vs database COPY limit, on the same messages.
-    Ingest(aftercare::bench::IngestBenchArgs),
+    Ingest(aftercare::bench::ingest::IngestBenchArgs),
     /// HTTP API latency under load: health baseline, offer list, slot search, accepts.
-    Api(aftercare::bench_api::ApiBenchArgs),
+    Api(aftercare::bench::api::ApiBenchArgs),
     /// Read paths over stored telemetry (a filled database).
-    Reads(aftercare::bench_reads::ReadsBenchArgs),
+    Reads(aftercare::bench::reads::ReadsBenchArgs),
     /// Hostile traffic through the broker: every outcome checked, peak memory reported.
-    Fuzz(aftercare::bench::FuzzBenchArgs),
+    Fuzz(aftercare::bench::fuzz::FuzzBenchArgs),
 }
 
 fn init_logging(config: &Config) {
@@ -235,22 +235,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Ingest(args),
         } => {
-            aftercare::bench::ingest(&config, &args).await?;
+            aftercare::bench::ingest::ingest(&config, &args).await?;
         }
         Command::Bench {
             command: BenchCommand::Fuzz(args),
         } => {
-            aftercare::bench::fuzz(&config, &args).await?;
+            aftercare::bench::fuzz::fuzz(&config, &args).await?;
         }
         Command::Bench {
             command: BenchCommand::Reads(args),
         } => {
-            aftercare::bench_reads::reads(&config, &args).await?;
+            aftercare::bench::reads::reads(&config, &args).await?;
         }
         Command::Bench {
             command: BenchCommand::Api(args),
         } => {
-            aftercare::bench_api::api(&config, &args).await?;
+            aftercare::bench::api::api(&config, &args).await?;
         }
         Command::Model { command } => {
             aftercare::model::cli::run(&config, command).await?;

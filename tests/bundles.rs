@@ -631,7 +631,7 @@ async fn offers_and_work_orders_from_before_visits_become_one_job_visits() {
         )]
     );
     // The booked brakes stay the one open job for the component.
-    let again = offers::create(&pool, &aftercare::bench_api::brake_offer(v, 1, "new"))
+    let again = offers::create(&pool, &aftercare::bench::api::brake_offer(v, 1, "new"))
         .await
         .unwrap();
     assert!(again.is_none(), "one open job per vehicle and component");

@@ -286,7 +286,7 @@ pub async fn brake_offer_for(pool: &PgPool, n: usize, workshop: &str) -> offers:
         .fetch_one(pool)
         .await
         .unwrap();
-    aftercare::bench_api::brake_offer(vehicle, ws, "test")
+    aftercare::bench::api::brake_offer(vehicle, ws, "test")
 }
 
 /// What a race of accepts must leave: exactly `booked` bookings (and offers booked), no two

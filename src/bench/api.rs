@@ -8,7 +8,7 @@
 //! `store::stats::analyze_if_stale`; `/healthz` (the HTTP stack alone) is the baseline of
 //! each phase. A slot search and accepting windows follow at a lower rate.
 
-use crate::bench::{fresh_database, BenchError};
+use super::{fresh_database, BenchError};
 use crate::capacity::Seed;
 use crate::config::Config;
 use crate::model::artifact::Artifact;

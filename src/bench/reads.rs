@@ -6,7 +6,7 @@
 //! reports the median and 99th percentile. It also prints a digest of every answer, so two
 //! builds (or layouts) filled with the same fleet can show they answer byte for byte alike.
 
-use crate::bench::BenchError;
+use super::BenchError;
 use crate::config::Config;
 use crate::model::dataset;
 use crate::store::read::{self, TelemetryQuery};
