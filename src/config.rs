@@ -79,7 +79,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            chunk_days: 7,
+            chunk_days: 30,
             dtc_chunk_days: 30,
             retention_days: 1095,
             dtc_retention_days: 1095,

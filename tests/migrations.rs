@@ -29,6 +29,9 @@ const TIMESCALE_STANDINS: &str = "
                                       if_not_exists boolean DEFAULT false,
                                       migrate_data boolean DEFAULT false) RETURNS text
         LANGUAGE sql AS $$ SELECT 'hypertable' $$;
+    CREATE FUNCTION set_chunk_time_interval(hypertable regclass, chunk_time_interval anyelement,
+                                            dimension_name name DEFAULT NULL) RETURNS void
+        LANGUAGE sql AS $$ SELECT $$;
     CREATE FUNCTION add_compression_policy(hypertable regclass, compress_after interval)
         RETURNS integer LANGUAGE sql AS $$ SELECT 1000 $$;
     CREATE FUNCTION add_retention_policy(relation regclass, drop_after interval)
@@ -80,7 +83,8 @@ async fn the_servers_flavour_is_detected_and_migrations_are_idempotent() {
             "storage_policy",
             "score_marks_released",
             "visits",
-            "list_indexes"
+            "list_indexes",
+            "partition_width"
         ]
     );
 }
@@ -153,7 +157,7 @@ async fn the_timescale_path_runs_against_stand_ins_of_the_extension() {
         }
     }
     assert_eq!(
-        checked, 24,
+        checked, 27,
         "every statement of the TimescaleDB migrations checked"
     );
     // What the rest of the service relies on exists, with the columns it reads.

@@ -229,8 +229,10 @@ async fn waiting_backend(pool: &PgPool, query_start: &str) -> i32 {
     }
 }
 
+/// Kills a backend and waits until it is gone: until then its locks stand, and a `SKIP
+/// LOCKED` fold would pass over the rows it held.
 async fn terminate(pool: &PgPool, pid: i32) {
-    let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+    let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 60000)")
         .bind(pid)
         .fetch_one(pool)
         .await

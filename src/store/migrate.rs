@@ -311,6 +311,18 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Always,
         sql: include_str!("../../migrations/0050_list_indexes.sql"),
     },
+    Migration {
+        version: 51,
+        name: "partition_width",
+        applies: Applies::Plain,
+        sql: include_str!("../../migrations/0051_partition_width.plain.sql"),
+    },
+    Migration {
+        version: 51,
+        name: "partition_width",
+        applies: Applies::Timescale,
+        sql: include_str!("../../migrations/0051_partition_width.timescale.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {

@@ -191,8 +191,10 @@ async fn reconcile_job(pool: &PgPool, table: &str, job: Job, days: i32) -> Resul
     Ok(())
 }
 
-/// Makes sure partitions cover the retention window up to `ahead_days` past `now` (plain
-/// PostgreSQL; TimescaleDB makes chunks itself). Drops nothing.
+/// Makes sure partitions cover `now` up to `ahead_days` past it (plain PostgreSQL;
+/// TimescaleDB makes chunks itself). Drops nothing. Nothing is made for the past: every read
+/// plans each partition it touches, so empty ones behind the data would only cost; a write or
+/// bulk load for an earlier range makes its own partition.
 pub async fn ensure_partitions(
     pool: &PgPool,
     flavor: Flavor,
@@ -207,7 +209,7 @@ pub async fn ensure_partitions(
         created += ensure(
             pool,
             t.table,
-            now - Duration::days(i64::from(t.retention_days)),
+            now,
             now + Duration::days(i64::from(policy.ahead_days)),
             t.chunk_days,
         )

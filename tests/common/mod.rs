@@ -778,6 +778,19 @@ pub async fn load_demo_workshops(pool: &PgPool) {
         .unwrap();
 }
 
+/// Partitions for rows a test writes straight into a time-partitioned table (plain
+/// PostgreSQL makes them only ahead of now; a no-op on TimescaleDB).
+pub async fn ensure_partitions(
+    pool: &PgPool,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) {
+    let flavor = aftercare::store::Flavor::detect(pool).await.unwrap();
+    aftercare::store::retention::ensure_partitions_between(pool, flavor, from, to)
+        .await
+        .unwrap();
+}
+
 /// Serves `app` on a free loopback port, in the background; returns the port.
 pub async fn serve_on_free_port(app: axum::Router) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -793,6 +806,10 @@ pub async fn serve_on_free_port(app: axum::Router) -> u16 {
 /// the (vehicle, signal) pairs the reads list. A value at an instant already stored is skipped.
 pub async fn insert_values(pool: &PgPool, rows: &[(i32, i32, chrono::DateTime<chrono::Utc>, f64)]) {
     use std::collections::BTreeMap;
+    let times = || rows.iter().map(|r| r.2);
+    if let (Some(from), Some(to)) = (times().min(), times().max()) {
+        ensure_partitions(pool, from, to).await;
+    }
     let mut samples: BTreeMap<(i32, chrono::DateTime<chrono::Utc>), BTreeMap<i32, f64>> =
         BTreeMap::new();
     for &(v, s, ts, x) in rows {

@@ -77,6 +77,10 @@ pub async fn refresh_rollup(pool: &PgPool) {
 }
 
 pub async fn dtc(pool: &PgPool, vehicle_id: i32, ts: DateTime<Utc>, code: &str, status: &str) {
+    let flavor = aftercare::store::Flavor::detect(pool).await.unwrap();
+    aftercare::store::retention::ensure_partitions_between(pool, flavor, ts, ts)
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO dtc_events (vehicle_id, ts, seq, code, status) VALUES ($1, $2, 0, $3, $4)",
     )
