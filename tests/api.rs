@@ -249,6 +249,16 @@ async fn telemetry_pages_with_a_cursor_and_aggregates_per_bucket() {
         .map(|p| p["value"].as_f64().unwrap())
         .collect();
     assert_eq!(speeds, (0..120).map(|i| i as f64).collect::<Vec<_>>());
+    // A signal never stored has no points (not every signal).
+    let (status, body) = get(
+        &api,
+        &format!("/v1/vehicles/{VIN}/telemetry?from={from}&to={to}&signal=Vehicle.Nothing"),
+        Some(&api.key),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["points"], serde_json::json!([]));
+    assert_eq!(body["next_cursor"], serde_json::Value::Null);
     // Hourly buckets from raw values.
     let (_, body) = get(
         &api,

@@ -189,7 +189,7 @@ async fn two_samples_at_one_instant_are_both_stored_and_counted() {
         &pool,
         &TelemetryQuery {
             vehicle_id,
-            signal: Some("Vehicle.Speed"),
+            signal: read::signal_ref(&pool, "Vehicle.Speed").await.unwrap(),
             from: at,
             to: at + Duration::seconds(1),
             after: None,

@@ -126,7 +126,9 @@ async fn answers(
     };
     let (points, _) = read::telemetry(pool, &q).await.unwrap();
     let one = TelemetryQuery {
-        signal: Some("Vehicle.TraveledDistance"),
+        signal: read::signal_ref(pool, "Vehicle.TraveledDistance")
+            .await
+            .unwrap(),
         ..q
     };
     let (odometer, _) = read::telemetry(pool, &one).await.unwrap();

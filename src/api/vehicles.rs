@@ -216,6 +216,22 @@ pub async fn telemetry(
         })));
     }
     let after = p.cursor.as_deref().map(parse_cursor).transpose()?;
+    let signal = match signal {
+        None => None,
+        Some(name) => match state.store.signal_ref(name).await? {
+            Some(signal) => Some(signal),
+            // A name never stored has no values.
+            None => {
+                return Ok(Json(Telemetry::Points(TelemetryPoints {
+                    vin,
+                    from,
+                    to,
+                    points: Vec::new(),
+                    next_cursor: None,
+                })))
+            }
+        },
+    };
     let q = TelemetryQuery {
         vehicle_id: id,
         signal,

@@ -181,6 +181,21 @@ impl Store {
         &self.pool
     }
 
+    /// The stored signal of that name, from the name cache or the table; never creates one.
+    pub async fn signal_ref<'a>(
+        &self,
+        name: &'a str,
+    ) -> Result<Option<read::SignalRef<'a>>, StoreError> {
+        if let Some(id) = self.signal_ids.get(name) {
+            return Ok(Some(read::SignalRef { id, name }));
+        }
+        let found = read::signal_ref(&self.pool, name).await?;
+        if let Some(signal) = found {
+            self.signal_ids.insert_all([(name.to_owned(), signal.id)]);
+        }
+        Ok(found)
+    }
+
     pub fn flavor(&self) -> Flavor {
         self.flavor
     }

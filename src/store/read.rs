@@ -24,9 +24,30 @@ pub struct Point {
 /// Position after the last returned point, for cursor pagination: (ts, seq, signal id).
 pub type TelemetryCursor = (DateTime<Utc>, i64, i32);
 
+/// A stored signal: its name and its id (resolved once, so a read of one signal needs no
+/// lookup: `Store::signal_ref` caches it, `signal_ref` reads it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalRef<'a> {
+    pub id: i32,
+    pub name: &'a str,
+}
+
+/// The stored signal of that name, if any (never creates one).
+pub async fn signal_ref<'a>(
+    pool: &PgPool,
+    name: &'a str,
+) -> Result<Option<SignalRef<'a>>, StoreError> {
+    let id: Option<i32> = sqlx::query_scalar("SELECT id FROM signals WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(id.map(|id| SignalRef { id, name }))
+}
+
 pub struct TelemetryQuery<'a> {
     pub vehicle_id: i32,
-    pub signal: Option<&'a str>,
+    /// One signal, or every signal of the vehicle.
+    pub signal: Option<SignalRef<'a>>,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub after: Option<TelemetryCursor>,
@@ -42,18 +63,19 @@ pub async fn telemetry(
     let (after_ts, after_seq, after_sig) = q.after.unwrap_or((q.from, i64::MIN, i32::MIN));
     let from = q.from.max(after_ts);
     // One signal: only its samples, its value picked out of each; all: every value unnested.
+    // The signal's id comes resolved: a join to `signals` here cost more than the read.
     let rows: Vec<(DateTime<Utc>, i64, i32, String, f64)> = match q.signal {
-        Some(signal) => sqlx::query_as(
-            "SELECT a.ts, a.seq, s.id, s.name, a.signal_values[array_position(a.signal_ids, s.id)]
-                 FROM signals s JOIN all_samples a
-                   ON a.vehicle_id = $1 AND a.signal_ids @> ARRAY[s.id]
-                 WHERE s.name = $2 AND a.ts >= $3 AND a.ts < $4
-                   AND (a.ts, a.seq, s.id) > ($5, $6, $7)
+        Some(signal) => sqlx::query_as::<_, (DateTime<Utc>, i64, f64)>(
+            "SELECT a.ts, a.seq, a.signal_values[array_position(a.signal_ids, $2)]
+                 FROM all_samples a
+                 WHERE a.vehicle_id = $1 AND $2 = ANY(a.signal_ids)
+                   AND a.ts >= $3 AND a.ts < $4
+                   AND (a.ts, a.seq, $2) > ($5, $6, $7)
                  ORDER BY a.ts, a.seq
                  LIMIT $8",
         )
         .bind(q.vehicle_id)
-        .bind(signal)
+        .bind(signal.id)
         .bind(from)
         .bind(q.to)
         .bind(after_ts)
@@ -61,7 +83,10 @@ pub async fn telemetry(
         .bind(after_sig)
         .bind(q.limit + 1)
         .fetch_all(pool)
-        .await?,
+        .await?
+        .into_iter()
+        .map(|(ts, seq, value)| (ts, seq, signal.id, signal.name.to_owned(), value))
+        .collect(),
         None => {
             sqlx::query_as(
                 "SELECT a.ts, a.seq, u.signal_id, s.name, u.value
