@@ -4,7 +4,8 @@
 //!
 //! - **Contract**, what the outside relies on: `wire` (MQTT topics and payloads, v1, and every
 //!   rejection reason), `config` (settings and their `AFTERCARE_*` names), `metrics`
-//!   (Prometheus names).
+//!   (Prometheus names), `feeds` (foreign feeds such as Traccar's positions mapped onto the
+//!   contract).
 //! - **Pipeline**, the running process: `ingest` (MQTT session → batches → one transaction
 //!   each → acks in order), `outbox` (signed webhooks and MQTT to vehicles), `service` (starts
 //!   and stops every task of `aftercare serve`).
@@ -30,6 +31,7 @@
 
 // Contract
 pub mod config;
+pub mod feeds;
 pub mod metrics;
 pub mod wire;
 

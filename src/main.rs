@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The device register: trackers (IMEIs, Traccar uniqueIds) to vehicles.
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
     /// Workshops, job catalogue and parts.
     Workshops {
         #[command(subcommand)]
@@ -69,9 +74,21 @@ enum KeysCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// fleet-read, advisor, planner or admin (admin implies all); repeatable.
+        /// fleet-read, advisor, planner, ingest or admin (admin implies all); repeatable.
         #[arg(long = "scope", required = true)]
         scopes: Vec<Scope>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Register DEVICE to VIN from now (or --from) on; a re-registration moves it.
+    Set {
+        device: String,
+        vin: String,
+        /// When the tracker went into this vehicle (RFC 3339); default now.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -195,6 +212,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             aftercare::store::migrate(&pool).await?;
             let secret = aftercare::store::keys::create(&pool, &name, &scopes).await?;
             println!("{secret}");
+        }
+        Command::Devices {
+            command: DevicesCommand::Set { device, vin, from },
+        } => {
+            let vin = aftercare::wire::Vin::parse(&vin).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if device.is_empty() || device.chars().count() > 128 {
+                anyhow::bail!("DEVICE must be 1 to 128 characters");
+            }
+            let pool = aftercare::store::pool(&config.database.url, 1).await?;
+            aftercare::store::migrate(&pool).await?;
+            let from = from.unwrap_or_else(chrono::Utc::now);
+            let done =
+                aftercare::store::devices::register(&pool, &device, vin.as_str(), from).await?;
+            eprintln!(
+                "device {device} -> {vin} from {}: {done:?}",
+                from.to_rfc3339()
+            );
         }
         Command::Workshops {
             command:

@@ -80,7 +80,8 @@ async fn the_servers_flavour_is_detected_and_migrations_are_idempotent() {
             "storage_policy",
             "score_marks_released",
             "visits",
-            "list_indexes"
+            "list_indexes",
+            "device_register"
         ]
     );
 }

@@ -6,10 +6,12 @@ mod auth;
 mod bookings;
 mod capacity;
 mod console;
+mod devices;
 pub(crate) mod doc;
 pub mod edge;
 pub mod error;
 mod fields;
+mod ingest;
 mod input;
 mod kpis;
 mod offers;
@@ -81,8 +83,11 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(s(Scope::Advisor, routes!(bookings::cancel)))
         .routes(s(Scope::Advisor, routes!(bookings::complete)))
         .routes(s(Scope::Advisor, routes!(service_records::create)))
+        // ingest
+        .routes(s(Scope::Ingest, routes!(ingest::traccar)))
         // admin
         .routes(s(Scope::Admin, routes!(profiles::put)))
+        .routes(s(Scope::Admin, routes!(devices::put)))
 }
 
 /// The OpenAPI document as served at `/openapi.json`.

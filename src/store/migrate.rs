@@ -311,6 +311,12 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Always,
         sql: include_str!("../../migrations/0050_list_indexes.sql"),
     },
+    Migration {
+        version: 60,
+        name: "device_register",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0060_device_register.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {

@@ -7,6 +7,7 @@ pub mod booking;
 pub mod capacity;
 mod connect;
 pub mod copy;
+pub mod devices;
 mod diagnostics;
 pub mod fast_load;
 pub mod history;
