@@ -458,6 +458,27 @@ async fn a_traccar_stream_lands_once_in_vss_units_over_mqtt_and_http() {
             (TOPIC.into(), "unknown_device".into(), 1),
         ]
     );
+    // A request none of whose positions can be stored is refused as a whole (a client sending
+    // one position at a time sees a 4xx), and the position is still kept as a dead letter.
+    let resp = post(h3.to_string()).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_position");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown_device"));
+    let deliveries: i32 = sqlx::query_scalar(
+        "SELECT deliveries FROM dead_letters
+         WHERE topic = 'POST /v1/ingest/traccar' AND reason = 'unknown_device'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        deliveries, 3,
+        "the same position's dead letter, delivered a third time"
+    );
     // Every vehicle that got new data is marked for scoring.
     assert_eq!(count(&pool, "SELECT count(*) FROM score_dirty").await, 4);
     service.shutdown().await.unwrap();

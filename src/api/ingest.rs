@@ -71,8 +71,8 @@ pub struct ForwardBody {
     request_body(content = ForwardBody, description = "One position, an array, or NDJSON"),
     responses(
         (status = 200, description = "Counts; refused positions listed with their line and reason (each kept as a dead letter)", body = IngestResult),
-        (status = 400, description = "An empty body", body = ErrorBody),
-        (status = 422, description = "More than 10,000 positions", body = ErrorBody),
+        (status = 400, description = "An empty body, or no position is JSON (`invalid_json`)", body = ErrorBody),
+        (status = 422, description = "More than 10,000 positions (`too_many_positions`), or none could be stored (`invalid_position`; each kept as a dead letter, the message lists why)", body = ErrorBody),
     )
 )]
 pub async fn traccar(
@@ -167,6 +167,26 @@ pub async fn traccar(
                 }
             }
         }
+    }
+    // Nothing stored and nothing known: the request as a whole is refused, so a client that
+    // sends one position at a time (Traccar's forwarder) sees a 4xx. The dead letters stay.
+    if answer.stored == 0 && answer.duplicate == 0 {
+        let all_json = answer.rejects.iter().all(|r| r.reason == "invalid_json");
+        let listed: Vec<String> = answer
+            .rejects
+            .iter()
+            .take(5)
+            .map(|r| format!("line {}: {}: {}", r.line, r.reason, r.detail))
+            .collect();
+        let message = format!(
+            "no position could be stored (each is kept as a dead letter): {}",
+            listed.join("; ")
+        );
+        return Err(if all_json {
+            ApiError::bad_request("invalid_json", message)
+        } else {
+            ApiError::unprocessable("invalid_position", message)
+        });
     }
     Ok(Json(answer))
 }
