@@ -42,6 +42,15 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub storage: StorageConfig,
     pub traccar: TraccarConfig,
+    pub feeds: FeedsConfig,
+}
+
+/// Other JSON feeds (`[feeds]`): mapping files, each a topic filter with where the vehicle,
+/// time, values and fault codes are (`deploy/feeds/*.toml`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedsConfig {
+    pub mappings: Vec<PathBuf>,
 }
 
 /// Traccar's forwarded positions (`[traccar]`): the MQTT topic Traccar's `forward.type = mqtt`
@@ -495,8 +504,9 @@ impl std::fmt::Debug for MqttConfig {
     }
 }
 
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "database", "mqtt", "http", "ingest", "log", "model", "offers", "notify", "storage", "traccar",
+    "feeds",
 ];
 
 impl Config {

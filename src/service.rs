@@ -106,6 +106,8 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let ingest = if config.ingest.enabled {
+        // Mapping files are read before anything runs: a bad one stops the start.
+        let feeds = ingest::Feeds::load(&config)?;
         // Its own pool, so API load never starves the write path.
         let connections = u32::try_from(config.ingest.writers).unwrap_or(u32::MAX);
         let ingest_store = Arc::new(
@@ -117,7 +119,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         );
         let (config, metrics, rx) = (config.clone(), metrics.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {
-            ingest::run(&config, ingest_store, metrics, rx).await
+            ingest::run(&config, feeds, ingest_store, metrics, rx).await
         }))
     } else {
         None

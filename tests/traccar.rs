@@ -13,7 +13,6 @@ use aftercare::store::keys::{self, Scope};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use common::*;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 
 const VIN_A: &str = "WVWZZZ1KZ8W000101";
 const VIN_B: &str = "WVWZZZ1KZ8W000102";
@@ -43,51 +42,6 @@ fn position(id: i64, unique_id: &str, at: DateTime<Utc>, speed: f64, attributes:
             "attributes": {}
         }
     })
-}
-
-/// (ts, signal) -> value, as the API returns a vehicle's stored values.
-type Values = BTreeMap<(DateTime<Utc>, String), f64>;
-
-async fn stored_values(base: &str, key: &str, vin: &str, from: DateTime<Utc>) -> Values {
-    let url = format!(
-        "{base}/v1/vehicles/{vin}/telemetry?from={}&to={}",
-        rfc(from).replace('+', "%2B"),
-        rfc(Utc::now() + Duration::hours(1)).replace('+', "%2B")
-    );
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{url}");
-    let body: Value = resp.json().await.unwrap();
-    let mut out = Values::new();
-    for p in body["points"].as_array().unwrap() {
-        let ts: DateTime<Utc> = p["ts"].as_str().unwrap().parse().unwrap();
-        let prev = out.insert(
-            (ts, p["signal"].as_str().unwrap().to_owned()),
-            p["value"].as_f64().unwrap(),
-        );
-        assert!(prev.is_none(), "a value stored twice: {p}");
-    }
-    out
-}
-
-fn assert_values(got: &Values, want: &[(DateTime<Utc>, &str, f64)]) {
-    let want: Values = want
-        .iter()
-        .map(|(t, s, x)| ((*t, (*s).to_owned()), *x))
-        .collect();
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "the same values under the same paths"
-    );
-    for (k, x) in &want {
-        let g = got[k];
-        assert!((g - x).abs() < 1e-9, "{k:?}: stored {g}, expected {x}");
-    }
 }
 
 /// The values a position with the test's OBD attributes stores, in VSS units.
@@ -228,11 +182,11 @@ async fn a_traccar_stream_lands_once_in_vss_units_over_mqtt_and_http() {
     let mut want_a = obd_values(t0, 27.0, 48_213_400.0, 91.0);
     want_a.extend(obd_values(t1, 30.0, 48_213_650.0, 92.5));
     assert_values(
-        &stored_values(&base, &reader, VIN_A, t0 - Duration::hours(1)).await,
+        &api_values(&base, &reader, VIN_A, t0 - Duration::hours(1)).await,
         &want_a,
     );
     assert_values(
-        &stored_values(&base, &reader, VIN_C, t0 - Duration::hours(1)).await,
+        &api_values(&base, &reader, VIN_C, t0 - Duration::hours(1)).await,
         &[
             (t1, "Vehicle.CurrentLocation.Latitude", 52.52),
             (t1, "Vehicle.CurrentLocation.Longitude", 13.405),
@@ -345,7 +299,7 @@ async fn a_traccar_stream_lands_once_in_vss_units_over_mqtt_and_http() {
     let h = handled(&service, 8.0, std::time::Duration::from_secs(30)).await;
     assert_eq!((h.stored, h.duplicate, h.dead_letter), (5.0, 2.0, 1.0));
     assert_values(
-        &stored_values(&base, &reader, VIN_B, t0 - Duration::hours(1)).await,
+        &api_values(&base, &reader, VIN_B, t0 - Duration::hours(1)).await,
         &obd_values(t2, 10.0, 12_000_000.0, 85.0),
     );
     let mut want_a_late = want_a.clone();
@@ -362,7 +316,7 @@ async fn a_traccar_stream_lands_once_in_vss_units_over_mqtt_and_http() {
         ),
     ]);
     assert_values(
-        &stored_values(&base, &reader, VIN_A, t0 - Duration::hours(1)).await,
+        &api_values(&base, &reader, VIN_A, t0 - Duration::hours(1)).await,
         &want_a_late,
     );
 
@@ -420,7 +374,7 @@ async fn a_traccar_stream_lands_once_in_vss_units_over_mqtt_and_http() {
         ]
     );
     assert_values(
-        &stored_values(&base, &reader, VIN_D, t3 - Duration::hours(1)).await,
+        &api_values(&base, &reader, VIN_D, t3 - Duration::hours(1)).await,
         &[
             (t3, "Vehicle.CurrentLocation.Latitude", 52.52),
             (t3, "Vehicle.CurrentLocation.Longitude", 13.405),

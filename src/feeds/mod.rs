@@ -1,9 +1,11 @@
-//! Foreign feeds mapped onto the wire contract: Traccar's forwarded positions (`traccar`).
+//! Foreign feeds mapped onto the wire contract: Traccar's forwarded positions (`traccar`) and
+//! any JSON feed described by a mapping file (`mapping`).
 //! Pure, no I/O: a record becomes a [`Mapped`] that names its vehicle by a VIN of its own or
 //! by a device id, which the caller resolves through the device register
 //! (`store::devices`) before [`Mapped::into_message`] makes the contract's message of it.
 //! From there it takes the contract's own path: ledgers, dead letters, rollups, score marks.
 
+pub mod mapping;
 pub mod traccar;
 
 use crate::wire::{check_signal_name, Dtc, DtcReport, Message, Reject, RejectReason, Sample, Vin};
@@ -22,8 +24,8 @@ pub struct Mapped {
     /// VSS path and value, in VSS units.
     pub values: Vec<(String, f64)>,
     pub dtcs: Vec<Dtc>,
-    /// The report's `source` when it carries fault codes (e.g. `traccar`).
-    pub source: &'static str,
+    /// The report's `source` when it carries fault codes (`traccar`, a feed's name).
+    pub source: String,
 }
 
 impl Mapped {
@@ -55,13 +57,17 @@ impl Mapped {
                 ));
             }
         }
-        let report = (!self.dtcs.is_empty()).then(|| DtcReport {
-            seq: self.seq,
-            ts: self.ts,
-            source: Some(self.source.to_owned()),
-            mil: None,
-            dtcs: self.dtcs,
-        });
+        let report = if self.dtcs.is_empty() {
+            None
+        } else {
+            Some(DtcReport {
+                seq: self.seq,
+                ts: self.ts,
+                source: Some(self.source),
+                mil: None,
+                dtcs: self.dtcs,
+            })
+        };
         Ok(Message::Combined {
             vin,
             samples: vec![Sample {

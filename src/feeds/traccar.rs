@@ -211,7 +211,7 @@ pub fn parse(payload: &[u8], now: DateTime<Utc>, limits: &Limits) -> Result<Mapp
         seq,
         values,
         dtcs,
-        source: SOURCE,
+        source: SOURCE.to_owned(),
     })
 }
 

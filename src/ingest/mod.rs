@@ -36,6 +36,33 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 pub enum IngestError {
     #[error(transparent)]
     Mqtt(#[from] crate::mqtt::MqttError),
+    #[error(transparent)]
+    Feed(#[from] crate::feeds::mapping::MappingError),
+}
+
+/// The foreign feeds ingest takes besides the contract: Traccar's topic and mapped feeds.
+#[derive(Debug, Clone, Default)]
+pub struct Feeds {
+    pub traccar_topic: Option<String>,
+    pub mappings: Vec<crate::feeds::mapping::Mapping>,
+}
+
+impl Feeds {
+    /// The feeds `config` names, their mapping files read and checked.
+    pub fn load(config: &Config) -> Result<Feeds, IngestError> {
+        Ok(Feeds {
+            traccar_topic: Some(config.traccar.topic.clone()).filter(|t| !t.is_empty()),
+            mappings: crate::feeds::mapping::load_all(&config.feeds.mappings)?,
+        })
+    }
+
+    /// The topic filters to subscribe to besides the contract's.
+    fn topics(&self) -> impl Iterator<Item = &str> {
+        self.traccar_topic
+            .as_deref()
+            .into_iter()
+            .chain(self.mappings.iter().map(|m| m.topic.as_str()))
+    }
 }
 
 /// Memory a held message is counted for, per byte of payload: the payload itself (kept for a
@@ -118,6 +145,7 @@ struct AckTicket {
 /// waits on the writer only for permits, so the two cannot deadlock.
 pub async fn run(
     config: &Config,
+    feeds: Feeds,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
@@ -134,13 +162,20 @@ pub async fn run(
         max_values: config.ingest.batch_max_values,
         max_delay: config.batch_max_delay(),
     };
-    let traccar_topic = Some(config.traccar.topic.clone()).filter(|t| !t.is_empty());
+    let share_group = Some(config.mqtt.share_group.as_str()).filter(|g| !g.is_empty());
+    let mut filters = wire::subscription_filters(share_group).to_vec();
+    for topic in feeds.topics() {
+        filters.push(match share_group {
+            Some(group) => format!("$share/{group}/{topic}"),
+            None => topic.to_owned(),
+        });
+    }
     let batcher = tokio::spawn(run_batcher(
         deliveries_rx,
         batches_tx,
         batch_limits,
         config.limits(),
-        traccar_topic.clone(),
+        feeds,
     ));
     let writer = tokio::spawn(run_writer(
         batches_rx,
@@ -151,14 +186,6 @@ pub async fn run(
         config.ingest.writers,
         shutdown.clone(),
     ));
-    let share_group = Some(config.mqtt.share_group.as_str()).filter(|g| !g.is_empty());
-    let mut filters = wire::subscription_filters(share_group).to_vec();
-    if let Some(topic) = &traccar_topic {
-        filters.push(match share_group {
-            Some(group) => format!("$share/{group}/{topic}"),
-            None => topic.clone(),
-        });
-    }
     let task = MqttTask {
         client,
         metrics,
@@ -405,9 +432,10 @@ fn ack_for(t: AckTicket) -> Publish {
     p
 }
 
-/// Parses one publish into what the store should do with it: a contract message, or on the
-/// Traccar topic a position mapped to one (its vehicle resolved by the writer).
-fn parse(r: Received, limits: &Limits, traccar_topic: Option<&str>) -> Delivery {
+/// Parses one publish into what the store should do with it: a contract message, or on a
+/// feed's topic (Traccar's, a mapped feed's) a record mapped to one, its vehicle resolved by
+/// the writer.
+fn parse(r: Received, limits: &Limits, feeds: &Feeds) -> Delivery {
     let Received {
         publish,
         epoch,
@@ -429,8 +457,22 @@ fn parse(r: Received, limits: &Limits, traccar_topic: Option<&str>) -> Delivery 
         return delivery;
     }
     let topic = String::from_utf8_lossy(&delivery.publish.topic);
-    if traccar_topic.is_some_and(|filter| feeds::topic_matches(filter, &topic)) {
-        match feeds::traccar::parse(&delivery.publish.payload, received_at, limits) {
+    let payload = &delivery.publish.payload;
+    let mapped = if feeds
+        .traccar_topic
+        .as_deref()
+        .is_some_and(|filter| feeds::topic_matches(filter, &topic))
+    {
+        Some(feeds::traccar::parse(payload, received_at, limits))
+    } else {
+        feeds
+            .mappings
+            .iter()
+            .find(|m| m.matches(&topic))
+            .map(|m| m.map(&topic, payload, received_at, limits))
+    };
+    if let Some(mapped) = mapped {
+        match mapped {
             Ok(mapped) => {
                 delivery.values = mapped.values.len() + mapped.dtcs.len();
                 delivery.pending = Some((mapped, received_at));
@@ -465,7 +507,7 @@ async fn run_batcher(
     tx: mpsc::Sender<Vec<Delivery>>,
     limits: BatchLimits,
     wire_limits: Limits,
-    traccar_topic: Option<String>,
+    feeds: Feeds,
 ) {
     let mut batch = Batcher::new(limits);
     loop {
@@ -473,7 +515,7 @@ async fn run_batcher(
         let flush = tokio::select! {
             r = rx.recv() => match r {
                 Some(r) => {
-                    let d = parse(r, &wire_limits, traccar_topic.as_deref());
+                    let d = parse(r, &wire_limits, &feeds);
                     let values = d.values;
                     batch.push(d, values, Instant::now())
                 }
