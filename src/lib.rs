@@ -24,7 +24,8 @@
 //! - **Tools**: `simulator` (a fleet with known ground truth, and hostile traffic), `backtest`
 //!   (the demand preview against the work that came), `bench`,
 //!   `bench_api` and `bench_reads` (`aftercare bench ingest|fuzz|api|reads`), `certs`
-//!   (`aftercare certs`: the fleet CA and certificates).
+//!   (`aftercare certs`: the fleet CA and certificates), `import` (`aftercare import`: a
+//!   fleet's history from DMS and logger files).
 //!
 //! Data moves forward: no module imports from a module that imports it back
 //! (`tests/module_graph.rs` checks it, file by file and folder by folder).
@@ -68,4 +69,5 @@ pub mod bench;
 pub mod bench_api;
 pub mod bench_reads;
 pub mod certs;
+pub mod import;
 pub mod simulator;

@@ -64,8 +64,41 @@ enum Command {
         #[command(subcommand)]
         command: aftercare::certs::CertsCommand,
     },
+    /// Import a fleet's history from files (idempotent: a re-run imports nothing twice).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Print the effective configuration (TOML), secrets redacted.
     Config,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Service records from a DMS CSV export, through a job-code mapping.
+    ServiceRecords {
+        file: PathBuf,
+        /// The job-code mapping (TOML), e.g. deploy/imports/dms-jobs.toml.
+        #[arg(long)]
+        jobs: PathBuf,
+        /// Where refused rows go (default FILE.rejects.csv).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
+    /// Telemetry: long CSV (vin,ts,signal,value) or a wide logger CSV through a mapping.
+    Telemetry {
+        file: PathBuf,
+        /// A wide logger file's column mapping (TOML), e.g. deploy/imports/torque.toml;
+        /// without one, the file is long.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// The vehicle a wide logger file is of.
+        #[arg(long)]
+        vin: Option<String>,
+        /// Where refused rows go (default FILE.rejects.csv).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -285,6 +318,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCommand::Api(args),
         } => {
             aftercare::bench_api::api(&config, &args).await?;
+        }
+        Command::Import { command } => {
+            let started = std::time::Instant::now();
+            let pool = aftercare::store::pool(&config.database.url, 3).await?;
+            aftercare::store::migrate(&pool).await?;
+            let report = match command {
+                ImportCommand::ServiceRecords {
+                    file,
+                    jobs,
+                    rejects,
+                } => {
+                    let jobs = aftercare::import::service_records::JobMap::from_file(&jobs)?;
+                    aftercare::import::service_records::import(
+                        &pool,
+                        &file,
+                        &jobs,
+                        rejects.as_deref(),
+                    )
+                    .await?
+                }
+                ImportCommand::Telemetry {
+                    file,
+                    mapping,
+                    vin,
+                    rejects,
+                } => {
+                    use aftercare::import::telemetry::{Layout, WideMapping};
+                    let layout = match (mapping, vin) {
+                        (None, None) => Layout::Long,
+                        (Some(m), Some(vin)) => Layout::Wide {
+                            vin: aftercare::wire::Vin::parse(&vin)
+                                .map_err(|e| anyhow::anyhow!("--vin: {e}"))?,
+                            mapping: WideMapping::from_file(&m)?,
+                        },
+                        _ => anyhow::bail!("a wide file needs both --mapping and --vin"),
+                    };
+                    let store = std::sync::Arc::new(
+                        aftercare::store::Store::open_with(pool.clone(), (&config.storage).into())
+                            .await?,
+                    );
+                    aftercare::import::telemetry::import(
+                        store,
+                        &file,
+                        &layout,
+                        &config.limits(),
+                        rejects.as_deref(),
+                    )
+                    .await?
+                }
+            };
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "{report} in {secs:.1} s ({:.0} rows/s)",
+                report.rows as f64 / secs.max(1e-9)
+            );
         }
         Command::Model { command } => {
             aftercare::model::cli::run(&config, command).await?;

@@ -1,0 +1,151 @@
+//! `aftercare import …`: a fleet's history from files. Service records from a dealer
+//! management system's CSV export (through a job-code mapping), and telemetry in long
+//! (`vin,ts,signal,value`) or wide logger CSV (one column per PID, through a column mapping).
+//! Files are read as a stream, in chunks, and every chunk goes through the store's own paths
+//! (`insert_service_records`, `Store::write_batch` with its ledgers, rollup deltas and score
+//! marks), so a re-run, or a run resumed after a stop, imports nothing twice. Rows that cannot
+//! be read go to a rejects file with their line and reason; the rest are imported.
+
+pub mod service_records;
+pub mod telemetry;
+
+use crate::store::StoreError;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write the rejects file {path}: {source}")]
+    Rejects {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Data rows read (the header not counted).
+    pub rows: u64,
+    /// Rows (records, samples or values) stored now.
+    pub imported: u64,
+    /// Rows stored by an earlier run (or twice in the file).
+    pub already: u64,
+    /// Rows written to the rejects file.
+    pub rejected: u64,
+    /// Telemetry: values stored now.
+    pub values: u64,
+}
+
+impl std::fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} rows: {} imported, {} already there, {} rejected",
+            self.rows, self.imported, self.already, self.rejected
+        )?;
+        if self.values > 0 {
+            write!(f, " ({} values)", self.values)?;
+        }
+        Ok(())
+    }
+}
+
+/// The rejects file: `line,reason,detail` (CSV), one row per refused input row.
+pub struct Rejects {
+    path: PathBuf,
+    out: csv::Writer<std::fs::File>,
+    pub count: u64,
+}
+
+impl Rejects {
+    /// Creates (or empties) the rejects file; a re-run writes its own.
+    pub fn create(path: &Path) -> Result<Rejects, ImportError> {
+        let err = |source| ImportError::Rejects {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::create(path).map_err(err)?;
+        let mut out = csv::Writer::from_writer(file);
+        out.write_record(["line", "reason", "detail"])
+            .map_err(|e| err(e.into()))?;
+        Ok(Rejects {
+            path: path.to_path_buf(),
+            out,
+            count: 0,
+        })
+    }
+
+    pub fn reject(&mut self, line: u64, reason: &str, detail: &str) -> Result<(), ImportError> {
+        self.count += 1;
+        self.out
+            .write_record([line.to_string().as_str(), reason, detail])
+            .map_err(|e| ImportError::Rejects {
+                path: self.path.display().to_string(),
+                source: e.into(),
+            })
+    }
+
+    pub fn finish(mut self) -> Result<u64, ImportError> {
+        self.out.flush().map_err(|source| ImportError::Rejects {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        Ok(self.count)
+    }
+}
+
+/// The rejects file beside `file` unless one is given: `FILE.rejects.csv`.
+pub fn rejects_path(file: &Path, given: Option<&Path>) -> PathBuf {
+    given.map(Path::to_path_buf).unwrap_or_else(|| {
+        let mut name = file.as_os_str().to_owned();
+        name.push(".rejects.csv");
+        PathBuf::from(name)
+    })
+}
+
+/// A CSV reader over `file` (headers on, rows of differing length allowed so each is
+/// refused on its own), and a progress bar on stderr over its bytes.
+pub fn open_csv(
+    file: &Path,
+) -> Result<(csv::Reader<std::fs::File>, indicatif::ProgressBar), ImportError> {
+    let f = std::fs::File::open(file).map_err(|source| ImportError::Read {
+        path: file.display().to_string(),
+        source,
+    })?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(f);
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    Ok((reader, bar))
+}
+
+/// The header, lower-cased, with each name's column.
+pub fn header_index(
+    reader: &mut csv::Reader<std::fs::File>,
+    file: &Path,
+) -> Result<Vec<String>, ImportError> {
+    let headers = reader.headers().map_err(|e| ImportError::Invalid {
+        path: file.display().to_string(),
+        message: format!("cannot read the header: {e}"),
+    })?;
+    Ok(headers.iter().map(|h| h.trim().to_owned()).collect())
+}

@@ -1,0 +1,320 @@
+//! `aftercare import` (issue 18, tests 3 and 4), run as the binary against a real database:
+//! a DMS export of 100,000 job lines with 1% broken in different ways (every good row
+//! imported once, every broken row in the rejects file with its line and reason, a second run
+//! imports nothing new), and a wide logger CSV of a million rows (every value stored once,
+//! the daily rollup equal to a direct aggregate of the file, rows/s printed beside the bulk
+//! path's on the same machine).
+
+mod common;
+
+use chrono::{Duration, NaiveDate, Utc};
+use common::*;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+const JOB_CODES: [&str; 5] = ["BRK-PAD-F", "OIL-SVC", "BAT-12V-R", "COOL-SVC", "IGN-COIL"];
+
+fn deploy(file: &str) -> String {
+    format!("{}/deploy/imports/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `aftercare ARGS` against `db`; its stderr.
+fn aftercare(db: &TestDb, args: &[&str]) -> String {
+    let out = cli()
+        .args(args)
+        .env("AFTERCARE_DATABASE_URL", &db.url)
+        .env("AFTERCARE_LOG_FILTER", "warn")
+        .output()
+        .expect("run aftercare");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "aftercare {args:?}: {stderr}");
+    stderr
+}
+
+fn vin(i: usize) -> String {
+    format!("WVWZZZ1KZ8W{:06}", i % 500)
+}
+
+/// The rejects file's (line, reason) rows.
+fn rejects(path: &Path) -> Vec<(u64, String)> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (rec[0].parse().unwrap(), rec[1].to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dms_export_is_imported_once_and_its_broken_rows_are_rejected_with_reasons() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dms.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    writeln!(
+        out,
+        "RO_Number,Line,VIN,Date,Odometer_km,Job_Code,Workshop,Parts,Notes"
+    )
+    .unwrap();
+    let kinds = [
+        "invalid_vin",
+        "invalid_date",
+        "unknown_job_code",
+        "invalid_odometer",
+        "missing_field",
+        "bad_row",
+        "invalid_text",
+    ];
+    let mut broken: Vec<(u64, String)> = Vec::new();
+    let day0 = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+    for i in 0..100_000usize {
+        let line = i as u64 + 2;
+        let date = day0 + Duration::days((i % 700) as i64);
+        let job = JOB_CODES[i % JOB_CODES.len()];
+        let ro = format!("RO{:07}", i / 2);
+        let l = i % 2 + 1;
+        let odo = 10_000.0 + (i % 90_000) as f64 * 1.5;
+        let mut row = format!(
+            "{ro},{l},{},{date},{odo},{job},WS-0{},\"pads, clips\",\"customer said: \"\"noise\"\"\"",
+            vin(i),
+            i % 5 + 1
+        );
+        if i % 100 == 37 {
+            let kind = kinds[(i / 100) % kinds.len()];
+            row = match kind {
+                "invalid_vin" => row.replace(&vin(i), "WVWZZZ1KZ8W00000I"),
+                "invalid_date" => row.replace(&date.to_string(), "31/12/2024"),
+                "unknown_job_code" => row.replace(job, "XX-99"),
+                "invalid_odometer" => row.replace(&format!(",{odo},"), ",-5,"),
+                "missing_field" => row.replace(&format!(",{},", vin(i)), ",,"),
+                "bad_row" => format!("{ro},{l},{}", vin(i)),
+                "invalid_text" => row.replace("clips", "cl\0ips"),
+                _ => unreachable!(),
+            };
+            broken.push((line, kind.to_owned()));
+        }
+        writeln!(out, "{row}").unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    assert_eq!(broken.len(), 1000);
+    let file_s = file.to_str().unwrap();
+    let jobs = deploy("dms-jobs.toml");
+    let stderr = aftercare(&db, &["import", "service-records", file_s, "--jobs", &jobs]);
+    assert!(
+        stderr.contains("100000 rows: 99000 imported, 0 already there, 1000 rejected"),
+        "{stderr}"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM service_records").await,
+        99_000
+    );
+    let rejected = rejects(&dir.path().join("dms.csv.rejects.csv"));
+    assert_eq!(
+        rejected, broken,
+        "every broken row, with its line and reason"
+    );
+    // A good row as stored: identity, mapping and the parts kept in the notes.
+    let (external_id, component, kind, job, odometer, notes): (
+        String,
+        String,
+        String,
+        String,
+        f64,
+        String,
+    ) = sqlx::query_as(
+        "SELECT external_id, component, kind, job, odometer_km, notes FROM service_records
+         WHERE source = 'dms' AND external_id = 'RO0000001/2'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            external_id.as_str(),
+            component.as_str(),
+            kind.as_str(),
+            job.as_str()
+        ),
+        ("RO0000001/2", "cooling", "preventive", "cooling_service")
+    );
+    assert_eq!(odometer, 10_004.5);
+    assert_eq!(notes, "customer said: \"noise\" (parts: pads, clips)");
+
+    // Run again (as after a stop): nothing new, the same rejects.
+    let stderr = aftercare(&db, &["import", "service-records", file_s, "--jobs", &jobs]);
+    assert!(
+        stderr.contains("100000 rows: 0 imported, 99000 already there, 1000 rejected"),
+        "{stderr}"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM service_records").await,
+        99_000
+    );
+    assert_eq!(rejects(&dir.path().join("dms.csv.rejects.csv")), broken);
+}
+
+/// Per (signal, day): n, min, max, sum, straight from the file's values.
+type Aggregate = BTreeMap<(String, String), (i64, f64, f64, f64)>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_row_logger_file_is_stored_once_with_its_daily_rollup() {
+    const ROWS: usize = 1_000_000;
+    const VIN: &str = "WVWZZZ1KZ8W000777";
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("trackLog.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    // Torque Pro's header: GPS columns first (not mapped), then PIDs with their units.
+    writeln!(
+        out,
+        "GPS Time, Device Time, Longitude, Latitude,Engine RPM(rpm),Speed (OBD)(km/h),Engine Coolant Temperature(°C)"
+    )
+    .unwrap();
+    let start = (Utc::now() - Duration::days(20))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let signals = [
+        "Vehicle.Powertrain.CombustionEngine.Speed",
+        "Vehicle.Speed",
+        "Vehicle.Powertrain.CombustionEngine.EngineCoolant.Temperature",
+    ];
+    let mut want: Aggregate = BTreeMap::new();
+    let mut values = 0i64;
+    for i in 0..ROWS {
+        // One row a second.
+        let t = start + Duration::milliseconds(i as i64 * 1000 + 250);
+        let rpm = 800.0 + (i % 4000) as f64 * 0.5;
+        let speed = (i % 130) as f64;
+        // The coolant PID is not read on every poll: Torque writes "-".
+        let coolant = (i % 7 != 0).then_some(60.0 + (i % 45) as f64 * 0.25);
+        let coolant_s = coolant.map_or("-".to_owned(), |c| c.to_string());
+        writeln!(
+            out,
+            "{},{},13.405,52.52,{rpm},{speed},{coolant_s}",
+            t.format("%a %b %d %H:%M:%S UTC %Y"),
+            t.format("%d-%b-%Y %H:%M:%S%.3f")
+        )
+        .unwrap();
+        let day = t.date().to_string();
+        for (s, x) in signals.iter().zip([Some(rpm), Some(speed), coolant]) {
+            let Some(x) = x else { continue };
+            values += 1;
+            let e = want.entry((s.to_string(), day.clone())).or_insert((
+                0,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                0.0,
+            ));
+            e.0 += 1;
+            e.1 = e.1.min(x);
+            e.2 = e.2.max(x);
+            e.3 += x;
+        }
+    }
+    out.flush().unwrap();
+    drop(out);
+
+    let started = Instant::now();
+    let stderr = aftercare(
+        &db,
+        &[
+            "import",
+            "telemetry",
+            file.to_str().unwrap(),
+            "--mapping",
+            &deploy("torque.toml"),
+            "--vin",
+            VIN,
+        ],
+    );
+    let import_secs = started.elapsed().as_secs_f64();
+    assert!(
+        stderr.contains(&format!(
+            "{ROWS} rows: {ROWS} imported, 0 already there, 0 rejected ({values} values)"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM samples").await,
+        ROWS as i64
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT sum(cardinality(signal_ids))::int8 FROM samples"
+        )
+        .await,
+        values
+    );
+    // The rollup, folded by the import, equals the file's own daily aggregate.
+    let got: Vec<(String, String, i64, f64, f64, f64)> = sqlx::query_as(
+        "SELECT s.name, (d.day AT TIME ZONE 'UTC')::date::text, d.n::int8, d.min, d.max, d.sum
+         FROM signal_daily d JOIN signals s ON s.id = d.signal_id ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let got: Aggregate = got
+        .into_iter()
+        .map(|(s, d, n, lo, hi, sum)| ((s, d), (n, lo, hi, sum)))
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (k, w) in &want {
+        let g = got[k];
+        assert_eq!((g.0, g.1, g.2), (w.0, w.1, w.2), "{k:?}");
+        assert!(
+            (g.3 - w.3).abs() <= 1e-9 * w.3.abs().max(1.0),
+            "{k:?}: {} vs {}",
+            g.3,
+            w.3
+        );
+    }
+    assert_rollup_matches_raw(&pool).await;
+
+    // The bulk path on the same machine, for the figure: a simulated fleet's year, written
+    // the fast way.
+    let bulk_db = TestDb::new().await;
+    let started = Instant::now();
+    aftercare(
+        &bulk_db,
+        &[
+            "simulate",
+            "--bulk",
+            "--vehicles",
+            "500",
+            "--days",
+            "365",
+            "--seed",
+            "3",
+        ],
+    );
+    let bulk_secs = started.elapsed().as_secs_f64();
+    let bulk_pool = bulk_db.pool().await;
+    let bulk_values = count(
+        &bulk_pool,
+        "SELECT coalesce(sum(cardinality(signal_ids)), 0)::int8 FROM samples",
+    )
+    .await;
+    let bulk_samples = count(&bulk_pool, "SELECT count(*) FROM samples").await;
+    assert!(bulk_values > 0);
+    eprintln!(
+        "import telemetry (wide CSV): {ROWS} rows, {values} values in {import_secs:.1} s = \
+         {:.0} rows/s, {:.0} values/s; bulk path (simulate --bulk): {bulk_samples} samples, \
+         {bulk_values} values in {bulk_secs:.1} s = {:.0} samples/s, {:.0} values/s \
+         (both the debug binary, whole process including start-up)",
+        ROWS as f64 / import_secs,
+        values as f64 / import_secs,
+        bulk_samples as f64 / bulk_secs,
+        bulk_values as f64 / bulk_secs
+    );
+}
