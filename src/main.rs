@@ -85,6 +85,14 @@ enum ImportCommand {
         #[arg(long)]
         rejects: Option<PathBuf>,
     },
+    /// Vehicle profiles (make, model, model_year, powertrain, home_workshop, owner_ref,
+    /// offers_consent) from a CSV.
+    Profiles {
+        file: PathBuf,
+        /// Where refused rows go (default FILE.rejects.csv).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
     /// Telemetry: long CSV (vin,ts,signal,value) or a wide logger CSV through a mapping.
     Telemetry {
         file: PathBuf,
@@ -337,6 +345,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         rejects.as_deref(),
                     )
                     .await?
+                }
+                ImportCommand::Profiles { file, rejects } => {
+                    aftercare::import::profiles::import(&pool, &file, rejects.as_deref()).await?
                 }
                 ImportCommand::Telemetry {
                     file,

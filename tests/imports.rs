@@ -158,6 +158,144 @@ async fn a_dms_export_is_imported_once_and_its_broken_rows_are_rejected_with_rea
     assert_eq!(rejects(&dir.path().join("dms.csv.rejects.csv")), broken);
 }
 
+/// Profiles and long telemetry, small: every good row once (read back through the API and
+/// the database), refused rows with their reasons, a re-run changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_and_long_telemetry_are_imported_once() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    load_demo_workshops(&pool).await;
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("register.csv");
+    std::fs::write(
+        &profiles,
+        "VIN,Make,Model,Model_Year,Powertrain,Home_Workshop,Offers_Consent
+WVWZZZ1KZ8W000301,Volkswagen,Golf,2019,ICE,WS-01,yes
+WVWZZZ1KZ8W000302,Volkswagen,ID.3,2022,bev,WS-02,no
+WVWZZZ1KZ8W000303,Skoda,Octavia,1975,ice,WS-01,yes
+WVWZZZ1KZ8W000304,Seat,Leon,2020,ice,WS-99,yes
+",
+    )
+    .unwrap();
+    let p = profiles.to_str().unwrap();
+    let stderr = aftercare(&db, &["import", "profiles", p]);
+    assert!(
+        stderr.contains("4 rows: 2 imported, 0 already there, 2 rejected"),
+        "{stderr}"
+    );
+    assert_eq!(
+        rejects(&dir.path().join("register.csv.rejects.csv")),
+        vec![
+            (4, "invalid_field".to_owned()),
+            (5, "unknown_workshop".to_owned())
+        ]
+    );
+    let row: (String, String, i16, String, String, bool) = sqlx::query_as(
+        "SELECT make, model, model_year, powertrain, home_workshop, offers_consent
+         FROM vehicle_profiles p JOIN vehicles v ON v.id = p.vehicle_id
+         WHERE v.vin = 'WVWZZZ1KZ8W000302'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        row,
+        (
+            "Volkswagen".into(),
+            "ID.3".into(),
+            2022,
+            "bev".into(),
+            "WS-02".into(),
+            false
+        )
+    );
+    let stderr = aftercare(&db, &["import", "profiles", p]);
+    assert!(
+        stderr.contains("4 rows: 0 imported, 2 already there, 2 rejected"),
+        "{stderr}"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM vehicle_profiles").await,
+        2
+    );
+
+    // Long telemetry: rows of one instant apart from each other, a bad signal name, a value
+    // that is not a number, a time outside the contract's window.
+    let t0 = Utc::now() - Duration::days(2);
+    let t0 = chrono::DateTime::from_timestamp(t0.timestamp(), 0).unwrap();
+    let t1 = t0 + Duration::minutes(1);
+    let long = dir.path().join("values.csv");
+    let ms = |t: chrono::DateTime<Utc>| t.timestamp_millis().to_string();
+    std::fs::write(
+        &long,
+        format!(
+            "vin,ts,signal,value
+WVWZZZ1KZ8W000301,{a},Vehicle.Speed,50.5
+WVWZZZ1KZ8W000301,{a},Vehicle.TraveledDistance,48213.4
+WVWZZZ1KZ8W000302,{b},Vehicle.Powertrain.TractionBattery.StateOfHealth,91.3
+WVWZZZ1KZ8W000301,{c},Vehicle.Speed,55
+WVWZZZ1KZ8W000301,{a},Vehicle.LowVoltageBattery.CurrentVoltage,12.4
+WVWZZZ1KZ8W000301,{a},Speed,1
+WVWZZZ1KZ8W000301,{c},Vehicle.Speed,fast
+WVWZZZ1KZ8W000301,1999-01-01T00:00:00Z,Vehicle.Speed,1
+",
+            a = t0.to_rfc3339(),
+            b = ms(t0),
+            c = ms(t1),
+        ),
+    )
+    .unwrap();
+    let l = long.to_str().unwrap();
+    let stderr = aftercare(&db, &["import", "telemetry", l]);
+    assert!(
+        stderr.contains("8 rows: 5 imported, 0 already there, 3 rejected (5 values)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        rejects(&dir.path().join("values.csv.rejects.csv")),
+        vec![
+            (7, "invalid_signal_name".to_owned()),
+            (8, "invalid_value".to_owned()),
+            (9, "timestamp_out_of_range".to_owned())
+        ]
+    );
+    let reader = aftercare::store::keys::create(
+        &pool,
+        "reader",
+        &[aftercare::store::keys::Scope::FleetRead],
+    )
+    .await
+    .unwrap();
+    let port = serve_on_free_port(aftercare::api::router(aftercare::api::AppState {
+        store: std::sync::Arc::new(aftercare::store::Store::open(pool.clone()).await.unwrap()),
+        metrics: std::sync::Arc::new(aftercare::metrics::Metrics::new()),
+        ingest_enabled: false,
+    }))
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    assert_values(
+        &api_values(&base, &reader, "WVWZZZ1KZ8W000301", t0 - Duration::hours(1)).await,
+        &[
+            (t0, "Vehicle.Speed", 50.5),
+            (t0, "Vehicle.TraveledDistance", 48213.4),
+            (t0, "Vehicle.LowVoltageBattery.CurrentVoltage", 12.4),
+            (t1, "Vehicle.Speed", 55.0),
+        ],
+    );
+    let stderr = aftercare(&db, &["import", "telemetry", l]);
+    assert!(
+        stderr.contains("8 rows: 0 imported, 5 already there, 3 rejected"),
+        "{stderr}"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM samples").await, 5);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM rollup_delta").await,
+        0,
+        "folded"
+    );
+    assert_rollup_matches_raw(&pool).await;
+}
+
 /// Per (signal, day): n, min, max, sum, straight from the file's values.
 type Aggregate = BTreeMap<(String, String), (i64, f64, f64, f64)>;
 
