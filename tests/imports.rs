@@ -296,6 +296,139 @@ WVWZZZ1KZ8W000301,1999-01-01T00:00:00Z,Vehicle.Speed,1
     assert_rollup_matches_raw(&pool).await;
 }
 
+/// The same imports over HTTP as NDJSON: counts, refused lines with their line and reason,
+/// a re-post imports nothing, a body with nothing importable is a 4xx in the error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_imports_over_http() {
+    use aftercare::store::keys::{self, Scope};
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    load_demo_workshops(&pool).await;
+    let port = serve_on_free_port(aftercare::api::router(aftercare::api::AppState {
+        store: std::sync::Arc::new(aftercare::store::Store::open(pool.clone()).await.unwrap()),
+        metrics: std::sync::Arc::new(aftercare::metrics::Metrics::new()),
+        ingest_enabled: false,
+    }))
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let pusher = keys::create(&pool, "platform", &[Scope::Ingest])
+        .await
+        .unwrap();
+    let admin = keys::create(&pool, "admin", &[Scope::Admin]).await.unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, key: &str, body: String| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+    };
+    let t0 =
+        chrono::DateTime::from_timestamp((Utc::now() - Duration::days(1)).timestamp(), 0).unwrap();
+    let body = format!(
+        r#"{{"vin":"WVWZZZ1KZ8W000401","ts":"{t}","signal":"Vehicle.Speed","value":42.5}}
+{{"vin":"WVWZZZ1KZ8W000401","ts":{ms},"signal":"Vehicle.TraveledDistance","value":"1200.5"}}
+
+{{"vin":"WVWZZZ1KZ8W000401","ts":"{t}","signal":"Vehicle.Speed","value":"fast"}}
+{{"vin":"WVWZZZ1KZ8W000401","ts":"{t}","signal":"Vehicle.Speed","value":1,"unit":"km/h"}}
+not json
+"#,
+        t = t0.to_rfc3339(),
+        ms = t0.timestamp_millis()
+    );
+    let resp = post("/v1/import/telemetry", &pusher, body.clone())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let a: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&a["rows"], &a["imported"], &a["already"], &a["rejected"]),
+        (&5.into(), &2.into(), &0.into(), &3.into())
+    );
+    let reasons: Vec<(u64, String)> = a["rejects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (4, "invalid_value".into()),
+            (5, "bad_row".into()),
+            (6, "bad_row".into())
+        ]
+    );
+    let reader = keys::create(&pool, "reader", &[Scope::FleetRead])
+        .await
+        .unwrap();
+    assert_values(
+        &api_values(&base, &reader, "WVWZZZ1KZ8W000401", t0 - Duration::hours(1)).await,
+        &[
+            (t0, "Vehicle.Speed", 42.5),
+            (t0, "Vehicle.TraveledDistance", 1200.5),
+        ],
+    );
+    let a: serde_json::Value = post("/v1/import/telemetry", &pusher, body)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((&a["imported"], &a["already"]), (&0.into(), &2.into()));
+    assert_eq!(count(&pool, "SELECT count(*) FROM samples").await, 2);
+
+    let resp = post(
+        "/v1/import/profiles",
+        &admin,
+        r#"{"vin":"WVWZZZ1KZ8W000401","make":"Opel","model":"Corsa","model_year":2021,"powertrain":"ice","home_workshop":"WS-03","offers_consent":false}
+{"vin":"WVWZZZ1KZ8W000402","home_workshop":"WS-77"}"#
+            .to_owned(),
+    )
+    .await
+    .unwrap();
+    let a: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&a["imported"], &a["already"], &a["rejected"]),
+        (&0.into(), &1.into(), &1.into()),
+        "{a}"
+    );
+    assert_eq!(a["rejects"][0]["reason"], "unknown_workshop");
+    let make: String = sqlx::query_scalar(
+        "SELECT make FROM vehicle_profiles p JOIN vehicles v ON v.id = p.vehicle_id
+         WHERE v.vin = 'WVWZZZ1KZ8W000401'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(make, "Opel");
+
+    // Nothing importable: a 4xx in the error shape; the wrong scope: 403.
+    let resp = post(
+        "/v1/import/telemetry",
+        &pusher,
+        "{\"vin\":\"x\"}".to_owned(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 422);
+    let e: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_rows");
+    let resp = post("/v1/import/telemetry", &pusher, "\n \n".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = post("/v1/import/profiles", &pusher, "{}".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}
+
 /// Per (signal, day): n, min, max, sum, straight from the file's values.
 type Aggregate = BTreeMap<(String, String), (i64, f64, f64, f64)>;
 

@@ -11,6 +11,7 @@ pub(crate) mod doc;
 pub mod edge;
 pub mod error;
 mod fields;
+mod imports;
 mod ingest;
 mod input;
 mod kpis;
@@ -85,9 +86,11 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(s(Scope::Advisor, routes!(service_records::create)))
         // ingest
         .routes(s(Scope::Ingest, routes!(ingest::traccar)))
+        .routes(s(Scope::Ingest, routes!(imports::telemetry)))
         // admin
         .routes(s(Scope::Admin, routes!(profiles::put)))
         .routes(s(Scope::Admin, routes!(devices::put)))
+        .routes(s(Scope::Admin, routes!(imports::profiles)))
 }
 
 /// The OpenAPI document as served at `/openapi.json`.

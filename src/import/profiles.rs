@@ -3,7 +3,7 @@
 //! replaces its vehicle's profile as `PUT /v1/vehicles/{vin}` does, so a re-run changes
 //! nothing; a home workshop that does not exist refuses the row.
 
-use super::{open_csv, rejects_path, ImportError, ImportReport, Rejects};
+use super::{rejects_path, ImportError, ImportReport, Rejects, Rows, Sink};
 use crate::store::capacity::workshop_by_code;
 use crate::store::profiles::{upsert_profiles, Powertrain, Profile};
 use crate::wire::Vin;
@@ -14,7 +14,8 @@ use std::path::Path;
 /// Profiles per upsert.
 const CHUNK: usize = 2000;
 
-const COLUMNS: [&str; 8] = [
+/// The columns a row may have (an NDJSON line's fields).
+pub const COLUMNS: [&str; 8] = [
     "vin",
     "make",
     "model",
@@ -33,74 +34,76 @@ pub async fn import(
     file: &Path,
     rejects: Option<&Path>,
 ) -> Result<ImportReport, ImportError> {
-    let (mut reader, bar) = open_csv(file)?;
-    bar.set_message("profiles");
-    let header = super::header_index(&mut reader, file)?;
+    let mut rows = Rows::csv(file, "profiles")?;
+    let mut sink = Sink::File(Box::new(Rejects::create(&rejects_path(file, rejects))?));
+    let mut report = import_rows(pool, &mut rows, &mut sink, &file.display().to_string()).await?;
+    report.rejected = sink.finish()?.0;
+    Ok(report)
+}
+
+/// Imports `rows` (a CSV file's, an NDJSON body's); refused rows go to `rejects`. `what`
+/// names the input in errors.
+pub async fn import_rows(
+    pool: &PgPool,
+    rows: &mut Rows,
+    rejects: &mut Sink,
+    what: &str,
+) -> Result<ImportReport, ImportError> {
+    let header = rows.header().to_vec();
     let cols: Vec<Option<usize>> = COLUMNS
         .iter()
         .map(|c| header.iter().position(|h| h.eq_ignore_ascii_case(c)))
         .collect();
     if cols[0].is_none() {
         return Err(ImportError::Invalid {
-            path: file.display().to_string(),
+            path: what.to_owned(),
             message: format!("no column \"vin\" (columns: {})", COLUMNS.join(", ")),
         });
     }
-    let mut rejects = Rejects::create(&rejects_path(file, rejects))?;
     let mut report = ImportReport::default();
     let mut workshops: HashMap<String, bool> = HashMap::new();
     let mut chunk: Vec<(String, Profile)> = Vec::with_capacity(CHUNK);
     let mut record = csv::StringRecord::new();
-    loop {
-        let line = reader.position().line();
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                report.rows += 1;
-                let line = record.position().map_or(line, |p| p.line());
-                match read_row(&record, &cols, header.len()) {
-                    Ok((vin, profile)) => {
-                        let known = match &profile.home_workshop {
-                            None => true,
-                            Some(code) => match workshops.get(code) {
-                                Some(k) => *k,
-                                None => {
-                                    let k = workshop_by_code(pool, code).await?.is_some();
-                                    workshops.insert(code.clone(), k);
-                                    k
-                                }
-                            },
-                        };
-                        if known {
-                            chunk.push((vin, profile));
-                        } else {
-                            rejects.reject(
-                                line,
-                                "unknown_workshop",
-                                &format!(
-                                    "home_workshop {:?} is no workshop",
-                                    profile.home_workshop.unwrap_or_default()
-                                ),
-                            )?;
-                        }
+    while let Some((line, read)) = rows.next(&mut record) {
+        report.rows += 1;
+        match read {
+            Ok(()) => match read_row(&record, &cols, header.len()) {
+                Ok((vin, profile)) => {
+                    let known = match &profile.home_workshop {
+                        None => true,
+                        Some(code) => match workshops.get(code) {
+                            Some(k) => *k,
+                            None => {
+                                let k = workshop_by_code(pool, code).await?.is_some();
+                                workshops.insert(code.clone(), k);
+                                k
+                            }
+                        },
+                    };
+                    if known {
+                        chunk.push((vin, profile));
+                    } else {
+                        rejects.reject(
+                            line,
+                            "unknown_workshop",
+                            &format!(
+                                "home_workshop {:?} is no workshop",
+                                profile.home_workshop.unwrap_or_default()
+                            ),
+                        )?;
                     }
-                    Err((reason, detail)) => rejects.reject(line, reason, &detail)?,
                 }
-            }
-            Err(e) => {
-                report.rows += 1;
-                let line = e.position().map_or(line, |p| p.line());
-                rejects.reject(line, "bad_row", &e.to_string())?;
-            }
+                Err((reason, detail)) => rejects.reject(line, reason, &detail)?,
+            },
+            Err(e) => rejects.reject(line, "bad_row", &e)?,
         }
         if chunk.len() >= CHUNK {
             store(pool, &mut chunk, &mut report).await?;
-            bar.set_position(reader.position().byte());
+            rows.progress();
         }
     }
     store(pool, &mut chunk, &mut report).await?;
-    bar.finish_and_clear();
-    report.rejected = rejects.finish()?;
+    rows.done();
     Ok(report)
 }
 

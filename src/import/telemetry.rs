@@ -5,7 +5,7 @@
 //! new, so a re-run stores nothing twice, and the rollup and score marks follow as for
 //! ingest.
 
-use super::{open_csv, rejects_path, ImportError, ImportReport, Rejects};
+use super::{rejects_path, ImportError, ImportReport, Rejects, Rows, Sink};
 use crate::config::WriteMethod;
 use crate::store::{BatchItem, Outcome, Store};
 use crate::wire::{check_signal_name, Limits, Message, Sample, Vin};
@@ -114,11 +114,29 @@ pub async fn import(
     limits: &Limits,
     rejects: Option<&Path>,
 ) -> Result<ImportReport, ImportError> {
-    let (mut reader, bar) = open_csv(file)?;
-    bar.set_message("telemetry");
-    let header = super::header_index(&mut reader, file)?;
-    let parse = RowParser::new(layout, &header, file)?;
-    let mut rejects = Rejects::create(&rejects_path(file, rejects))?;
+    let mut rows = Rows::csv(file, "telemetry")?;
+    let mut sink = Sink::File(Box::new(Rejects::create(&rejects_path(file, rejects))?));
+    let what = file.display().to_string();
+    let mut report = import_rows(store, &mut rows, layout, limits, &mut sink, &what).await?;
+    report.rejected = sink.finish()?.0;
+    Ok(report)
+}
+
+/// The columns of a long row (an NDJSON line's fields).
+pub const LONG_COLUMNS: [&str; 4] = ["vin", "ts", "signal", "value"];
+
+/// Imports `rows` (a CSV file's, an NDJSON body's) laid out as `layout`; refused rows go to
+/// `rejects`. `what` names the input in errors.
+pub async fn import_rows(
+    store: Arc<Store>,
+    rows: &mut Rows,
+    layout: &Layout,
+    limits: &Limits,
+    rejects: &mut Sink,
+    what: &str,
+) -> Result<ImportReport, ImportError> {
+    let header = rows.header().to_vec();
+    let parse = RowParser::new(layout, &header, what)?;
     let mut report = ImportReport::default();
     let now = Utc::now();
     let window = limits.telemetry_window(now);
@@ -127,12 +145,10 @@ pub async fn import(
         VecDeque::new();
     let mut record = csv::StringRecord::new();
     loop {
-        let line = reader.position().line();
-        let more = match reader.read_record(&mut record) {
-            Ok(false) => false,
-            Ok(true) => {
+        let more = match rows.next(&mut record) {
+            None => false,
+            Some((line, Ok(()))) => {
                 report.rows += 1;
-                let line = record.position().map_or(line, |p| p.line());
                 match parse.row(&record, header.len(), &window) {
                     Ok(message) => chunk.push(BatchItem::Message {
                         message,
@@ -142,10 +158,9 @@ pub async fn import(
                 }
                 true
             }
-            Err(e) => {
+            Some((line, Err(e))) => {
                 report.rows += 1;
-                let line = e.position().map_or(line, |p| p.line());
-                rejects.reject(line, "bad_row", &e.to_string())?;
+                rejects.reject(line, "bad_row", &e)?;
                 true
             }
         };
@@ -153,12 +168,12 @@ pub async fn import(
             let items = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
             let store = store.clone();
             running.push_back(tokio::spawn(async move { write(&store, items).await }));
-            bar.set_position(reader.position().byte());
+            rows.progress();
         }
         while running.len() >= IN_FLIGHT || (!more && !running.is_empty()) {
             if let Some(task) = running.pop_front() {
                 let counts = task.await.map_err(|e| ImportError::Invalid {
-                    path: file.display().to_string(),
+                    path: what.to_owned(),
                     message: format!("a write task failed: {e}"),
                 })??;
                 report.imported += counts.stored;
@@ -170,8 +185,7 @@ pub async fn import(
             break;
         }
     }
-    bar.finish_and_clear();
-    report.rejected = rejects.finish()?;
+    rows.done();
     // The daily rollup is current when the import returns.
     crate::store::fold_committed(store.pool()).await?;
     Ok(report)
@@ -220,10 +234,10 @@ enum RowParser<'a> {
 }
 
 impl<'a> RowParser<'a> {
-    fn new(layout: &'a Layout, header: &[String], file: &Path) -> Result<Self, ImportError> {
+    fn new(layout: &'a Layout, header: &[String], what: &str) -> Result<Self, ImportError> {
         let at = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
         let missing = |name: &str| ImportError::Invalid {
-            path: file.display().to_string(),
+            path: what.to_owned(),
             message: format!("no column {name:?} in the header"),
         };
         Ok(match layout {
@@ -241,7 +255,7 @@ impl<'a> RowParser<'a> {
                     .collect();
                 if columns.is_empty() {
                     return Err(ImportError::Invalid {
-                        path: file.display().to_string(),
+                        path: what.to_owned(),
                         message: "none of the mapping's columns is in the header".into(),
                     });
                 }

@@ -16,7 +16,7 @@ pub enum Scope {
     Advisor,
     /// Capacity planners: workshops, capacity, demand preview.
     Planner,
-    /// Platforms that push data: Traccar's forwarded positions.
+    /// Platforms that push data: Traccar's forwarded positions, telemetry imports.
     Ingest,
     /// Everything.
     Admin,
