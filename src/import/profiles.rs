@@ -178,12 +178,13 @@ fn read_row(
         .transpose()
         .map_err(|e| ("invalid_field", e))?;
     let offers_consent = match get(7)?.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("true" | "yes" | "y" | "1") => true,
-        Some("false" | "no" | "n" | "0") => false,
+        // PostgreSQL's COPY writes booleans as t/f.
+        None | Some("true" | "t" | "yes" | "y" | "1") => true,
+        Some("false" | "f" | "no" | "n" | "0") => false,
         Some(other) => {
             return Err((
                 "invalid_field",
-                format!("offers_consent {other:?} is not true/false, yes/no or 1/0"),
+                format!("offers_consent {other:?} is not true/false, t/f, yes/no or 1/0"),
             ))
         }
     };
