@@ -25,7 +25,7 @@
 //!   (the demand preview against the work that came), `bench`,
 //!   `bench_api` and `bench_reads` (`aftercare bench ingest|fuzz|api|reads`), `certs`
 //!   (`aftercare certs`: the fleet CA and certificates), `import` (`aftercare import`: a
-//!   fleet's history from DMS and logger files).
+//!   fleet's history from DMS, register, fault-code and logger files).
 //!
 //! Data moves forward: no module imports from a module that imports it back
 //! (`tests/module_graph.rs` checks it, file by file and folder by folder).

@@ -93,6 +93,14 @@ enum ImportCommand {
         #[arg(long)]
         rejects: Option<PathBuf>,
     },
+    /// Diagnostic history: one fault code a row (vin, ts, code or spn+fmi, status, seq?,
+    /// source?), sorted by vin and ts, the rows of one report together.
+    Dtcs {
+        file: PathBuf,
+        /// Where refused rows go (default FILE.rejects.csv).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
     /// Telemetry: long CSV (vin,ts,signal,value) or a wide logger CSV through a mapping.
     Telemetry {
         file: PathBuf,
@@ -342,6 +350,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         &pool,
                         &file,
                         &jobs,
+                        rejects.as_deref(),
+                    )
+                    .await?
+                }
+                ImportCommand::Dtcs { file, rejects } => {
+                    let store = std::sync::Arc::new(
+                        aftercare::store::Store::open_with(pool.clone(), (&config.storage).into())
+                            .await?,
+                    );
+                    aftercare::import::dtcs::import(
+                        store,
+                        &file,
+                        &config.limits(),
                         rejects.as_deref(),
                     )
                     .await?

@@ -1,12 +1,13 @@
 //! `aftercare import …`: a fleet's history from files. Service records from a dealer
 //! management system's CSV export (through a job-code mapping), vehicle profiles from a
-//! register's CSV, and telemetry in long
+//! register's CSV, diagnostic history (one fault code a row), and telemetry in long
 //! (`vin,ts,signal,value`) or wide logger CSV (one column per PID, through a column mapping).
 //! Files are read as a stream, in chunks, and every chunk goes through the store's own paths
 //! (`insert_service_records`, `Store::write_batch` with its ledgers, rollup deltas and score
 //! marks), so a re-run, or a run resumed after a stop, imports nothing twice. Rows that cannot
 //! be read go to a rejects file with their line and reason; the rest are imported.
 
+pub mod dtcs;
 pub mod profiles;
 pub mod service_records;
 pub mod telemetry;
