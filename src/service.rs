@@ -100,7 +100,11 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     store::retention::apply_policy(&api_pool, flavor, &(&config.storage).into()).await?;
     store::retention::ensure_partitions(&api_pool, flavor, chrono::Utc::now()).await?;
     let limits = store::SignalLimits::from(&config.storage);
-    let store = Arc::new(Store::open_with(api_pool, limits).await?);
+    let store = Arc::new(
+        Store::open_with(api_pool, limits)
+            .await?
+            .with_wire_limits(config.limits()),
+    );
     tracing::info!(%flavor, "database ready");
     let metrics = Arc::new(Metrics::new());
     let (shutdown, shutdown_rx) = watch::channel(false);

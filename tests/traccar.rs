@@ -107,6 +107,8 @@ async fn a_traccar_stream_lands_once_in_vss_units_over_mqtt_and_http() {
     let mut c = config(&db.url, &broker.url(), "traccar-it");
     // Score marks stay where ingest left them, to be counted.
     c.model.enabled = false;
+    // The service's own limits apply over HTTP too (checked at the end).
+    c.storage.retention_days = 30;
     let service = start_connected(c).await;
     let pool = db.pool().await;
     let base = format!("http://{}", service.http_addr);
@@ -432,6 +434,24 @@ async fn a_traccar_stream_lands_once_in_vss_units_over_mqtt_and_http() {
     assert_eq!(
         deliveries, 3,
         "the same position's dead letter, delivered a third time"
+    );
+    // A position older than the configured retention is refused over HTTP as over MQTT.
+    let old = position(
+        2010,
+        "861230043909999",
+        millis(Utc::now() - Duration::days(40)),
+        0.0,
+        json!({}),
+    );
+    let resp = post(old.to_string()).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let e: Value = resp.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("past_retention"),
+        "{e}"
     );
     // Every vehicle that got new data is marked for scoring.
     assert_eq!(count(&pool, "SELECT count(*) FROM score_dirty").await, 4);

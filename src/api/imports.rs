@@ -7,7 +7,6 @@ use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::import::telemetry::{Layout, LONG_COLUMNS};
 use crate::import::{profiles, telemetry, ImportError, ImportReport, RowReject, Rows, Sink};
-use crate::wire::Limits;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
@@ -104,7 +103,7 @@ pub async fn telemetry(
         state.store.clone(),
         &mut rows,
         &Layout::Long,
-        &Limits::default(),
+        state.store.wire_limits(),
         &mut sink,
         "the body",
     )

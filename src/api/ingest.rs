@@ -11,7 +11,7 @@ use crate::config::WriteMethod;
 use crate::feeds::{traccar, Mapped};
 use crate::metrics::ReasonLabel;
 use crate::store::{devices, BatchItem, DeadLetter, Outcome};
-use crate::wire::{Limits, Reject};
+use crate::wire::Reject;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
@@ -81,7 +81,7 @@ pub async fn traccar(
 ) -> Result<Json<IngestResult>, ApiError> {
     let lines = split_positions(&body)?;
     let now = Utc::now();
-    let limits = Limits::default();
+    let limits = state.store.wire_limits().clone();
     let parsed: Vec<(usize, Bytes, Result<Mapped, Reject>)> = lines
         .into_iter()
         .map(|(n, line)| {

@@ -112,6 +112,9 @@ pub struct Store {
     pool: PgPool,
     flavor: Flavor,
     limits: SignalLimits,
+    /// The contract's limits (time window, retention) for what arrives other than over MQTT
+    /// (HTTP feeds and imports), as the service is configured.
+    wire_limits: crate::wire::Limits,
     vehicle_ids: admit::BoundedMap<String, i32>,
     signal_ids: admit::BoundedMap<String, i32>,
     vehicle_signals: admit::BoundedMap<(i32, i32), ()>,
@@ -154,6 +157,7 @@ impl Store {
             pool,
             flavor,
             limits,
+            wire_limits: crate::wire::Limits::default(),
             vehicle_ids: admit::BoundedMap::new(VEHICLE_CACHE_ENTRIES),
             // Only names in the table are cached, and the table holds at most this many.
             signal_ids: admit::BoundedMap::new(limits.max_signals.saturating_add(1)),
@@ -180,6 +184,16 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The store with the contract's limits the service runs with (default: `Limits`'s).
+    pub fn with_wire_limits(mut self, limits: crate::wire::Limits) -> Store {
+        self.wire_limits = limits;
+        self
+    }
+
+    pub fn wire_limits(&self) -> &crate::wire::Limits {
+        &self.wire_limits
     }
 
     pub fn flavor(&self) -> Flavor {
