@@ -41,6 +41,33 @@ pub struct Config {
     pub offers: OffersConfig,
     pub notify: NotifyConfig,
     pub storage: StorageConfig,
+    pub traccar: TraccarConfig,
+    pub feeds: FeedsConfig,
+}
+
+/// Other JSON feeds (`[feeds]`): mapping files, each a topic filter with where the vehicle,
+/// time, values and fault codes are (`deploy/feeds/*.toml`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedsConfig {
+    pub mappings: Vec<PathBuf>,
+}
+
+/// Traccar's forwarded positions (`[traccar]`): the MQTT topic Traccar's `forward.type = mqtt`
+/// publishes to. Positions also arrive over HTTP at `POST /v1/ingest/traccar`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraccarConfig {
+    /// MQTT topic filter ingest subscribes to for positions; empty: none.
+    pub topic: String,
+}
+
+impl Default for TraccarConfig {
+    fn default() -> Self {
+        TraccarConfig {
+            topic: "traccar/positions".into(),
+        }
+    }
 }
 
 /// Storage policy (`[storage]`): chunk widths, retention, compression, and the bounds on
@@ -477,8 +504,9 @@ impl std::fmt::Debug for MqttConfig {
     }
 }
 
-const SECTIONS: [&str; 9] = [
-    "database", "mqtt", "http", "ingest", "log", "model", "offers", "notify", "storage",
+const SECTIONS: [&str; 11] = [
+    "database", "mqtt", "http", "ingest", "log", "model", "offers", "notify", "storage", "traccar",
+    "feeds",
 ];
 
 impl Config {
@@ -560,6 +588,16 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "ingest batch limits must be positive".into(),
             ));
+        }
+        let t = &self.traccar.topic;
+        if crate::feeds::topic_matches(t, "v1/vehicles/x/telemetry")
+            || crate::feeds::topic_matches(t, "v1/vehicles/x/dtc")
+            || t.starts_with('$')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "traccar.topic {t:?} overlaps the contract's v1/vehicles topics or is a \
+                 $-topic; give Traccar a topic of its own"
+            )));
         }
         if !(1..=16).contains(&i.writers) {
             return Err(ConfigError::Invalid(

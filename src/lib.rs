@@ -4,7 +4,8 @@
 //!
 //! - **Contract**, what the outside relies on: `wire` (MQTT topics and payloads, v1, and every
 //!   rejection reason), `config` (settings and their `AFTERCARE_*` names), `metrics`
-//!   (Prometheus names).
+//!   (Prometheus names), `feeds` (foreign feeds such as Traccar's positions mapped onto the
+//!   contract).
 //! - **Pipeline**, the running process: `ingest` (MQTT session → batches → one transaction
 //!   each → acks in order), `outbox` (signed webhooks and MQTT to vehicles), `service` (starts
 //!   and stops every task of `aftercare serve`).
@@ -23,13 +24,15 @@
 //! - **Tools**: `simulator` (a fleet with known ground truth, and hostile traffic), `backtest`
 //!   (the demand preview against the work that came), `bench` (`aftercare bench
 //!   ingest|fuzz|api|reads`, one file each), `certs`
-//!   (`aftercare certs`: the fleet CA and certificates).
+//!   (`aftercare certs`: the fleet CA and certificates), `import` (`aftercare import`: a
+//!   fleet's history from DMS, register, fault-code and logger files).
 //!
 //! Data moves forward: no module imports from a module that imports it back
 //! (`tests/module_graph.rs` checks it, file by file and folder by folder).
 
 // Contract
 pub mod config;
+pub mod feeds;
 pub mod metrics;
 pub mod wire;
 
@@ -64,4 +67,5 @@ pub mod api;
 pub mod backtest;
 pub mod bench;
 pub mod certs;
+pub mod import;
 pub mod simulator;

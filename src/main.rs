@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The device register: trackers (IMEIs, Traccar uniqueIds) to vehicles.
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
     /// Workshops, job catalogue and parts.
     Workshops {
         #[command(subcommand)]
@@ -59,8 +64,57 @@ enum Command {
         #[command(subcommand)]
         command: aftercare::certs::CertsCommand,
     },
+    /// Import a fleet's history from files (idempotent: a re-run imports nothing twice).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Print the effective configuration (TOML), secrets redacted.
     Config,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Service records from a DMS CSV export, through a job-code mapping.
+    ServiceRecords {
+        file: PathBuf,
+        /// The job-code mapping (TOML), e.g. deploy/imports/dms-jobs.toml.
+        #[arg(long)]
+        jobs: PathBuf,
+        /// Where refused rows go (default FILE.rejects.csv).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
+    /// Vehicle profiles (make, model, model_year, powertrain, home_workshop, owner_ref,
+    /// offers_consent) from a CSV.
+    Profiles {
+        file: PathBuf,
+        /// Where refused rows go (default FILE.rejects.csv).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
+    /// Diagnostic history: one fault code a row (vin, ts, code or spn+fmi, status, seq?,
+    /// source?), sorted by vin and ts, the rows of one report together.
+    Dtcs {
+        file: PathBuf,
+        /// Where refused rows go (default FILE.rejects.csv).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
+    /// Telemetry: long CSV (vin,ts,signal,value) or a wide logger CSV through a mapping.
+    Telemetry {
+        file: PathBuf,
+        /// A wide logger file's column mapping (TOML), e.g. deploy/imports/torque.toml;
+        /// without one, the file is long.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// The vehicle a wide logger file is of.
+        #[arg(long)]
+        vin: Option<String>,
+        /// Where refused rows go (default FILE.rejects.csv).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,9 +123,21 @@ enum KeysCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// fleet-read, advisor, planner or admin (admin implies all); repeatable.
+        /// fleet-read, advisor, planner, ingest or admin (admin implies all); repeatable.
         #[arg(long = "scope", required = true)]
         scopes: Vec<Scope>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Register DEVICE to VIN from now (or --from) on; a re-registration moves it.
+    Set {
+        device: String,
+        vin: String,
+        /// When the tracker went into this vehicle (RFC 3339); default now.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -196,6 +262,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let secret = aftercare::store::keys::create(&pool, &name, &scopes).await?;
             println!("{secret}");
         }
+        Command::Devices {
+            command: DevicesCommand::Set { device, vin, from },
+        } => {
+            let vin = aftercare::wire::Vin::parse(&vin).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if device.is_empty() || device.chars().count() > 128 {
+                anyhow::bail!("DEVICE must be 1 to 128 characters");
+            }
+            let pool = aftercare::store::pool(&config.database.url, 1).await?;
+            aftercare::store::migrate(&pool).await?;
+            let from = from.unwrap_or_else(chrono::Utc::now);
+            let done =
+                aftercare::store::devices::register(&pool, &device, vin.as_str(), from).await?;
+            eprintln!(
+                "device {device} -> {vin} from {}: {done:?}",
+                from.to_rfc3339()
+            );
+        }
         Command::Workshops {
             command:
                 WorkshopsCommand::Backtest {
@@ -251,6 +334,77 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCommand::Api(args),
         } => {
             aftercare::bench::api::api(&config, &args).await?;
+        }
+        Command::Import { command } => {
+            let started = std::time::Instant::now();
+            let pool = aftercare::store::pool(&config.database.url, 3).await?;
+            aftercare::store::migrate(&pool).await?;
+            let report = match command {
+                ImportCommand::ServiceRecords {
+                    file,
+                    jobs,
+                    rejects,
+                } => {
+                    let jobs = aftercare::import::service_records::JobMap::from_file(&jobs)?;
+                    aftercare::import::service_records::import(
+                        &pool,
+                        &file,
+                        &jobs,
+                        rejects.as_deref(),
+                    )
+                    .await?
+                }
+                ImportCommand::Dtcs { file, rejects } => {
+                    let store = std::sync::Arc::new(
+                        aftercare::store::Store::open_with(pool.clone(), (&config.storage).into())
+                            .await?,
+                    );
+                    aftercare::import::dtcs::import(
+                        store,
+                        &file,
+                        &config.limits(),
+                        rejects.as_deref(),
+                    )
+                    .await?
+                }
+                ImportCommand::Profiles { file, rejects } => {
+                    aftercare::import::profiles::import(&pool, &file, rejects.as_deref()).await?
+                }
+                ImportCommand::Telemetry {
+                    file,
+                    mapping,
+                    vin,
+                    rejects,
+                } => {
+                    use aftercare::import::telemetry::{Layout, WideMapping};
+                    let layout = match (mapping, vin) {
+                        (None, None) => Layout::Long,
+                        (Some(m), Some(vin)) => Layout::Wide {
+                            vin: aftercare::wire::Vin::parse(&vin)
+                                .map_err(|e| anyhow::anyhow!("--vin: {e}"))?,
+                            mapping: WideMapping::from_file(&m)?,
+                        },
+                        _ => anyhow::bail!("a wide file needs both --mapping and --vin"),
+                    };
+                    let store = std::sync::Arc::new(
+                        aftercare::store::Store::open_with(pool.clone(), (&config.storage).into())
+                            .await?,
+                    );
+                    aftercare::import::telemetry::import(
+                        store,
+                        &file,
+                        &layout,
+                        &config.limits(),
+                        rejects.as_deref(),
+                    )
+                    .await?
+                }
+            };
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "{report} in {secs:.1} s ({:.0} rows/s)",
+                report.rows as f64 / secs.max(1e-9)
+            );
         }
         Command::Model { command } => {
             aftercare::model::cli::run(&config, command).await?;

@@ -100,12 +100,18 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
     store::retention::apply_policy(&api_pool, flavor, &(&config.storage).into()).await?;
     store::retention::ensure_partitions(&api_pool, flavor, chrono::Utc::now()).await?;
     let limits = store::SignalLimits::from(&config.storage);
-    let store = Arc::new(Store::open_with(api_pool, limits).await?);
+    let store = Arc::new(
+        Store::open_with(api_pool, limits)
+            .await?
+            .with_wire_limits(config.limits()),
+    );
     tracing::info!(%flavor, "database ready");
     let metrics = Arc::new(Metrics::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let ingest = if config.ingest.enabled {
+        // Mapping files are read before anything runs: a bad one stops the start.
+        let feeds = ingest::Feeds::load(&config)?;
         // Its own pool, so API load never starves the write path.
         let connections = u32::try_from(config.ingest.writers).unwrap_or(u32::MAX);
         let ingest_store = Arc::new(
@@ -117,7 +123,7 @@ pub async fn start(config: Config) -> Result<RunningService, ServiceError> {
         );
         let (config, metrics, rx) = (config.clone(), metrics.clone(), shutdown_rx.clone());
         Some(tokio::spawn(async move {
-            ingest::run(&config, ingest_store, metrics, rx).await
+            ingest::run(&config, feeds, ingest_store, metrics, rx).await
         }))
     } else {
         None

@@ -84,7 +84,8 @@ async fn the_servers_flavour_is_detected_and_migrations_are_idempotent() {
             "score_marks_released",
             "visits",
             "list_indexes",
-            "partition_width"
+            "partition_width",
+            "device_register"
         ]
     );
 }

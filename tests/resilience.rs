@@ -236,7 +236,7 @@ async fn delivered_by_broker(
     for m in msgs {
         let keys: Vec<(i64, DateTime<Utc>)> =
             match aftercare::wire::parse_message(&m.topic, &m.payload, Utc::now(), &limits) {
-                Ok(Message::Telemetry { samples, .. }) => {
+                Ok(Message::Telemetry { samples, .. } | Message::Combined { samples, .. }) => {
                     samples.iter().map(|s| (s.seq, s.ts)).collect()
                 }
                 Ok(Message::Dtc { report, .. }) => vec![(report.seq, report.ts)],

@@ -36,7 +36,7 @@ pub const SCOPE_EXTENSION: &str = "x-required-scope";
         title = "Aftercare API",
         description = "Connected-car telemetry and fault codes in, booked workshop visits out. \
             Everything under /v1 needs `Authorization: Bearer <api key>`; keys carry scopes \
-            (fleet-read, advisor, planner, admin; admin implies all). Each operation names the \
+            (fleet-read, advisor, planner, ingest, admin; admin implies all). Each operation names the \
             scope it needs in its security requirement and in `x-required-scope`. Every error, \
             whatever its status, is `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`: \
             400 for a bad parameter or body, or text holding NUL or not UTF-8 once \
@@ -59,6 +59,8 @@ pub const SCOPE_EXTENSION: &str = "x-required-scope";
         (name = "planning", description = "Demand against capacity, and service KPIs"),
         (name = "offers", description = "The booking queue"),
         (name = "bookings", description = "Bookings with their work orders"),
+        (name = "devices", description = "The device register: trackers to vehicles"),
+        (name = "ingest", description = "Foreign feeds pushed over HTTP: Traccar's forwarded positions"),
     )
 )]
 pub struct ApiDoc;

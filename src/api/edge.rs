@@ -241,7 +241,9 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+    media == "application/json"
+        || media == "application/x-ndjson"
+        || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
 /// Whether a body holds NUL: a raw 0 byte, or JSON's only spelling of it in text, the escape
@@ -343,6 +345,7 @@ mod tests {
         assert!(with("application/json"));
         assert!(with("Application/JSON; charset=utf-8"));
         assert!(with("application/merge-patch+json"));
+        assert!(with("application/x-ndjson"));
         assert!(!with("text/plain"));
         assert!(!with("application/jsonp"));
         assert!(!is_json(&HeaderMap::new()));

@@ -6,10 +6,13 @@ mod auth;
 mod bookings;
 mod capacity;
 mod console;
+mod devices;
 pub(crate) mod doc;
 pub mod edge;
 pub mod error;
 mod fields;
+mod imports;
+mod ingest;
 mod input;
 mod kpis;
 mod offers;
@@ -81,8 +84,13 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(s(Scope::Advisor, routes!(bookings::cancel)))
         .routes(s(Scope::Advisor, routes!(bookings::complete)))
         .routes(s(Scope::Advisor, routes!(service_records::create)))
+        // ingest
+        .routes(s(Scope::Ingest, routes!(ingest::traccar)))
+        .routes(s(Scope::Ingest, routes!(imports::telemetry)))
         // admin
         .routes(s(Scope::Admin, routes!(profiles::put)))
+        .routes(s(Scope::Admin, routes!(devices::put)))
+        .routes(s(Scope::Admin, routes!(imports::profiles)))
 }
 
 /// The OpenAPI document as served at `/openapi.json`.

@@ -20,6 +20,7 @@ mod pipeline;
 pub use batcher::{BatchLimits, Batcher};
 
 use crate::config::{Config, WriteMethod};
+use crate::feeds::{self, Mapped};
 use crate::metrics::{Metrics, OutcomeLabel, ReasonLabel, StageLabel};
 use crate::store::{Admission, BatchItem, BatchResult, DeadLetter, Store, StoreError};
 use crate::wire::{self, Limits, Reject};
@@ -35,6 +36,33 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 pub enum IngestError {
     #[error(transparent)]
     Mqtt(#[from] crate::mqtt::MqttError),
+    #[error(transparent)]
+    Feed(#[from] crate::feeds::mapping::MappingError),
+}
+
+/// The foreign feeds ingest takes besides the contract: Traccar's topic and mapped feeds.
+#[derive(Debug, Clone, Default)]
+pub struct Feeds {
+    pub traccar_topic: Option<String>,
+    pub mappings: Vec<crate::feeds::mapping::Mapping>,
+}
+
+impl Feeds {
+    /// The feeds `config` names, their mapping files read and checked.
+    pub fn load(config: &Config) -> Result<Feeds, IngestError> {
+        Ok(Feeds {
+            traccar_topic: Some(config.traccar.topic.clone()).filter(|t| !t.is_empty()),
+            mappings: crate::feeds::mapping::load_all(&config.feeds.mappings)?,
+        })
+    }
+
+    /// The topic filters to subscribe to besides the contract's.
+    fn topics(&self) -> impl Iterator<Item = &str> {
+        self.traccar_topic
+            .as_deref()
+            .into_iter()
+            .chain(self.mappings.iter().map(|m| m.topic.as_str()))
+    }
 }
 
 /// Memory a held message is counted for, per byte of payload: the payload itself (kept for a
@@ -65,6 +93,9 @@ struct Delivery {
     epoch: u64,
     received: Instant,
     item: BatchItem,
+    /// A foreign record (a Traccar position) whose vehicle the writer resolves through the
+    /// device register, and when it arrived; `item` stays `Ignored` until then.
+    pending: Option<(Mapped, chrono::DateTime<Utc>)>,
     values: usize,
     /// Released once the message is acknowledged.
     _permits: Permits,
@@ -114,6 +145,7 @@ struct AckTicket {
 /// waits on the writer only for permits, so the two cannot deadlock.
 pub async fn run(
     config: &Config,
+    feeds: Feeds,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
@@ -130,11 +162,20 @@ pub async fn run(
         max_values: config.ingest.batch_max_values,
         max_delay: config.batch_max_delay(),
     };
+    let share_group = Some(config.mqtt.share_group.as_str()).filter(|g| !g.is_empty());
+    let mut filters = wire::subscription_filters(share_group).to_vec();
+    for topic in feeds.topics() {
+        filters.push(match share_group {
+            Some(group) => format!("$share/{group}/{topic}"),
+            None => topic.to_owned(),
+        });
+    }
     let batcher = tokio::spawn(run_batcher(
         deliveries_rx,
         batches_tx,
         batch_limits,
         config.limits(),
+        feeds,
     ));
     let writer = tokio::spawn(run_writer(
         batches_rx,
@@ -145,9 +186,6 @@ pub async fn run(
         config.ingest.writers,
         shutdown.clone(),
     ));
-    let filters = wire::subscription_filters(
-        Some(config.mqtt.share_group.as_str()).filter(|g| !g.is_empty()),
-    );
     let task = MqttTask {
         client,
         metrics,
@@ -170,7 +208,7 @@ pub async fn run(
 struct MqttTask {
     client: AsyncClient,
     metrics: Arc<Metrics>,
-    filters: [String; 2],
+    filters: Vec<String>,
     /// `receive_maximum` permits: messages held unacknowledged.
     messages: Arc<Semaphore>,
     /// `max_inflight_bytes` permits: their memory.
@@ -394,8 +432,10 @@ fn ack_for(t: AckTicket) -> Publish {
     p
 }
 
-/// Parses one publish into what the store should do with it.
-fn parse(r: Received, limits: &Limits) -> Delivery {
+/// Parses one publish into what the store should do with it: a contract message, or on a
+/// feed's topic (Traccar's, a mapped feed's) a record mapped to one, its vehicle resolved by
+/// the writer.
+fn parse(r: Received, limits: &Limits, feeds: &Feeds) -> Delivery {
     let Received {
         publish,
         epoch,
@@ -405,6 +445,7 @@ fn parse(r: Received, limits: &Limits) -> Delivery {
     let received_at = Utc::now();
     let mut delivery = Delivery {
         item: BatchItem::Ignored,
+        pending: None,
         values: 0,
         publish,
         epoch,
@@ -416,6 +457,33 @@ fn parse(r: Received, limits: &Limits) -> Delivery {
         return delivery;
     }
     let topic = String::from_utf8_lossy(&delivery.publish.topic);
+    let payload = &delivery.publish.payload;
+    let mapped = if feeds
+        .traccar_topic
+        .as_deref()
+        .is_some_and(|filter| feeds::topic_matches(filter, &topic))
+    {
+        Some(feeds::traccar::parse(payload, received_at, limits))
+    } else {
+        feeds
+            .mappings
+            .iter()
+            .find(|m| m.matches(&topic))
+            .map(|m| m.map(&topic, payload, received_at, limits))
+    };
+    if let Some(mapped) = mapped {
+        match mapped {
+            Ok(mapped) => {
+                delivery.values = mapped.values.len() + mapped.dtcs.len();
+                delivery.pending = Some((mapped, received_at));
+            }
+            Err(reject) => {
+                delivery.values = 1;
+                delivery.item = delivery.dead_letter(reject.reason.as_str(), reject.detail);
+            }
+        }
+        return delivery;
+    }
     match wire::parse_message(&topic, &delivery.publish.payload, received_at, limits) {
         Ok(message) => {
             delivery.values = message.value_count();
@@ -439,6 +507,7 @@ async fn run_batcher(
     tx: mpsc::Sender<Vec<Delivery>>,
     limits: BatchLimits,
     wire_limits: Limits,
+    feeds: Feeds,
 ) {
     let mut batch = Batcher::new(limits);
     loop {
@@ -446,7 +515,7 @@ async fn run_batcher(
         let flush = tokio::select! {
             r = rx.recv() => match r {
                 Some(r) => {
-                    let d = parse(r, &wire_limits);
+                    let d = parse(r, &wire_limits, &feeds);
                     let values = d.values;
                     batch.push(d, values, Instant::now())
                 }
@@ -499,7 +568,15 @@ async fn run_writer(
                 .iter_mut()
                 .map(|d| std::mem::replace(&mut d.item, BatchItem::Ignored))
                 .collect();
-            let result = writer.write(&batch, &mut items).await;
+            let pending: Vec<(usize, Mapped, chrono::DateTime<Utc>)> = batch
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, d)| d.pending.take().map(|(m, at)| (i, m, at)))
+                .collect();
+            let result = match writer.resolve(&batch, &mut items, pending).await {
+                Some(()) => writer.write(&batch, &mut items).await,
+                None => None,
+            };
             (batch, items, result, started.elapsed())
         }
     };
@@ -568,6 +645,60 @@ struct Writer {
 }
 
 impl Writer {
+    /// Makes the contract's messages of the batch's foreign records: each record's vehicle
+    /// is the VIN it carries or the one the device register holds for its device at its time;
+    /// one with neither becomes its dead letter (`unknown_device`). `None` if shutdown came
+    /// first.
+    async fn resolve(
+        &self,
+        batch: &[Delivery],
+        items: &mut [BatchItem],
+        pending: Vec<(usize, Mapped, chrono::DateTime<Utc>)>,
+    ) -> Option<()> {
+        if pending.is_empty() {
+            return Some(());
+        }
+        let lookups: Vec<(&str, chrono::DateTime<Utc>)> = pending
+            .iter()
+            .filter(|(_, m, _)| m.vin.is_none())
+            .filter_map(|(_, m, _)| m.device.as_deref().map(|d| (d, m.ts)))
+            .collect();
+        let vins = match self
+            .retry(|| crate::store::devices::vins_at(self.store.pool(), &lookups))
+            .await?
+        {
+            Ok(vins) => vins,
+            Err(e) => {
+                tracing::warn!(error = %e, "device register lookup refused; dead-lettered");
+                for (i, _, _) in &pending {
+                    if let (Some(item), Some(d)) = (items.get_mut(*i), batch.get(*i)) {
+                        *item = d.dead_letter("storage_rejected", e.to_string());
+                    }
+                }
+                return Some(());
+            }
+        };
+        let mut vins = vins.into_iter();
+        for (i, mapped, received_at) in pending {
+            let registered = if mapped.vin.is_none() && mapped.device.is_some() {
+                vins.next().flatten()
+            } else {
+                None
+            };
+            let (Some(item), Some(delivery)) = (items.get_mut(i), batch.get(i)) else {
+                continue;
+            };
+            *item = match mapped.into_message(registered.as_deref()) {
+                Ok(message) => BatchItem::Message {
+                    message,
+                    received_at,
+                },
+                Err(reject) => delivery.dead_letter(reject.reason.as_str(), reject.detail),
+            };
+        }
+        Some(())
+    }
+
     /// Writes `items` (one per delivery of `batch`; refused ones are replaced by their dead
     /// letters in place). `None` if shutdown came first.
     async fn write(&self, batch: &[Delivery], items: &mut [BatchItem]) -> Option<BatchResult> {

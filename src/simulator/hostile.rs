@@ -261,7 +261,9 @@ impl Generator {
                 samples: Vec::new(),
                 values: 0,
             },
-            Ok(Message::Telemetry { vin, samples }) => {
+            // The contract's parser never makes a combined message; it would count as
+            // telemetry.
+            Ok(Message::Telemetry { vin, samples } | Message::Combined { vin, samples, .. }) => {
                 let mut new = Vec::new();
                 let mut values = 0;
                 for s in &samples {

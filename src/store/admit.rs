@@ -6,7 +6,7 @@
 
 use super::batch::BatchItem;
 use super::{IdMap, Store, StoreError};
-use crate::wire::{Message, Reject, RejectReason};
+use crate::wire::{Reject, RejectReason};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -100,11 +100,10 @@ impl Store {
         let mut seen: HashSet<(i32, i32), foldhash::fast::RandomState> = HashSet::default();
         let mut message_pairs: Vec<(usize, Vec<(i32, i32)>)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let BatchItem::Message {
-                message: Message::Telemetry { vin, samples },
-                ..
-            } = item
-            else {
+            let BatchItem::Message { message, .. } = item else {
+                continue;
+            };
+            let (vin, Some(samples)) = (message.vin(), message.samples()) else {
                 continue;
             };
             let vehicle_id = vehicle_ids[vin.as_str()];

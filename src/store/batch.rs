@@ -35,10 +35,7 @@ pub fn signal_names(items: &[BatchItem]) -> impl Iterator<Item = &str> {
     items
         .iter()
         .filter_map(|i| match i {
-            BatchItem::Message {
-                message: Message::Telemetry { samples, .. },
-                ..
-            } => Some(samples),
+            BatchItem::Message { message, .. } => message.samples(),
             _ => None,
         })
         .flatten()

@@ -8,7 +8,7 @@ use super::batch::{copy_in, BatchItem, KeySet, Outcome, SampleKey};
 use super::copy::CopyEncoder;
 use super::IdMap;
 use super::StoreError;
-use crate::wire::{DtcCode, DtcReport, Message};
+use crate::wire::{DtcCode, DtcReport};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use std::collections::BTreeMap;
@@ -56,14 +56,16 @@ impl<'a> DiagnosticsPlan<'a> {
             .enumerate()
             .filter_map(|(i, item)| match item {
                 BatchItem::Message {
-                    message: Message::Dtc { vin, report },
+                    message,
                     received_at,
-                } => Some((
-                    (vehicle_ids[vin.as_str()], report.seq, report.ts),
-                    i,
-                    *received_at,
-                    report,
-                )),
+                } => message.report().map(|report| {
+                    (
+                        (vehicle_ids[message.vin().as_str()], report.seq, report.ts),
+                        i,
+                        *received_at,
+                        report,
+                    )
+                }),
                 _ => None,
             })
             .collect();

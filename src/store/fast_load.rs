@@ -123,6 +123,15 @@ pub fn encode_range(
                     }
                 }
             }
+            // Mapped feeds go through the exactly-once path, never this one.
+            BatchItem::Message {
+                message: Message::Combined { vin, .. },
+                ..
+            } => {
+                return Err(StoreError::BulkLoad(format!(
+                    "a combined message (for {vin}) cannot take the fast path"
+                )))
+            }
             BatchItem::DeadLetter {
                 letter,
                 received_at,

@@ -16,15 +16,18 @@ pub enum Scope {
     Advisor,
     /// Capacity planners: workshops, capacity, demand preview.
     Planner,
+    /// Platforms that push data: Traccar's forwarded positions, telemetry imports.
+    Ingest,
     /// Everything.
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 5] = [
         Scope::FleetRead,
         Scope::Advisor,
         Scope::Planner,
+        Scope::Ingest,
         Scope::Admin,
     ];
 
@@ -33,6 +36,7 @@ impl Scope {
             Scope::FleetRead => "fleet-read",
             Scope::Advisor => "advisor",
             Scope::Planner => "planner",
+            Scope::Ingest => "ingest",
             Scope::Admin => "admin",
         }
     }
@@ -45,7 +49,7 @@ impl fmt::Display for Scope {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown scope {0:?} (expected fleet-read, advisor, planner or admin)")]
+#[error("unknown scope {0:?} (expected fleet-read, advisor, planner, ingest or admin)")]
 pub struct UnknownScope(String);
 
 impl FromStr for Scope {

@@ -323,6 +323,12 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Timescale,
         sql: include_str!("../../migrations/0051_partition_width.timescale.sql"),
     },
+    Migration {
+        version: 60,
+        name: "device_register",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0060_device_register.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {

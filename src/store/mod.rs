@@ -7,6 +7,7 @@ pub mod booking;
 pub mod capacity;
 mod connect;
 pub mod copy;
+pub mod devices;
 mod diagnostics;
 pub mod fast_load;
 pub mod history;
@@ -111,6 +112,9 @@ pub struct Store {
     pool: PgPool,
     flavor: Flavor,
     limits: SignalLimits,
+    /// The contract's limits (time window, retention) for what arrives other than over MQTT
+    /// (HTTP feeds and imports), as the service is configured.
+    wire_limits: crate::wire::Limits,
     vehicle_ids: admit::BoundedMap<String, i32>,
     signal_ids: admit::BoundedMap<String, i32>,
     vehicle_signals: admit::BoundedMap<(i32, i32), ()>,
@@ -153,6 +157,7 @@ impl Store {
             pool,
             flavor,
             limits,
+            wire_limits: crate::wire::Limits::default(),
             vehicle_ids: admit::BoundedMap::new(VEHICLE_CACHE_ENTRIES),
             // Only names in the table are cached, and the table holds at most this many.
             signal_ids: admit::BoundedMap::new(limits.max_signals.saturating_add(1)),
@@ -194,6 +199,16 @@ impl Store {
             self.signal_ids.insert_all([(name.to_owned(), signal.id)]);
         }
         Ok(found)
+    }
+
+    /// The store with the contract's limits the service runs with (default: `Limits`'s).
+    pub fn with_wire_limits(mut self, limits: crate::wire::Limits) -> Store {
+        self.wire_limits = limits;
+        self
+    }
+
+    pub fn wire_limits(&self) -> &crate::wire::Limits {
+        &self.wire_limits
     }
 
     pub fn flavor(&self) -> Flavor {

@@ -16,7 +16,7 @@ use super::copy::{SampleCopyEncoder, SAMPLE_COPY};
 use super::rollup::{DeltaBuilder, RollupDelta};
 use super::{IdMap, StoreError};
 use crate::config::WriteMethod;
-use crate::wire::Message;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use std::collections::btree_map::Entry;
@@ -70,10 +70,13 @@ impl SamplesPlan {
         let mut messages = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let BatchItem::Message {
-                message: Message::Telemetry { vin, samples },
+                message,
                 received_at,
             } = item
             else {
+                continue;
+            };
+            let (vin, Some(samples)) = (message.vin(), message.samples()) else {
                 continue;
             };
             let vehicle_id = vehicle_ids[vin.as_str()];

@@ -174,7 +174,10 @@ impl Batch<'_> {
                 &self.diagnostics.all_new
             };
             for &(i, outcome) in &claimed.outcomes {
-                result.outcomes[i] = outcome;
+                // A combined message is stored when either of its parts is new.
+                if result.outcomes[i] != Outcome::Stored {
+                    result.outcomes[i] = outcome;
+                }
             }
             result.dtc_reports_stored = claimed.accepted.len() as u64;
             touched.extend(claimed.accepted.iter().map(|(vehicle_id, _)| *vehicle_id));

@@ -207,7 +207,7 @@ fn parse_dtc(value: &Value) -> Result<Dtc, Reject> {
 }
 
 /// SAE J2012: system letter, then a digit 0-3, then three hex digits (upper case).
-fn check_j2012(code: &str) -> Result<(), Reject> {
+pub(crate) fn check_j2012(code: &str) -> Result<(), Reject> {
     let b = code.as_bytes();
     let valid = b.len() == 5
         && matches!(b[0], b'P' | b'C' | b'B' | b'U')

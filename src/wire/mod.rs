@@ -7,8 +7,10 @@ mod reject;
 mod telemetry;
 mod vin;
 
+pub(crate) use dtc::check_j2012;
 pub use dtc::{Dtc, DtcCode, DtcReport, DtcStatus};
 pub use reject::{Reject, RejectReason};
+pub(crate) use telemetry::check_signal_name;
 pub use telemetry::Sample;
 pub use vin::Vin;
 
@@ -40,6 +42,17 @@ impl Default for Limits {
             max_future: Duration::hours(24),
             retention: Duration::days(1095),
             dtc_retention: Duration::days(1095),
+        }
+    }
+}
+
+impl Limits {
+    /// The window a telemetry timestamp received at `now` must fall in.
+    pub(crate) fn telemetry_window(&self, now: DateTime<Utc>) -> TimeWindow {
+        TimeWindow {
+            earliest: now - self.max_age,
+            latest: now + self.max_future,
+            retained_from: now - self.retention,
         }
     }
 }
@@ -113,23 +126,56 @@ pub fn subscription_filters(share_group: Option<&str>) -> [String; 2] {
 /// A message that passed the contract.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
-    Telemetry { vin: Vin, samples: Vec<Sample> },
-    Dtc { vin: Vin, report: DtcReport },
+    Telemetry {
+        vin: Vin,
+        samples: Vec<Sample>,
+    },
+    Dtc {
+        vin: Vin,
+        report: DtcReport,
+    },
+    /// A foreign record (a Traccar position, a mapped feed's message) mapped to the contract:
+    /// its samples and, when it reported fault codes, a diagnostic report, stored together
+    /// under the same ledgers as the contract's own messages.
+    Combined {
+        vin: Vin,
+        samples: Vec<Sample>,
+        report: Option<DtcReport>,
+    },
 }
 
 impl Message {
     pub fn vin(&self) -> &Vin {
         match self {
-            Message::Telemetry { vin, .. } | Message::Dtc { vin, .. } => vin,
+            Message::Telemetry { vin, .. }
+            | Message::Dtc { vin, .. }
+            | Message::Combined { vin, .. } => vin,
         }
     }
 
-    /// Number of signal values (telemetry) or DTC entries (diagnostics) carried.
-    pub fn value_count(&self) -> usize {
+    /// The telemetry samples carried, if any kind of telemetry.
+    pub fn samples(&self) -> Option<&[Sample]> {
         match self {
-            Message::Telemetry { samples, .. } => samples.iter().map(|s| s.values.len()).sum(),
-            Message::Dtc { report, .. } => report.dtcs.len(),
+            Message::Telemetry { samples, .. } | Message::Combined { samples, .. } => Some(samples),
+            Message::Dtc { .. } => None,
         }
+    }
+
+    /// The diagnostic report carried, if any.
+    pub fn report(&self) -> Option<&DtcReport> {
+        match self {
+            Message::Dtc { report, .. } => Some(report),
+            Message::Combined { report, .. } => report.as_ref(),
+            Message::Telemetry { .. } => None,
+        }
+    }
+
+    /// Number of signal values (telemetry) plus DTC entries (diagnostics) carried.
+    pub fn value_count(&self) -> usize {
+        let values: usize = self
+            .samples()
+            .map_or(0, |s| s.iter().map(|s| s.values.len()).sum());
+        values + self.report().map_or(0, |r| r.dtcs.len())
     }
 }
 

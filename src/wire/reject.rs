@@ -31,10 +31,13 @@ pub enum RejectReason {
     SignalLimit,
     /// A new signal name for a vehicle past the bound on distinct names per vehicle.
     VehicleSignalLimit,
+    /// A tracker (a Traccar `uniqueId`, a feed's device id) the device register does not know
+    /// and that sent no VIN of its own.
+    UnknownDevice,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 22] = [
+    pub const ALL: [RejectReason; 23] = [
         RejectReason::InvalidTopic,
         RejectReason::InvalidVin,
         RejectReason::VinMismatch,
@@ -57,6 +60,7 @@ impl RejectReason {
         RejectReason::PastRetention,
         RejectReason::SignalLimit,
         RejectReason::VehicleSignalLimit,
+        RejectReason::UnknownDevice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +87,7 @@ impl RejectReason {
             RejectReason::PastRetention => "past_retention",
             RejectReason::SignalLimit => "signal_limit",
             RejectReason::VehicleSignalLimit => "vehicle_signal_limit",
+            RejectReason::UnknownDevice => "unknown_device",
         }
     }
 }

@@ -114,7 +114,7 @@ fn parse_sample(vin: &Vin, value: Value, window: &TimeWindow) -> Result<Sample, 
 }
 
 /// VSS paths: dot-separated identifiers under the `Vehicle` root, at most 256 bytes.
-fn check_signal_name(name: &str) -> Result<(), Reject> {
+pub(crate) fn check_signal_name(name: &str) -> Result<(), Reject> {
     // One pass over the bytes (it runs for every value of every message): segments of ASCII
     // letters, digits and '_', none empty.
     let valid = name.len() <= 256

@@ -858,3 +858,59 @@ pub async fn insert_values(pool: &PgPool, rows: &[(i32, i32, chrono::DateTime<ch
     .await
     .unwrap();
 }
+
+/// (ts, signal) -> value, as the API returns a vehicle's stored values.
+pub type Values = std::collections::BTreeMap<(chrono::DateTime<chrono::Utc>, String), f64>;
+
+/// A vehicle's stored values from `from` on, read through `GET /v1/vehicles/{vin}/telemetry`
+/// (each (ts, signal) once, or the test fails).
+pub async fn api_values(
+    base: &str,
+    key: &str,
+    vin: &str,
+    from: chrono::DateTime<chrono::Utc>,
+) -> Values {
+    let url = format!(
+        "{base}/v1/vehicles/{vin}/telemetry?from={}&to={}",
+        from.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+            .replace('+', "%2B"),
+        (chrono::Utc::now() + chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+            .replace('+', "%2B")
+    );
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let mut out = Values::new();
+    for p in body["points"].as_array().unwrap() {
+        let ts: chrono::DateTime<chrono::Utc> = p["ts"].as_str().unwrap().parse().unwrap();
+        let prev = out.insert(
+            (ts, p["signal"].as_str().unwrap().to_owned()),
+            p["value"].as_f64().unwrap(),
+        );
+        assert!(prev.is_none(), "a value stored twice: {p}");
+    }
+    out
+}
+
+/// `got` holds exactly `want`'s (ts, signal) pairs, with its values.
+pub fn assert_values(got: &Values, want: &[(chrono::DateTime<chrono::Utc>, &str, f64)]) {
+    let want: Values = want
+        .iter()
+        .map(|(t, s, x)| ((*t, (*s).to_owned()), *x))
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the same values under the same paths"
+    );
+    for (k, x) in &want {
+        let g = got[k];
+        assert!((g - x).abs() < 1e-9, "{k:?}: stored {g}, expected {x}");
+    }
+}
