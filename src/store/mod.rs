@@ -133,6 +133,10 @@ const LEGACY_RECHECK: Duration = Duration::from_secs(30);
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
     Ok(connect::options(url)?
         .application_name("aftercare")
+        // JIT compiles a plan whose estimate passes `jit_above_cost`; the vehicle page's
+        // per-signal LATERAL read is estimated far above its real cost and took 186 ms to
+        // compile for 0.6 ms of work. Every query here is a short indexed one.
+        .options([("jit", "off")])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(5)))
 }
