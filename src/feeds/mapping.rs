@@ -194,16 +194,7 @@ impl Mapping {
         now: DateTime<Utc>,
         limits: &Limits,
     ) -> Result<Mapped, Reject> {
-        if payload.len() > limits.max_payload_bytes {
-            return Err(Reject::new(
-                RejectReason::PayloadTooLarge,
-                format!(
-                    "payload is {} bytes, limit is {}",
-                    payload.len(),
-                    limits.max_payload_bytes
-                ),
-            ));
-        }
+        limits.check_payload_size(payload)?;
         let doc: Value = serde_json::from_slice(payload).map_err(|e| {
             Reject::new(
                 RejectReason::InvalidJson,

@@ -66,16 +66,7 @@ const NOT_VALUES: &[&str] = &["vin", "dtcs"];
 
 /// Maps one forwarded position. `now` and `limits` bound its time as the contract does.
 pub fn parse(payload: &[u8], now: DateTime<Utc>, limits: &Limits) -> Result<Mapped, Reject> {
-    if payload.len() > limits.max_payload_bytes {
-        return Err(Reject::new(
-            RejectReason::PayloadTooLarge,
-            format!(
-                "payload is {} bytes, limit is {}",
-                payload.len(),
-                limits.max_payload_bytes
-            ),
-        ));
-    }
+    limits.check_payload_size(payload)?;
     let value: Value = serde_json::from_slice(payload).map_err(|e| {
         Reject::new(
             RejectReason::InvalidJson,

@@ -47,6 +47,21 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// A payload over `max_payload_bytes` is refused whole, before it is read.
+    pub fn check_payload_size(&self, payload: &[u8]) -> Result<(), Reject> {
+        if payload.len() > self.max_payload_bytes {
+            return Err(Reject::new(
+                RejectReason::PayloadTooLarge,
+                format!(
+                    "payload is {} bytes, limit is {}",
+                    payload.len(),
+                    self.max_payload_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The window a telemetry timestamp received at `now` must fall in.
     pub(crate) fn telemetry_window(&self, now: DateTime<Utc>) -> TimeWindow {
         TimeWindow {
@@ -188,16 +203,7 @@ pub fn parse_message(
     limits: &Limits,
 ) -> Result<Message, Reject> {
     let topic = Topic::parse(topic)?;
-    if payload.len() > limits.max_payload_bytes {
-        return Err(Reject::new(
-            RejectReason::PayloadTooLarge,
-            format!(
-                "payload is {} bytes, limit is {}",
-                payload.len(),
-                limits.max_payload_bytes
-            ),
-        ));
-    }
+    limits.check_payload_size(payload)?;
     let text = std::str::from_utf8(payload)
         .map_err(|e| Reject::new(RejectReason::NotUtf8, format!("payload is not UTF-8: {e}")))?;
     let value: Value = serde_json::from_str(text).map_err(|e| json_error(text, e))?;
