@@ -22,15 +22,7 @@ fn mapping(name: &str) -> std::path::PathBuf {
 }
 
 async fn dtcs(base: &str, key: &str, vin: &str) -> Vec<(String, String)> {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{base}/v1/vehicles/{vin}/dtcs"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = api_get(base, key, &format!("/v1/vehicles/{vin}/dtcs")).await;
     let mut out: Vec<(String, String)> = body["dtcs"]
         .as_array()
         .unwrap()

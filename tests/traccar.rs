@@ -203,15 +203,7 @@ async fn a_traccar_stream_lands_once_in_vss_units_over_mqtt_and_http() {
         ],
     );
     // The DTCs became one report with two codes, each with its lifecycle.
-    let dtcs: Value = http
-        .get(format!("{base}/v1/vehicles/{VIN_A}/dtcs"))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dtcs = api_get(&base, &reader, &format!("/v1/vehicles/{VIN_A}/dtcs")).await;
     let mut codes: Vec<(String, String, String)> = dtcs["dtcs"]
         .as_array()
         .unwrap()

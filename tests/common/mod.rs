@@ -859,6 +859,18 @@ pub async fn insert_values(pool: &PgPool, rows: &[(i32, i32, chrono::DateTime<ch
     .unwrap();
 }
 
+/// `GET {base}{path}` with an API key; the answer must be 200, and is returned as JSON.
+pub async fn api_get(base: &str, key: &str, path: &str) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
 /// (ts, signal) -> value, as the API returns a vehicle's stored values.
 pub type Values = std::collections::BTreeMap<(chrono::DateTime<chrono::Utc>, String), f64>;
 
@@ -870,22 +882,15 @@ pub async fn api_values(
     vin: &str,
     from: chrono::DateTime<chrono::Utc>,
 ) -> Values {
-    let url = format!(
-        "{base}/v1/vehicles/{vin}/telemetry?from={}&to={}",
+    let path = format!(
+        "/v1/vehicles/{vin}/telemetry?from={}&to={}",
         from.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
             .replace('+', "%2B"),
         (chrono::Utc::now() + chrono::Duration::hours(1))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
             .replace('+', "%2B")
     );
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{url}");
-    let body: serde_json::Value = resp.json().await.unwrap();
+    let body = api_get(base, key, &path).await;
     let mut out = Values::new();
     for p in body["points"].as_array().unwrap() {
         let ts: chrono::DateTime<chrono::Utc> = p["ts"].as_str().unwrap().parse().unwrap();
