@@ -77,7 +77,8 @@ impl Default for TraccarConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Width of a time partition (plain PostgreSQL) or chunk (TimescaleDB) of the sample
-    /// table. Fleets that send often want narrower ones: TimescaleDB advises that the recent
+    /// table. A kept (generic) plan covers every partition at each call, so more of them cost
+    /// reads. Fleets that send often want narrower ones: TimescaleDB advises that the recent
     /// chunks of all hypertables fit in a quarter of the memory.
     pub chunk_days: i32,
     /// The same for the DTC ledgers.
@@ -106,8 +107,8 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            chunk_days: 30,
-            dtc_chunk_days: 30,
+            chunk_days: 90,
+            dtc_chunk_days: 90,
             retention_days: 1095,
             dtc_retention_days: 1095,
             dead_letter_retention_days: 365,

@@ -283,6 +283,45 @@ async fn telemetry_pages_with_a_cursor_and_aggregates_per_bucket() {
     assert_eq!(b.len(), 1);
     assert_eq!(b[0]["n"], 120);
     assert_eq!(b[0]["avg"], 59.5);
+    // Without a signal, the rollup's days of every signal the car sent, by day then name.
+    let (_, body) = get(
+        &api,
+        &format!("/v1/vehicles/{VIN}/telemetry?from={from}&to={to}&bucket=1d"),
+        Some(&api.key),
+    )
+    .await;
+    let names: Vec<&str> = body["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["signal"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{body}");
+    assert!(names.contains(&"Vehicle.Speed") && names.windows(2).all(|w| w[0] <= w[1]));
+    // A signal never stored has no buckets, raw or from the rollup; a bad bucket is still
+    // refused before the signal is looked up.
+    for bucket in ["1h", "1d"] {
+        let (status, body) = get(
+            &api,
+            &format!(
+                "/v1/vehicles/{VIN}/telemetry?from={from}&to={to}&signal=Vehicle.Nothing&bucket={bucket}"
+            ),
+            Some(&api.key),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["buckets"], serde_json::json!([]));
+        assert_eq!(body["bucket"], bucket);
+    }
+    let (status, body) = get(
+        &api,
+        &format!(
+            "/v1/vehicles/{VIN}/telemetry?from={from}&to={to}&signal=Vehicle.Nothing&bucket=7x"
+        ),
+        Some(&api.key),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
 #[tokio::test]

@@ -85,6 +85,7 @@ async fn the_servers_flavour_is_detected_and_migrations_are_idempotent() {
             "visits",
             "list_indexes",
             "partition_width",
+            "wider_partitions",
             "device_register"
         ]
     );
@@ -158,7 +159,7 @@ async fn the_timescale_path_runs_against_stand_ins_of_the_extension() {
         }
     }
     assert_eq!(
-        checked, 27,
+        checked, 34,
         "every statement of the TimescaleDB migrations checked"
     );
     // What the rest of the service relies on exists, with the columns it reads.

@@ -61,11 +61,11 @@ async fn partitions_cover_today_and_the_days_ahead_and_none_the_empty_past() {
     assert_eq!(policy, StoragePolicy::default());
     if Flavor::detect(&pool).await.unwrap() != Flavor::Plain {
         // TimescaleDB makes chunks itself, of the policy's width.
-        assert_eq!(chunk_interval(&pool, "samples").await, "30 days");
-        assert_eq!(chunk_interval(&pool, "dtc_events").await, "30 days");
+        assert_eq!(chunk_interval(&pool, "samples").await, "90 days");
+        assert_eq!(chunk_interval(&pool, "dtc_events").await, "90 days");
         return;
     }
-    for (parent, width) in [("samples", 30), ("dtc_reports", 30), ("dtc_events", 30)] {
+    for (parent, width) in [("samples", 90), ("dtc_reports", 90), ("dtc_events", 90)] {
         let parts = partitions(&pool, parent).await;
         assert_eq!(
             parts.len() as i64,

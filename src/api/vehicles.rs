@@ -202,9 +202,42 @@ pub async fn telemetry(
         ));
     }
     let limit = limit(p.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let signal = p.signal.as_deref().filter(|s| !s.is_empty());
-    if let Some(bucket) = p.bucket.as_deref() {
-        let secs = parse_bucket(bucket)?;
+    let bucket = match p.bucket.as_deref() {
+        Some(bucket) => Some((bucket, parse_bucket(bucket)?)),
+        None => None,
+    };
+    // A page cursor belongs to raw points; bucketed answers are not paged by one.
+    let after = match bucket {
+        None => p.cursor.as_deref().map(parse_cursor).transpose()?,
+        Some(_) => None,
+    };
+    // Resolved once (from the store's cache), so neither read joins the signal table. A name
+    // never stored has no values.
+    let signal = match p.signal.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(name) => match state.store.signal_ref(name).await? {
+            Some(signal) => Some(signal),
+            None => {
+                return Ok(Json(match bucket {
+                    Some((bucket, _)) => Telemetry::Buckets(TelemetryBuckets {
+                        vin,
+                        from,
+                        to,
+                        bucket: bucket.to_owned(),
+                        buckets: Vec::new(),
+                    }),
+                    None => Telemetry::Points(TelemetryPoints {
+                        vin,
+                        from,
+                        to,
+                        points: Vec::new(),
+                        next_cursor: None,
+                    }),
+                }))
+            }
+        },
+    };
+    if let Some((bucket, secs)) = bucket {
         let buckets =
             read::telemetry_buckets(state.store.pool(), id, signal, from, to, secs, limit).await?;
         return Ok(Json(Telemetry::Buckets(TelemetryBuckets {
@@ -215,23 +248,6 @@ pub async fn telemetry(
             buckets,
         })));
     }
-    let after = p.cursor.as_deref().map(parse_cursor).transpose()?;
-    let signal = match signal {
-        None => None,
-        Some(name) => match state.store.signal_ref(name).await? {
-            Some(signal) => Some(signal),
-            // A name never stored has no values.
-            None => {
-                return Ok(Json(Telemetry::Points(TelemetryPoints {
-                    vin,
-                    from,
-                    to,
-                    points: Vec::new(),
-                    next_cursor: None,
-                })))
-            }
-        },
-    };
     let q = TelemetryQuery {
         vehicle_id: id,
         signal,

@@ -93,19 +93,12 @@ pub async fn reads(config: &Config, args: &ReadsBenchArgs) -> Result<(), BenchEr
             };
             let answer = timed(&mut times[1], read::telemetry(&pool, &q)).await?;
             digest.update(serde_json::to_vec(&answer.0).unwrap_or_default());
-            let answer = timed(
-                &mut times[2],
-                read::telemetry_buckets(
-                    &pool,
-                    vehicle_id,
-                    Some(crate::catalog::ODOMETER),
-                    end - Duration::days(7),
-                    end,
-                    3600,
-                    10_000,
-                ),
-            )
-            .await?;
+            let hourly = async {
+                let signal = store.signal_ref(crate::catalog::ODOMETER).await?;
+                let (from, secs) = (end - Duration::days(7), 3600);
+                read::telemetry_buckets(&pool, vehicle_id, signal, from, end, secs, 10_000).await
+            };
+            let answer = timed(&mut times[2], hourly).await?;
             digest.update(serde_json::to_vec(&answer).unwrap_or_default());
             let answer = timed(
                 &mut times[3],

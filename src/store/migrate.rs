@@ -324,6 +324,18 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0051_partition_width.timescale.sql"),
     },
     Migration {
+        version: 52,
+        name: "wider_partitions",
+        applies: Applies::Plain,
+        sql: include_str!("../../migrations/0052_wider_partitions.plain.sql"),
+    },
+    Migration {
+        version: 52,
+        name: "wider_partitions",
+        applies: Applies::Timescale,
+        sql: include_str!("../../migrations/0052_wider_partitions.timescale.sql"),
+    },
+    Migration {
         version: 60,
         name: "device_register",
         applies: Applies::Always,
