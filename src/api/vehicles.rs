@@ -212,34 +212,20 @@ pub async fn telemetry(
         Some(_) => None,
     };
     // Resolved once (from the store's cache), so neither read joins the signal table. A name
-    // never stored has no values.
-    let signal = match p.signal.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(name) => match state.store.signal_ref(name).await? {
-            Some(signal) => Some(signal),
-            None => {
-                return Ok(Json(match bucket {
-                    Some((bucket, _)) => Telemetry::Buckets(TelemetryBuckets {
-                        vin,
-                        from,
-                        to,
-                        bucket: bucket.to_owned(),
-                        buckets: Vec::new(),
-                    }),
-                    None => Telemetry::Points(TelemetryPoints {
-                        vin,
-                        from,
-                        to,
-                        points: Vec::new(),
-                        next_cursor: None,
-                    }),
-                }))
-            }
-        },
+    // never stored has no values: nothing to read.
+    let (signal, unknown) = match p.signal.as_deref().filter(|s| !s.is_empty()) {
+        None => (None, false),
+        Some(name) => {
+            let signal = state.store.signal_ref(name).await?;
+            (signal, signal.is_none())
+        }
     };
     if let Some((bucket, secs)) = bucket {
-        let buckets =
-            read::telemetry_buckets(state.store.pool(), id, signal, from, to, secs, limit).await?;
+        let buckets = if unknown {
+            Vec::new()
+        } else {
+            read::telemetry_buckets(state.store.pool(), id, signal, from, to, secs, limit).await?
+        };
         return Ok(Json(Telemetry::Buckets(TelemetryBuckets {
             vin,
             from,
@@ -256,7 +242,11 @@ pub async fn telemetry(
         after,
         limit,
     };
-    let (points, next) = read::telemetry(state.store.pool(), &q).await?;
+    let (points, next) = if unknown {
+        (Vec::new(), None)
+    } else {
+        read::telemetry(state.store.pool(), &q).await?
+    };
     Ok(Json(Telemetry::Points(TelemetryPoints {
         vin,
         from,
