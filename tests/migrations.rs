@@ -86,7 +86,8 @@ async fn the_servers_flavour_is_detected_and_migrations_are_idempotent() {
             "list_indexes",
             "partition_width",
             "wider_partitions",
-            "device_register"
+            "device_register",
+            "signal_buckets"
         ]
     );
 }

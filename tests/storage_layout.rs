@@ -385,3 +385,79 @@ async fn values_are_arrays_of_a_sample_and_read_back_as_stored() {
             .unwrap();
     assert_eq!(none, None, "a signal the vehicle never sent");
 }
+
+#[tokio::test]
+async fn one_signal_pages_skip_samples_without_it_and_keep_two_samples_at_one_instant() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    let store = Store::open(pool.clone()).await.unwrap();
+    let now = Utc::now();
+    let t0 = (now - Duration::hours(2))
+        .duration_trunc(Duration::seconds(1))
+        .unwrap();
+    let topic = "v1/vehicles/WDB1240221A000123/telemetry";
+    // Speed in every third sample only; the sample at minute 9 has a twin (another seq).
+    let mut items = Vec::new();
+    let mut expected: Vec<(DateTime<Utc>, f64)> = Vec::new();
+    for i in 0..30i64 {
+        let ts = t0 + Duration::minutes(i);
+        let mut signals = serde_json::json!({"Vehicle.TraveledDistance": 1000.0 + i as f64});
+        if i % 3 == 0 {
+            signals["Vehicle.Speed"] = serde_json::json!(i as f64);
+            expected.push((ts, i as f64));
+        }
+        let payload = serde_json::json!({"ts": ts.to_rfc3339(), "seq": i, "signals": signals});
+        items.push(batch_item(topic, &payload, now));
+        if i == 9 {
+            let twin = serde_json::json!({"ts": ts.to_rfc3339(), "seq": 1009,
+                "signals": {"Vehicle.Speed": -9.0}});
+            items.push(batch_item(topic, &twin, now));
+            expected.push((ts, -9.0));
+        }
+    }
+    let r = store.write_batch(&items, WriteMethod::Copy).await.unwrap();
+    assert_eq!(r.samples_stored, 31);
+    let vehicle_id = read::vehicle_id(&pool, "WDB1240221A000123")
+        .await
+        .unwrap()
+        .unwrap();
+    let speed = read::signal_ref(&pool, "Vehicle.Speed")
+        .await
+        .unwrap()
+        .unwrap();
+    let query = |after, limit| TelemetryQuery {
+        vehicle_id,
+        signal: Some(speed),
+        from: t0,
+        to: t0 + Duration::hours(1),
+        after,
+        limit,
+    };
+    // Pages of 3 walk every value once, in (ts, seq) order, whatever the page size.
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let (points, next) = read::telemetry(&pool, &query(after, 3)).await.unwrap();
+        assert!(points.len() <= 3);
+        assert!(points.iter().all(|p| p.signal == "Vehicle.Speed"));
+        seen.extend(points.iter().map(|p| (p.ts, p.value)));
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    let (all, next) = read::telemetry(&pool, &query(None, 100)).await.unwrap();
+    assert_eq!(next, None);
+    assert_eq!(all.len(), expected.len());
+    // A cursor from the all-signals read that stopped before Speed at an instant still
+    // gets Speed there; one at Speed itself does not.
+    let t9 = t0 + Duration::minutes(9);
+    let (points, _) = read::telemetry(&pool, &query(Some((t9, 9, speed.id - 1)), 1))
+        .await
+        .unwrap();
+    assert_eq!((points[0].ts, points[0].value), (t9, 9.0));
+    let (points, _) = read::telemetry(&pool, &query(Some((t9, 9, speed.id)), 1))
+        .await
+        .unwrap();
+    assert_eq!((points[0].ts, points[0].value), (t9, -9.0));
+}

@@ -341,6 +341,12 @@ pub const MIGRATIONS: &[Migration] = &[
         applies: Applies::Always,
         sql: include_str!("../../migrations/0060_device_register.sql"),
     },
+    Migration {
+        version: 61,
+        name: "signal_buckets",
+        applies: Applies::Always,
+        sql: include_str!("../../migrations/0061_signal_buckets.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> Vec<u8> {

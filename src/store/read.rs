@@ -54,6 +54,30 @@ pub struct TelemetryQuery<'a> {
     pub limit: i64,
 }
 
+/// The one-signal read: `$1` vehicle, `$2` signal id, `$3`..`$4` the range, `$5` the limit;
+/// the two literals add a page's start (`$6` ts, `$7` seq, `$8` signal id) inside the fenced
+/// subquery (for the index) and after it (the exact position).
+macro_rules! one_signal_sql {
+    ($inner:literal, $outer:literal) => {
+        concat!(
+            "SELECT x.ts, x.seq, x.value FROM (
+                 SELECT a.ts, a.seq,
+                        a.signal_values[array_position(a.signal_ids, $2)] AS value
+                 FROM all_samples a
+                 WHERE a.vehicle_id = $1 AND a.ts >= $3 AND a.ts < $4",
+            $inner,
+            "
+                 ORDER BY a.ts, a.seq
+                 OFFSET 0) x
+             WHERE x.value IS NOT NULL",
+            $outer,
+            "
+             ORDER BY x.ts, x.seq
+             LIMIT $5"
+        )
+    };
+}
+
 /// Raw values ordered by (ts, seq, signal), at most `limit`, and the cursor for the next page.
 /// Two samples at one instant (different `seq`) give two points.
 pub async fn telemetry(
@@ -62,31 +86,38 @@ pub async fn telemetry(
 ) -> Result<(Vec<Point>, Option<TelemetryCursor>), StoreError> {
     let (after_ts, after_seq, after_sig) = q.after.unwrap_or((q.from, i64::MIN, i32::MIN));
     let from = q.from.max(after_ts);
-    // One signal: only its samples, its value picked out of each; all: every value unnested.
-    // The signal's id comes resolved: a join to `signals` here cost more than the read.
+    // One signal: its value picked out of each sample; all: every value unnested. The
+    // signal's id comes resolved: a join to `signals` here cost more than the read.
     let rows: Vec<(DateTime<Utc>, i64, i32, String, f64)> = match q.signal {
-        Some(signal) => sqlx::query_as::<_, (DateTime<Utc>, i64, f64)>(
-            "SELECT a.ts, a.seq, a.signal_values[array_position(a.signal_ids, $2)]
-                 FROM all_samples a
-                 WHERE a.vehicle_id = $1 AND $2 = ANY(a.signal_ids)
-                   AND a.ts >= $3 AND a.ts < $4
-                   AND (a.ts, a.seq, $2) > ($5, $6, $7)
-                 ORDER BY a.ts, a.seq
-                 LIMIT $8",
-        )
-        .bind(q.vehicle_id)
-        .bind(signal.id)
-        .bind(from)
-        .bind(q.to)
-        .bind(after_ts)
-        .bind(after_seq)
-        .bind(after_sig)
-        .bind(q.limit + 1)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|(ts, seq, value)| (ts, seq, signal.id, signal.name.to_owned(), value))
-        .collect(),
+        Some(signal) => {
+            // The signal's position is searched once per sample: the fenced subquery (OFFSET
+            // 0) keeps the planner from copying the expression into a filter, and a sample
+            // without the signal gives NULL. A first page has no cursor to compare with.
+            // (Measured against `$2 = ANY(signal_ids)` and the cursor's row compare on every
+            // page: docs/performance.md, "Storage layout".)
+            let sql = match q.after {
+                None => one_signal_sql!("", ""),
+                Some(_) => one_signal_sql!(
+                    " AND (a.ts, a.seq) >= ($6, $7)",
+                    " AND (x.ts, x.seq, $2) > ($6, $7, $8)"
+                ),
+            };
+            let mut query = sqlx::query_as::<_, (DateTime<Utc>, i64, f64)>(sql)
+                .bind(q.vehicle_id)
+                .bind(signal.id)
+                .bind(from)
+                .bind(q.to)
+                .bind(q.limit + 1);
+            if q.after.is_some() {
+                query = query.bind(after_ts).bind(after_seq).bind(after_sig);
+            }
+            query
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|(ts, seq, value)| (ts, seq, signal.id, signal.name.to_owned(), value))
+                .collect()
+        }
         None => {
             sqlx::query_as(
                 "SELECT a.ts, a.seq, u.signal_id, s.name, u.value
@@ -181,17 +212,10 @@ pub async fn telemetry_buckets(
         };
         query.bind(limit).fetch_all(pool).await?
     } else if let Some(signal) = signal {
-        // Only the signal's samples, its value picked out of each (as the one-signal series).
+        // Only the signal's samples, its value picked out of each (as the one-signal series),
+        // in a function that keeps its plan (migration 61 says why).
         sqlx::query_as::<_, (DateTime<Utc>, i64, f64, f64, f64)>(
-            "SELECT date_bin(make_interval(secs => $5), a.ts, TIMESTAMPTZ '2000-01-01') AS bucket,
-                    count(*), min(v.value), max(v.value), avg(v.value)
-             FROM all_samples a
-             CROSS JOIN LATERAL
-                 (SELECT a.signal_values[array_position(a.signal_ids, $2)] AS value) v
-             WHERE a.vehicle_id = $1 AND $2 = ANY(a.signal_ids) AND a.ts >= $3 AND a.ts < $4
-             GROUP BY bucket
-             ORDER BY bucket
-             LIMIT $6",
+            "SELECT bucket, n, min, max, avg FROM signal_buckets($1, $2, $3, $4, $5, $6)",
         )
         .bind(vehicle_id)
         .bind(signal.id)
